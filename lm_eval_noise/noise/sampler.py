@@ -1,0 +1,78 @@
+"""NoiseSampler: turns (sample seeds, positions) into scaled noise vectors for one spec.
+
+Scaling (all modes give the noise an expected L2 norm `expected_norm`):
+- isotropic:  v = u * expected_norm / E||u||, u ~ N(0, I_d)          (exactly Gaussian)
+- cov_sqrt:   v = (C^1/2 u / ||C^1/2 u||) * ||u|| * expected_norm / E||u||
+              (direction shaped by C, radial spread of an isotropic Gaussian)
+- vectors:    v = V_k / ||V_k|| * expected_norm                         (fixed directions)
+where E||u|| = sqrt(2) * Gamma((d+1)/2) / Gamma(d/2) is the chi mean.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .rng import SEQUENCE_POSITION, gaussian, uniform_index
+from .spec import NoiseSpec
+
+
+def chi_mean(dim: int) -> float:
+    """E||u|| for u ~ N(0, I_dim)."""
+    return math.sqrt(2.0) * math.exp(math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2))
+
+
+def expected_noise_norm(spec: NoiseSpec, reference_norm: float, dim: int) -> float:
+    """The expected L2 norm of one noise vector under `spec`."""
+    if spec.noise_norm is not None:
+        return spec.noise_norm
+    if spec.sigma_mode == "coordinate":
+        # The original recipe: per-coordinate std = sigma_scale * reference norm.
+        return spec.sigma_scale * reference_norm * chi_mean(dim)
+    return spec.sigma_scale * reference_norm
+
+
+class NoiseSampler:
+    def __init__(self, spec: NoiseSpec, reference_norm: float, dim: int, device: torch.device):
+        self.spec = spec
+        self.dim = dim
+        self.expected_norm = expected_noise_norm(spec, reference_norm, dim)
+        self._gaussian_scale = self.expected_norm / chi_mean(dim)
+        self._cov_sqrt = (
+            None if spec.cov_sqrt is None else torch.as_tensor(spec.cov_sqrt, device=device)
+        )
+        self._directions = None
+        if spec.vectors is not None:
+            vectors = torch.as_tensor(spec.vectors, device=device)
+            self._directions = vectors / vectors.norm(dim=1, keepdim=True)
+
+    def sample(
+        self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor
+    ) -> torch.Tensor:
+        """float32 noise [B, T, d] for seeds/repeats [B] and absolute positions [B, T].
+
+        Per-sequence scope ignores `positions` and returns [B, 1, d], to be broadcast.
+        """
+        per_sequence = self.spec.scope == "per_sequence"
+        if per_sequence:
+            positions = torch.full_like(seeds, SEQUENCE_POSITION)[:, None]
+        if self._directions is not None:
+            return self._fixed_directions(seeds, repeats, positions, per_sequence)
+        normals = gaussian(seeds, positions, self.dim)
+        if self._cov_sqrt is not None:
+            radius = normals.norm(dim=-1, keepdim=True)
+            shaped = normals @ self._cov_sqrt
+            # A direction C^1/2 u of exactly zero length is measure-zero; clamp guards it.
+            normals = shaped * (radius / shaped.norm(dim=-1, keepdim=True).clamp_min(1e-30))
+        return normals.mul_(self._gaussian_scale)
+
+    def _fixed_directions(self, seeds, repeats, positions, per_sequence) -> torch.Tensor:
+        count = self._directions.shape[0]
+        if per_sequence:
+            # Repeat i of every prompt gets row i mod K: with repeats == K each prompt
+            # sees each vector once (the residual-stream runner's design).
+            index = (repeats % count)[:, None]
+        else:
+            index = uniform_index(seeds, positions, count)
+        return self._directions[index] * self.expected_norm

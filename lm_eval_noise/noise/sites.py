@@ -1,0 +1,103 @@
+"""Where noise goes: finding the hooked module and measuring its reference norm.
+
+Reference norms (the unit of `sigma_scale`):
+- embed: mean L2 norm of the input-embedding module's output rows over the whole
+  vocabulary. That is the tensor the hook changes, so a model that scales embeddings
+  inside the module (Gemma 3's scaled embedding) is measured after its scale; a model
+  that scales after the module (Gemma 1/2 multiply by sqrt(d) in the model body)
+  scales the noise by the same factor, so the noise-to-embedding ratio still holds.
+- layer:L: mean L2 norm of decoder block L's output (the residual stream) over a fixed
+  built-in calibration text, first position excluded (it is an outlier in most LMs).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CALIBRATION_TEXT = (
+    "The history of science is full of small observations that changed how people "
+    "understood the world. A farmer notices that one field yields more grain than "
+    "another, a sailor records the stars on a clear night, and a child asks why the "
+    "sky is blue. Careful measurement, honest reporting and patient repetition turn "
+    "such questions into knowledge.\n\n"
+    "def mean(values):\n"
+    '    """Return the arithmetic mean of a non-empty list of numbers."""\n'
+    "    total = 0.0\n"
+    "    for value in values:\n"
+    "        total += value\n"
+    "    return total / len(values)\n\n"
+    "Q: What is the capital of France?\nA: Paris is the capital and largest city of France."
+)
+_CALIBRATION_MAX_TOKENS = 256
+_VOCAB_CHUNK = 8192
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The underlying transformers model of a PEFT wrapper, else the model itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def text_config(model: nn.Module):
+    config = unwrap(model).config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def hidden_size(model: nn.Module) -> int:
+    return unwrap(model).get_input_embeddings().embedding_dim
+
+
+def count_layers(config) -> int | None:
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's stack of decoder blocks: the shallowest ModuleList of num_hidden_layers."""
+    base = unwrap(model)
+    expected = count_layers(text_config(model))
+    lists = [m for m in base.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    for module_list in lists:  # modules() is pre-order, so shallower lists come first
+        if expected is None or len(module_list) == expected:
+            return module_list
+    raise ValueError(
+        f"hf-noise: could not find the decoder layers of {type(base).__name__} "
+        f"(no ModuleList of {expected} blocks); use noise_site=embed"
+    )
+
+
+def embedding_reference_norm(model: nn.Module) -> float:
+    embedding = unwrap(model).get_input_embeddings()
+    vocab = embedding.weight.shape[0]
+    device = embedding.weight.device
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, vocab, _VOCAB_CHUNK):
+            ids = torch.arange(start, min(start + _VOCAB_CHUNK, vocab), device=device)
+            total += embedding(ids).float().norm(dim=-1).sum().item()
+    return total / vocab
+
+
+def layer_reference_norm(model: nn.Module, layer: nn.Module, tokenizer, max_length: int) -> float:
+    ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt")["input_ids"]
+    ids = ids[:, : min(_CALIBRATION_MAX_TOKENS, max_length)]
+    device = unwrap(model).get_input_embeddings().weight.device
+    captured: list[torch.Tensor] = []
+
+    def capture(module, inputs, output):
+        captured.append((output[0] if isinstance(output, tuple) else output).detach())
+
+    handle = layer.register_forward_hook(capture)
+    try:
+        with torch.no_grad():
+            model(input_ids=ids.to(device))
+    finally:
+        handle.remove()
+    hidden = captured[0][0, 1:].float()  # drop the first position
+    if hidden.shape[0] == 0:
+        raise ValueError("hf-noise: calibration text is too short for this tokenizer")
+    return hidden.norm(dim=-1).mean().item()

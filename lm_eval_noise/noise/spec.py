@@ -1,0 +1,218 @@
+"""NoiseSpec: the noise settings of a run, parsed and validated from model arguments.
+
+Everything here runs before a model is loaded, so a typo costs seconds, not a model
+load. Checks that need the model (layer index, hidden size) live in `validate_for_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SIGMA_MODES = ("norm", "coordinate")
+SCOPES = ("per_token", "per_sequence")
+POSITIONS = ("all", "prompt", "generated")
+QUANTIZATIONS = ("none", "int8", "int4")
+SITE_FORMS = ("embed", "layer:L")
+
+# Every model argument this plugin owns; none of them may reach from_pretrained.
+NOISE_ARGS = (
+    "sigma_scale",
+    "noise_norm",
+    "sigma_mode",
+    "noise_site",
+    "noise_scope",
+    "noise_positions",
+    "noise_seed",
+    "noise_cov_sqrt",
+    "noise_vectors",
+)
+OWNED_ARGS = NOISE_ARGS + ("quantization",)
+# Prefixes that mark an argument as ours, so a typo such as `noise_scop` is caught
+# instead of being forwarded to from_pretrained.
+_OWNED_PREFIXES = ("noise_", "sigma_")
+
+
+class NoiseArgumentError(ValueError):
+    """A noise model argument is unknown, malformed or out of range."""
+
+    def __init__(self, argument: str, value: Any, valid: str):
+        self.argument = argument
+        super().__init__(f"hf-noise: invalid {argument}={value!r}; valid values: {valid}")
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    sigma_scale: float = 0.0
+    noise_norm: float | None = None
+    sigma_mode: str = "norm"
+    site: str = "embed"
+    layer: int | None = None  # set when site == "layer"; may be negative until resolved
+    scope: str = "per_token"
+    positions: str = "all"
+    seed: int = 0
+    cov_sqrt_path: str | None = None
+    vectors_path: str | None = None
+    cov_sqrt: np.ndarray | None = field(default=None, repr=False, compare=False)
+    vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def active(self) -> bool:
+        """False when no noise is added at all (outputs must equal plain `hf`)."""
+        if self.noise_norm is not None:
+            return self.noise_norm > 0
+        return self.sigma_scale > 0
+
+    @property
+    def site_name(self) -> str:
+        return "embed" if self.site == "embed" else f"layer:{self.layer}"
+
+    @classmethod
+    def from_model_args(cls, args: dict[str, Any]) -> NoiseSpec:
+        """Build a spec from a model-args dict, popping every noise argument from it."""
+        unknown = [k for k in args if k.startswith(_OWNED_PREFIXES) and k not in NOISE_ARGS]
+        if unknown:
+            raise NoiseArgumentError(unknown[0], args[unknown[0]], ", ".join(NOISE_ARGS))
+        raw = {k: args.pop(k) for k in NOISE_ARGS if k in args}
+        site, layer = _parse_site(raw.get("noise_site", "embed"))
+        spec = cls(
+            sigma_scale=_non_negative("sigma_scale", raw.get("sigma_scale", 0.0)),
+            noise_norm=(
+                None
+                if raw.get("noise_norm") is None
+                else _non_negative("noise_norm", raw["noise_norm"])
+            ),
+            sigma_mode=_choice("sigma_mode", raw.get("sigma_mode", "norm"), SIGMA_MODES),
+            site=site,
+            layer=layer,
+            scope=_choice("noise_scope", raw.get("noise_scope", "per_token"), SCOPES),
+            positions=_choice("noise_positions", raw.get("noise_positions", "all"), POSITIONS),
+            seed=_integer("noise_seed", raw.get("noise_seed", 0)),
+            cov_sqrt_path=_optional_path(raw.get("noise_cov_sqrt")),
+            vectors_path=_optional_path(raw.get("noise_vectors")),
+        )
+        if spec.cov_sqrt_path and spec.vectors_path:
+            raise NoiseArgumentError(
+                "noise_vectors",
+                spec.vectors_path,
+                "either noise_cov_sqrt or noise_vectors, not both",
+            )
+        return spec.with_loaded_files()
+
+    def with_loaded_files(self) -> NoiseSpec:
+        """Load and shape-check the .npy files that do not depend on the model."""
+        cov = _load_matrix("noise_cov_sqrt", self.cov_sqrt_path) if self.cov_sqrt_path else None
+        if cov is not None and cov.shape[0] != cov.shape[1]:
+            raise NoiseArgumentError(
+                "noise_cov_sqrt", f"{self.cov_sqrt_path} (shape {cov.shape})", "a square (d x d) .npy matrix"
+            )
+        vecs = _load_matrix("noise_vectors", self.vectors_path) if self.vectors_path else None
+        if vecs is not None and np.any(np.linalg.norm(vecs, axis=1) == 0):
+            raise NoiseArgumentError(
+                "noise_vectors", self.vectors_path, "a (K x d) .npy matrix with no all-zero row"
+            )
+        return replace(self, cov_sqrt=cov, vectors=vecs)
+
+    def validate_for_model(self, hidden_size: int, num_layers: int) -> NoiseSpec:
+        """Check the model-dependent arguments; returns the spec with the layer made non-negative."""
+        layer = self.layer
+        if self.site == "layer":
+            if not -num_layers <= layer < num_layers:
+                raise NoiseArgumentError(
+                    "noise_site",
+                    f"layer:{layer}",
+                    f"embed, or layer:L with {-num_layers} <= L < {num_layers} for this model",
+                )
+            layer %= num_layers
+        for name, matrix, want in (
+            ("noise_cov_sqrt", self.cov_sqrt, f"({hidden_size}, {hidden_size})"),
+            ("noise_vectors", self.vectors, f"(K, {hidden_size})"),
+        ):
+            if matrix is not None and matrix.shape[1] != hidden_size:
+                raise NoiseArgumentError(
+                    name,
+                    f"{self.cov_sqrt_path if name == 'noise_cov_sqrt' else self.vectors_path} (shape {matrix.shape})",
+                    f"a .npy of shape {want} for this model (hidden size {hidden_size})",
+                )
+        return replace(self, layer=layer)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready settings, with file hashes, for the results JSON."""
+        record = {
+            k: v for k, v in asdict(self).items() if k not in ("cov_sqrt", "vectors", "site", "layer")
+        }
+        record["site"] = self.site_name
+        record["cov_sqrt_sha256"] = _sha256(self.cov_sqrt_path)
+        record["vectors_sha256"] = _sha256(self.vectors_path)
+        return record
+
+
+def _parse_site(value: Any) -> tuple[str, int | None]:
+    valid = "embed, or layer:L with an integer L (negative counts from the end)"
+    text = str(value).strip()
+    if text == "embed":
+        return "embed", None
+    kind, sep, index = text.partition(":")
+    if kind == "layer" and sep:
+        try:
+            return "layer", _integer("noise_site", index)
+        except NoiseArgumentError:
+            pass
+    raise NoiseArgumentError("noise_site", value, valid)
+
+
+def _non_negative(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise NoiseArgumentError(name, value, "a finite number >= 0") from None
+    if not math.isfinite(number) or number < 0:
+        raise NoiseArgumentError(name, value, "a finite number >= 0")
+    return number
+
+
+def _integer(name: str, value: Any) -> int:
+    # The lm_eval CLI parser turns "-1" into -1.0, so accept integral floats.
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise NoiseArgumentError(name, value, "an integer") from None
+    if isinstance(value, bool) or not number.is_integer():
+        raise NoiseArgumentError(name, value, "an integer")
+    return int(number)
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise NoiseArgumentError(name, value, ", ".join(valid))
+    return value
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value in (None, "", "none", "None") else str(value)
+
+
+def _load_matrix(name: str, path: str) -> np.ndarray:
+    valid = "a path to an existing .npy file holding a 2-D float matrix"
+    if not Path(path).is_file():
+        raise NoiseArgumentError(name, path, valid + " (file not found)")
+    try:
+        matrix = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a malformed file
+        raise NoiseArgumentError(name, path, f"{valid} (could not read it: {exc})") from None
+    if matrix.ndim != 2 or matrix.size == 0 or not np.issubdtype(matrix.dtype, np.number):
+        raise NoiseArgumentError(name, f"{path} (shape {matrix.shape})", valid)
+    if not np.all(np.isfinite(matrix)):
+        raise NoiseArgumentError(name, path, valid + " with finite values only")
+    return matrix.astype(np.float32)
+
+
+def _sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
