@@ -1,0 +1,106 @@
+"""`lm-eval-noise bench`: generation throughput of hf-noise against plain hf, same run.
+
+Both wrap the same randomly initialised model object and generate the same greedy
+requests (a fixed number of new tokens each). Runs alternate in order round by round
+and the table reports medians and the ratio noise / hf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from .toymodels import build_model, build_tokenizer
+
+DEFAULT_VARIANTS = "embed:per_token,embed:per_sequence,layer:-2:per_token"
+_PROMPT_WORDS = (
+    "Write a function that returns the sum of the squares of a list of numbers and "
+    "explain how it handles empty input before you give an example of its use"
+).split()
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="lm-eval-noise bench", description=__doc__)
+    parser.add_argument("--hidden", type=int, default=1024, help="model width (default 1024)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sigma-scale", type=float, default=0.1)
+    parser.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma-separated SITE:SCOPE, SITE being embed or layer:L (default %(default)s)",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    return parser.parse_args(argv)
+
+
+def _requests(count: int, new_tokens: int):
+    from lm_eval.api.instance import Instance
+
+    gen_kwargs = {"until": [], "max_gen_toks": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
+    requests = []
+    for index in range(count):
+        words = _PROMPT_WORDS[: 8 + (index * 5) % (len(_PROMPT_WORDS) - 8)]
+        prompt = f"{index}. " + " ".join(words)
+        requests.append(Instance("generate_until", {}, (prompt, dict(gen_kwargs)), index, ("bench", index, 1)))
+    return requests
+
+
+def _variant_args(variant: str, sigma_scale: float) -> dict:
+    site, _, scope = variant.rpartition(":")
+    return {"sigma_scale": sigma_scale, "noise_site": site, "noise_scope": scope}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    from lm_eval.models.huggingface import HFLM
+
+    from .model import HFNoiseLM
+
+    model = build_model(
+        "llama",
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden // 64),
+        max_positions=2048,
+    ).to(device=args.device, dtype=getattr(torch, args.dtype))
+    tokenizer = build_tokenizer()
+    common = {"pretrained": model, "tokenizer": tokenizer, "batch_size": args.batch_size}
+    lms = {"hf": HFLM(**common)}
+    for variant in args.variants.split(","):
+        lms[f"hf-noise {variant}"] = HFNoiseLM(**common, **_variant_args(variant, args.sigma_scale))
+    requests = _requests(args.prompts, args.new_tokens)
+    tokens = args.prompts * args.new_tokens
+
+    for lm in lms.values():  # warm-up, untimed
+        lm.generate_until(requests[: args.batch_size], disable_tqdm=True)
+    seconds = {name: [] for name in lms}
+    names = list(lms)
+    for round_index in tqdm(range(args.rounds), desc="bench rounds"):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            start = time.perf_counter()
+            lms[name].generate_until(requests, disable_tqdm=True)
+            seconds[name].append(time.perf_counter() - start)
+
+    baseline = tokens / statistics.median(seconds["hf"])
+    print(
+        f"\ngeneration throughput, {args.device} {args.dtype}, hidden {args.hidden}, "
+        f"{args.layers} layers, vocab {args.vocab}, batch {args.batch_size}, "
+        f"{args.prompts} prompts x {args.new_tokens} new tokens, median of {args.rounds} rounds"
+    )
+    print(f"{'model':<36}{'tokens/s':>12}{'ratio vs hf':>14}")
+    for name, times in seconds.items():
+        rate = tokens / statistics.median(times)
+        print(f"{name:<36}{rate:>12.1f}{rate / baseline:>14.3f}")
+    return 0

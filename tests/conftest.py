@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny local models (Llama-style untied, GPT-2-style tied), no downloads."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from lm_eval_noise.toymodels import ARCHITECTURES, save_toy_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_paths(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("toy_models")
+    return {arch: str(save_toy_model(root / arch, arch)) for arch in ARCHITECTURES}
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def toy_path(request, toy_paths) -> str:
+    return toy_paths[request.param]

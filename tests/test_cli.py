@@ -1,0 +1,151 @@
+"""End to end through the stock `lm_eval` CLI and `lm-eval-noise run`, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from lm_eval_noise.resources import tasks_dir
+
+DOCS = [
+    {"prompt": "def add(a, b):", "target": " return a + b"},
+    {"prompt": "The quick brown", "target": " fox"},
+    {"prompt": "Question: How many legs does a spider have?\nAnswer:", "target": " eight"},
+]
+COMMON = """dataset_path: json
+dataset_kwargs:
+  data_files: {data}
+test_split: train
+metadata:
+  version: 1.0
+"""
+TASKS = {
+    "toy_gen": """output_type: generate_until
+doc_to_text: "{{prompt}}"
+doc_to_target: "{{target}}"
+repeats: 3
+generation_kwargs:
+  until: ["\\n\\n"]
+  max_gen_toks: 8
+  do_sample: false
+metric_list:
+  - metric: exact_match
+""",
+    "toy_mc": """output_type: multiple_choice
+doc_to_text: "{{prompt}}"
+doc_to_choice: ["{{target}}", " banana", " seven"]
+doc_to_target: 0
+metric_list:
+  - metric: acc
+""",
+    "toy_ppl": """output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{prompt}}{{target}}"
+metric_list:
+  - metric: word_perplexity
+""",
+}
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tasks")
+    data = root / "docs.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in DOCS))
+    for name, body in TASKS.items():
+        (root / f"{name}.yaml").write_text(f"task: {name}\n" + COMMON.format(data=data) + body)
+    return root
+
+
+def _command(name: str) -> str:
+    """The console script installed next to this interpreter."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def run_cli(program, model, model_args, task_dir, out_dir, tasks="toy_gen,toy_mc,toy_ppl"):
+    command = [
+        _command(program), *(["run"] if program == "lm-eval-noise" else []),
+        "--model", model, "--model_args", model_args, "--tasks", tasks,
+        "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "2",
+        "--output_path", str(out_dir), "--log_samples",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(next(out_dir.rglob("results_*.json")).read_text())
+    samples = {
+        task: [json.loads(line) for line in next(out_dir.rglob(f"samples_{task}_*.jsonl")).open()]
+        for task in tasks.split(",")
+    }
+    return results, samples
+
+
+def _responses(samples):
+    return {task: [s["resps"] for s in rows] for task, rows in samples.items()}
+
+
+@pytest.fixture(scope="module")
+def noisy_run(toy_paths, task_dir, tmp_path_factory):
+    args = f"pretrained={toy_paths['llama']},sigma_scale=0.5,noise_site=layer:-1,noise_seed=-1"
+    return run_cli("lm_eval", "hf-noise", args, task_dir, tmp_path_factory.mktemp("noisy"))
+
+
+def test_stock_lm_eval_runs_hf_noise_on_all_request_types(noisy_run):
+    results, samples = noisy_run
+    assert set(results["results"]) == {"toy_gen", "toy_mc", "toy_ppl"}
+    assert results["config"]["model"] == "hf-noise"
+    generations = samples["toy_gen"]
+    assert all(len(s["resps"][0]) == 3 for s in generations)  # repeats: 3
+    assert any(len(set(s["resps"][0])) > 1 for s in generations)  # distinct draws
+
+
+def test_results_json_records_every_noise_setting(noisy_run, toy_paths):
+    results, _ = noisy_run
+    noise = results["config"]["noise"]
+    assert noise["active"] is True
+    assert (noise["sigma_scale"], noise["site"], noise["seed"]) == (0.5, "layer:1", -1)
+    assert (noise["scope"], noise["positions"], noise["sigma_mode"]) == ("per_token", "all", "norm")
+    assert noise["reference_norm"] > 0
+    assert noise["expected_noise_norm"] == pytest.approx(0.5 * noise["reference_norm"])
+    assert noise["lm_eval_noise_version"] == metadata.version("lm-eval-noise")
+    assert noise["quantization"] == "none" and noise["hidden_size"] == 64
+
+
+def test_sigma_zero_run_equals_hf_run_and_hf_still_works(toy_paths, task_dir, tmp_path):
+    path = toy_paths["llama"]
+    _, hf_samples = run_cli("lm_eval", "hf", f"pretrained={path}", task_dir, tmp_path / "hf")
+    results, zero_samples = run_cli(
+        "lm-eval-noise", "hf-noise", f"pretrained={path},sigma_scale=0", task_dir, tmp_path / "zero"
+    )
+    assert results["config"]["noise"]["active"] is False
+    assert _responses(zero_samples) == _responses(hf_samples)
+
+
+def test_entry_point_is_declared_for_later_harness_releases():
+    entry_points = metadata.entry_points(group="lm_eval.models")
+    assert {ep.name: ep.value for ep in entry_points}["hf-noise"] == "lm_eval_noise.model:HFNoiseLM"
+
+
+def test_registration_hook_is_installed_and_keeps_builtin_models():
+    files = metadata.distribution("lm-eval-noise").files
+    assert any(str(f) == "lm_eval_noise.pth" for f in files)
+    code = (
+        "import sys; from lm_eval.api.registry import get_model;"
+        "assert 'torch' not in sys.modules;"  # the hook itself imports nothing heavy
+        "print(get_model('hf-noise').__name__, get_model('hf').__name__, get_model('steered').__name__)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["HFNoiseLM", "HFLM", "SteeredModel"]
+
+
+def test_package_tasks_dir_is_found():
+    assert tasks_dir().is_dir()

@@ -1,0 +1,116 @@
+"""The determinism contract, through HFNoiseLM's lm-eval entry points."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from helpers import (
+    PROMPTS,
+    generation_requests,
+    loglikelihood_requests,
+    make_lm,
+    rolling_requests,
+)
+from lm_eval.models.huggingface import HFLM
+
+NOISY = {"sigma_scale": 0.5}
+
+
+def _by_request(requests, outputs):
+    """Outputs keyed by (doc, args, repeat index), independent of request order."""
+    seen: dict[int, int] = {}
+    keyed = {}
+    for request, output in zip(requests, outputs):
+        repeat = seen.get(id(request), 0)
+        seen[id(request)] = repeat + 1
+        text_args = tuple(arg for arg in request.args if isinstance(arg, str))
+        keyed[(request.doc_id, text_args, repeat)] = output
+    return keyed
+
+
+@pytest.mark.parametrize("site", ["embed", "layer:1"])
+def test_generation_is_the_same_for_batch_sizes_1_4_and_auto(toy_path, site):
+    requests = generation_requests(repeats=2)
+    outputs = {
+        batch_size: make_lm(toy_path, batch_size=batch_size, noise_site=site, **NOISY).generate_until(
+            requests
+        )
+        for batch_size in (1, 4, "auto")
+    }
+    assert outputs[1] == outputs[4] == outputs["auto"]
+
+
+def test_scoring_is_the_same_for_batch_sizes_1_4_and_auto(toy_path):
+    lls = {}
+    for batch_size in (1, 4, "auto"):
+        lm = make_lm(toy_path, batch_size=batch_size, **NOISY)
+        lls[batch_size] = [ll for ll, _ in lm.loglikelihood(loglikelihood_requests(repeats=2))]
+        lls[batch_size] += lm.loglikelihood_rolling(rolling_requests())
+    for batch_size in (4, "auto"):
+        assert lls[batch_size] == pytest.approx(lls[1], rel=1e-5)
+
+
+def test_request_order_does_not_change_any_output(toy_path):
+    lm = make_lm(toy_path, batch_size=3, **NOISY)
+    requests = generation_requests(repeats=3)
+    shuffled = list(requests)
+    random.Random(7).shuffle(shuffled)
+    assert _by_request(shuffled, lm.generate_until(shuffled)) == _by_request(
+        requests, lm.generate_until(requests)
+    )
+
+    scoring = loglikelihood_requests(repeats=2)
+    shuffled = list(scoring)
+    random.Random(7).shuffle(shuffled)
+    got = _by_request(shuffled, [ll for ll, _ in lm.loglikelihood(shuffled)])
+    want = _by_request(scoring, [ll for ll, _ in lm.loglikelihood(scoring)])
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], rel=1e-5)
+
+
+def test_repeats_get_distinct_noise_draws(toy_path):
+    lm = make_lm(toy_path, batch_size=4, sigma_scale=2.0)
+    outputs = lm.generate_until(generation_requests(repeats=4, max_gen_toks=8))
+    per_prompt = [outputs[i : i + 4] for i in range(0, len(outputs), 4)]
+    # Every prompt's four samples are not all identical, and most prompts have 4 distinct ones.
+    assert all(len(set(samples)) > 1 for samples in per_prompt)
+    scores = [ll for ll, _ in lm.loglikelihood(loglikelihood_requests(repeats=3))]
+    assert all(len(set(scores[i : i + 3])) == 3 for i in range(0, len(scores), 3))
+
+
+def test_noise_changes_outputs_and_is_reproducible(toy_path):
+    requests = generation_requests(max_gen_toks=8)
+    clean = make_lm(toy_path).generate_until(requests)
+    first = make_lm(toy_path, sigma_scale=2.0).generate_until(requests)
+    again = make_lm(toy_path, sigma_scale=2.0).generate_until(requests)
+    other_seed = make_lm(toy_path, sigma_scale=2.0, noise_seed=1).generate_until(requests)
+    assert first == again
+    assert first != clean
+    assert first != other_seed
+
+
+def test_sigma_zero_equals_plain_hf(toy_path):
+    plain = HFLM(pretrained=toy_path, device="cpu", batch_size=2)
+    zero = make_lm(toy_path, batch_size=2, sigma_scale=0.0, noise_seed=3)
+    assert zero.noise is None and zero.logits_cache == plain.logits_cache
+    requests = generation_requests(repeats=2)
+    assert zero.generate_until(requests) == plain.generate_until(requests)
+    scoring = loglikelihood_requests()
+    assert zero.loglikelihood(scoring) == plain.loglikelihood(scoring)
+    assert zero.loglikelihood_rolling(rolling_requests()) == plain.loglikelihood_rolling(
+        rolling_requests()
+    )
+
+
+def test_noise_turns_off_the_logits_cache(toy_path):
+    assert make_lm(toy_path, sigma_scale=0.1, logits_cache=True).logits_cache is False
+
+
+def test_identical_content_gets_identical_noise(toy_path):
+    """Two requests with equal content (different Instances) share the sample seed."""
+    lm = make_lm(toy_path, batch_size=2, sigma_scale=2.0)
+    twice = generation_requests(prompts=[PROMPTS[0], PROMPTS[0]], max_gen_toks=8)
+    first, second = lm.generate_until(twice)
+    assert first == second

@@ -1,0 +1,241 @@
+"""The noise core on bare transformers models: scale, scope, positions, shaping, memory."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lm_eval_noise.noise import NoiseInjector, NoiseSpec, chi_mean, inject_noise
+from lm_eval_noise.noise import hooks as hooks_module
+from lm_eval_noise.noise.sites import decoder_layers
+
+
+@pytest.fixture
+def toy(toy_path):
+    model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_path)
+    return model, tokenizer
+
+
+def _spec(**args) -> NoiseSpec:
+    return NoiseSpec.from_model_args(dict(args))
+
+
+def added_noise(model, injector, input_ids, seeds, **batch):
+    """The tensor the hook added at its site, [B, T, d], for one plain forward."""
+    outputs = []
+
+    def capture(module, inputs, output):
+        outputs.append((output[0] if isinstance(output, tuple) else output).detach().clone())
+
+    with torch.no_grad():
+        for noisy in (False, True):
+            with inject_noise(model, injector.spec, seeds, injector=injector, **batch) if noisy else nullcontext():
+                handle = injector.module.register_forward_hook(capture)  # after the noise hook
+                try:
+                    model(input_ids=input_ids)
+                finally:
+                    handle.remove()
+    clean, noised = outputs
+    return noised - clean
+
+
+def _ids(tokenizer, rows=4, length=40):
+    ids = tokenizer(["The quick brown fox jumps over the lazy dog. " * 6], return_tensors="pt")["input_ids"]
+    return ids[:, :length].repeat(rows, 1)
+
+
+@pytest.mark.parametrize("site", ["embed", "layer:0", "layer:-1"])
+def test_noise_norm_matches_sigma_times_reference(toy, site):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.3, noise_site=site), tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8))
+    norms = noise.norm(dim=-1).flatten()
+    expected = 0.3 * injector.reference_norm
+    # 320 vectors in d=64: the mean of chi-distributed norms is within 2% of its expectation.
+    assert norms.mean().item() == pytest.approx(expected, rel=0.02)
+    assert injector.sampler.expected_norm == pytest.approx(expected)
+
+
+def test_embed_reference_is_mean_row_norm_of_embedding_output(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.1), tokenizer=tokenizer)
+    rows = model.get_input_embeddings().weight.detach().norm(dim=-1)
+    assert injector.reference_norm == pytest.approx(rows.mean().item(), rel=1e-5)
+
+
+def test_layer_reference_is_mean_residual_norm_on_calibration_text(toy):
+    model, tokenizer = toy
+    from lm_eval_noise.noise.sites import CALIBRATION_TEXT
+
+    injector = NoiseInjector(model, _spec(sigma_scale=0.1, noise_site="layer:1"), tokenizer=tokenizer)
+    ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt")["input_ids"][:, :256]
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[2]  # after block 1
+    if len(decoder_layers(model)) == 2:
+        # The last hidden state has the final norm applied; compare before it with a hook.
+        captured = []
+        handle = decoder_layers(model)[1].register_forward_hook(
+            lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)
+        )
+        with torch.no_grad():
+            model(input_ids=ids)
+        handle.remove()
+        hidden = captured[0]
+    assert injector.reference_norm == pytest.approx(hidden[0, 1:].norm(dim=-1).mean().item(), rel=1e-5)
+
+
+def test_coordinate_mode_has_per_coordinate_std_sigma_times_reference(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.05, sigma_mode="coordinate"), tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8))
+    assert noise.std().item() == pytest.approx(0.05 * injector.reference_norm, rel=0.03)
+    dim = noise.shape[-1]
+    assert injector.sampler.expected_norm == pytest.approx(0.05 * injector.reference_norm * chi_mean(dim))
+
+
+def test_noise_norm_is_absolute(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(noise_norm=2.5, sigma_scale=0.9), tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8))
+    assert noise.norm(dim=-1).mean().item() == pytest.approx(2.5, rel=0.02)
+
+
+def test_per_token_noise_differs_across_positions_and_rows(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.5), tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=2), seeds=[5, 6])
+    flat = noise.reshape(-1, noise.shape[-1])
+    cosine = torch.nn.functional.cosine_similarity(flat[:, None], flat[None], dim=-1)
+    off_diagonal = cosine[~torch.eye(len(flat), dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 0.6  # independent 64-d Gaussians are far from parallel
+
+
+def test_per_sequence_noise_is_one_vector_per_sample(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.5, noise_scope="per_sequence"), tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=2), seeds=[5, 6])
+    assert torch.allclose(noise[0], noise[0, :1].expand_as(noise[0]), atol=1e-6)
+    assert not torch.allclose(noise[0, 0], noise[1, 0])
+
+
+@pytest.mark.parametrize("scope", ["per_token", "per_sequence"])
+@pytest.mark.parametrize("site", ["embed", "layer:1"])
+def test_cached_decoding_gets_the_same_noise_as_a_full_forward(toy, scope, site):
+    """Position p's noise is the same in the prefill and in a cached step: greedy decoding
+    with the KV cache equals teacher forcing the finished sequences in one noisy forward."""
+    model, tokenizer = toy
+    spec = _spec(sigma_scale=1.5, noise_scope=scope, noise_site=site)
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    tokenizer.padding_side = "left"
+    batch = tokenizer(["def add(a, b):", "The quick brown fox jumps"], return_tensors="pt", padding=True)
+    seeds = [11, 12]
+    with inject_noise(model, spec, seeds, attention_mask=batch["attention_mask"], injector=injector):
+        out = model.generate(
+            **batch, max_new_tokens=8, do_sample=False, output_scores=True, return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    steps = torch.stack(out.scores, dim=1)  # [B, new, vocab]
+    full_mask = torch.cat([batch["attention_mask"], torch.ones_like(out.sequences[:, batch["input_ids"].shape[1]:])], 1)
+    with torch.no_grad(), inject_noise(model, spec, seeds, attention_mask=batch["attention_mask"], injector=injector):
+        positions = (full_mask.cumsum(dim=1) - 1).clamp_min(0)  # as generate() computes them
+        logits = model(input_ids=out.sequences, attention_mask=full_mask, position_ids=positions).logits
+    prompt_width = batch["input_ids"].shape[1]
+    teacher = logits[:, prompt_width - 1 : -1]
+    assert torch.allclose(teacher, steps, atol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["prompt", "generated"])
+def test_noise_positions_limit_where_noise_lands(toy, positions):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.5, noise_positions=positions), tokenizer=tokenizer)
+    ids = _ids(tokenizer, rows=2, length=12)
+    noise = added_noise(model, injector, ids, seeds=[1, 2], prompt_lengths=[5, 8])
+    has_noise = noise.norm(dim=-1) > 0
+    prompt = torch.arange(12)[None] < torch.tensor([5, 8])[:, None]
+    assert torch.equal(has_noise, prompt if positions == "prompt" else ~prompt)
+
+
+def test_left_padding_gets_no_noise_and_positions_start_at_first_real_token(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.5), tokenizer=tokenizer)
+    ids = _ids(tokenizer, rows=1, length=10)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 10, dtype=torch.long)], dim=1)
+    unpadded_noise = added_noise(model, injector, ids, seeds=[9])
+    padded_noise = added_noise(model, injector, padded, seeds=[9], attention_mask=mask)
+    assert torch.all(padded_noise[0, :3] == 0)
+    assert torch.allclose(padded_noise[0, 3:], unpadded_noise[0], atol=1e-6)
+
+
+def test_decoder_layers_returning_tuples_get_the_same_noise_as_tensors(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.3, noise_site="layer:0"), tokenizer=tokenizer)
+    hidden = torch.randn(2, 5, model.get_input_embeddings().embedding_dim)
+    extra = object()
+    results = []
+    for output in (hidden, (hidden, extra)):
+        hook = hooks_module._NoiseHook(injector.sampler, hooks_module.NoiseBatch.build([1, 2]), "all")
+        results.append(hook(injector.module, (hidden,), output))
+    as_tensor, as_tuple = results
+    assert isinstance(as_tuple, tuple) and as_tuple[1] is extra
+    assert torch.equal(as_tuple[0], as_tensor)
+    assert not torch.equal(as_tensor, hidden)
+
+
+def test_cov_sqrt_shapes_the_noise_directions(toy, tmp_path):
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    direction = torch.randn(dim, generator=torch.Generator().manual_seed(0))
+    direction /= direction.norm()
+    rank_one = torch.outer(direction, direction).numpy()  # C^1/2 of a rank-1 covariance
+    np.save(tmp_path / "cov_sqrt.npy", rank_one)
+    spec = _spec(sigma_scale=0.4, noise_cov_sqrt=str(tmp_path / "cov_sqrt.npy"))
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8)).reshape(-1, dim)
+    cosine = (noise @ direction).abs() / noise.norm(dim=-1)
+    assert torch.all(cosine > 0.999)  # every draw lies along the one direction
+    assert noise.norm(dim=-1).mean().item() == pytest.approx(0.4 * injector.reference_norm, rel=0.02)
+
+
+def test_noise_vectors_per_sequence_use_row_repeat_mod_k(toy, tmp_path):
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    vectors = np.random.default_rng(0).normal(size=(3, dim)).astype(np.float32)
+    np.save(tmp_path / "vectors.npy", vectors)
+    spec = _spec(noise_norm=2.0, noise_scope="per_sequence", noise_vectors=str(tmp_path / "vectors.npy"))
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=4), seeds=[1, 2, 3, 4], repeats=[0, 1, 2, 3])
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    for row, vector_index in enumerate([0, 1, 2, 0]):
+        expected = torch.from_numpy(unit[vector_index] * 2.0).expand_as(noise[row])
+        assert torch.allclose(noise[row], expected, atol=1e-5)
+
+
+def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
+    """Noise is generated per step ([B, 1, d]) and in bounded chunks in the prefill,
+    never for the whole generation at once."""
+    model, tokenizer = toy
+    spec = _spec(sigma_scale=0.5)
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    monkeypatch.setattr(hooks_module, "_MAX_CHUNK_ELEMENTS", 4 * 64 * 8)  # 8 positions of 4 rows
+    shapes = []
+    sample = injector.sampler.sample
+
+    def recording_sample(seeds, repeats, positions):
+        out = sample(seeds, repeats, positions)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(injector.sampler, "sample", recording_sample)
+    ids = _ids(tokenizer, rows=4, length=20)
+    with inject_noise(model, spec, range(4), attention_mask=torch.ones_like(ids), injector=injector):
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5,
+                       min_new_tokens=5, do_sample=False, pad_token_id=0)
+    dim = model.get_input_embeddings().embedding_dim
+    assert shapes[:3] == [(4, 8, dim), (4, 8, dim), (4, 4, dim)]  # prefill of 20, in chunks
+    assert shapes[3:] == [(4, 1, dim)] * 4  # then one position per cached step
