@@ -99,7 +99,7 @@ class HFNoiseLM(HFLM):
     def generate_until(self, requests, disable_tqdm: bool = False):
         if self.noise is None:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
-        rows = defaultdict(deque)
+        rows: dict[str, deque] = defaultdict(deque)
         seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
         for request, row in zip(requests, seeds):
             rows[request.args[0]].append(row)
@@ -110,9 +110,15 @@ class HFNoiseLM(HFLM):
             self._generation_rows = {}
 
     def tok_batch_encode(self, strings, *args, **kwargs):
-        if self._generation_rows:
-            self._generation_batch = [self._generation_rows[s].popleft() for s in strings]
+        if self._generation_rows:  # inside generate_until: this batch is about to be generated
+            self._generation_batch = [self._take_generation_row(s) for s in strings]
         return super().tok_batch_encode(strings, *args, **kwargs)
+
+    def _take_generation_row(self, context: str) -> tuple[int, int]:
+        queue = self._generation_rows.get(context)
+        if not queue:
+            raise RuntimeError("hf-noise: a generation context arrived that no request registered")
+        return queue.popleft()
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         if self.noise is None:

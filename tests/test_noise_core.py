@@ -239,3 +239,24 @@ def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
     dim = model.get_input_embeddings().embedding_dim
     assert shapes[:3] == [(4, 8, dim), (4, 8, dim), (4, 4, dim)]  # prefill of 20, in chunks
     assert shapes[3:] == [(4, 1, dim)] * 4  # then one position per cached step
+
+
+def test_embedding_scaled_inside_the_module_is_measured_after_the_scale():
+    """Gemma 3 multiplies by sqrt(d) inside its embedding module; the reference is the
+    module's output, the tensor the noise is added to."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from lm_eval_noise.toymodels import build_tokenizer
+
+    config = Gemma3TextConfig(
+        vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, head_dim=16, max_position_embeddings=512,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    embedding = model.get_input_embeddings()
+    injector = NoiseInjector(model, _spec(sigma_scale=0.2), tokenizer=build_tokenizer())
+    table_norm = embedding.weight.detach().norm(dim=-1).mean().item()
+    assert injector.reference_norm == pytest.approx(table_norm * embedding.embed_scale.item(), rel=1e-5)
+    ids = torch.randint(3, 512, (4, 16), generator=torch.Generator().manual_seed(0))
+    noise = added_noise(model, injector, ids, seeds=range(4))
+    assert noise.norm(dim=-1).mean().item() == pytest.approx(0.2 * injector.reference_norm, rel=0.03)

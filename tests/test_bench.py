@@ -1,0 +1,26 @@
+"""`lm-eval-noise bench` runs and prints a ratio against hf measured in the same run."""
+
+from __future__ import annotations
+
+import re
+
+from lm_eval_noise.cli import main
+
+
+def test_bench_prints_throughput_and_ratio_for_every_variant(capsys):
+    code = main([
+        "bench", "--hidden", "64", "--layers", "2", "--vocab", "600", "--prompts", "4",
+        "--new-tokens", "3", "--batch-size", "2", "--rounds", "1", "--device", "cpu",
+    ])
+    assert code == 0
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        match = re.match(r"(hf(?:-noise \S+)?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%", line)
+        if match:
+            rows[match[1]] = (float(match[2]), float(match[3]), float(match[4]))
+    assert set(rows) == {
+        "hf", "hf-noise embed:per_token", "hf-noise embed:per_sequence", "hf-noise layer:-2:per_token",
+    }
+    assert rows["hf"][1] == 1.0 and rows["hf"][2] == 0.0
+    assert all(rate > 0 and ratio > 0 and share > 0 for rate, ratio, share in
+               (v for k, v in rows.items() if k != "hf"))

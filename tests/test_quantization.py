@@ -1,0 +1,35 @@
+"""bitsandbytes int8/int4 loading through `quantization=`, with transformers 5, on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import generation_requests, loglikelihood_requests, make_lm
+from transformers import AutoModelForCausalLM
+
+from lm_eval_noise.noise import NoiseArgumentError
+
+pytest.importorskip("bitsandbytes")
+
+
+@pytest.mark.parametrize("quantization, layer_type, weight_dtype", [
+    ("int8", "Linear8bitLt", torch.int8),
+    ("int4", "Linear4bit", torch.uint8),
+])
+def test_quantized_model_loads_and_runs_with_noise(toy_paths, quantization, layer_type, weight_dtype):
+    lm = make_lm(toy_paths["llama"], sigma_scale=0.3, quantization=quantization, batch_size=2)
+    projection = lm.model.model.layers[0].self_attn.q_proj
+    assert type(projection).__name__ == layer_type and projection.weight.dtype == weight_dtype
+    outputs = lm.generate_until(generation_requests(repeats=2, max_gen_toks=4))
+    assert len(outputs) == 10 and all(isinstance(text, str) for text in outputs)
+    quantized = [ll for ll, _ in lm.loglikelihood(loglikelihood_requests())]
+    full = [ll for ll, _ in make_lm(toy_paths["llama"], sigma_scale=0.3).loglikelihood(loglikelihood_requests())]
+    # Same noise, quantized weights: scores move a little, not a lot.
+    assert quantized == pytest.approx(full, rel=0.05)
+    assert lm.get_model_info()["noise"]["quantization"] == quantization
+
+
+def test_quantization_needs_a_path_not_a_loaded_model(toy_paths):
+    model = AutoModelForCausalLM.from_pretrained(toy_paths["llama"])
+    with pytest.raises(NoiseArgumentError, match="quantization='int8'"):
+        make_lm(model, quantization="int8", tokenizer=toy_paths["llama"])
