@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_noise.noise import NoiseInjector, NoiseSpec, chi_mean, inject_noise
+from lm_eval_noise.noise import NoiseInjector, NoiseSampler, NoiseSpec, chi_mean, inject_noise
 from lm_eval_noise.noise import hooks as hooks_module
 from lm_eval_noise.noise.sites import decoder_layers
 
@@ -260,3 +260,13 @@ def test_embedding_scaled_inside_the_module_is_measured_after_the_scale():
     ids = torch.randint(3, 512, (4, 16), generator=torch.Generator().manual_seed(0))
     noise = added_noise(model, injector, ids, seeds=range(4))
     assert noise.norm(dim=-1).mean().item() == pytest.approx(0.2 * injector.reference_norm, rel=0.03)
+
+
+def test_noise_is_regenerated_from_the_sample_seed_alone(toy):
+    model, tokenizer = toy
+    spec = _spec(sigma_scale=0.5, noise_site="layer:1")
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=2, length=10), seeds=[123, 456])
+    fresh = NoiseSampler(spec, injector.reference_norm, noise.shape[-1], torch.device("cpu"))
+    again = fresh.sample(torch.tensor([456]), torch.tensor([0]), torch.arange(10)[None])
+    assert torch.allclose(again[0], noise[1], atol=1e-6)
