@@ -1,0 +1,61 @@
+"""Sandboxed, parallel execution of untrusted programs. Imports no lm_eval."""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from tqdm import tqdm
+
+from .isolation import Isolation, detect_isolation
+from .sandbox import STATUSES, ExecutionResult, Limits, Program, Worker
+
+__all__ = [
+    "STATUSES", "ExecutionResult", "Isolation", "Limits", "Program", "detect_isolation",
+    "run_programs",
+]
+
+
+def run_programs(
+    programs: Iterable[Program | str],
+    *,
+    timeout: float = 10.0,
+    memory_mb: int = 1024,
+    workers: int | None = None,
+    isolation: Isolation | None = None,
+    progress: bool = False,
+    limits: Limits | None = None,
+) -> list[ExecutionResult]:
+    """Run every program in its own sandboxed process, `workers` at a time (default: one
+    per CPU), and return their results in input order. Never raises for a program."""
+    programs = [p if isinstance(p, Program) else Program(p) for p in programs]
+    if not programs:
+        return []
+    limits = limits or Limits(timeout=timeout, memory_mb=memory_mb)
+    isolation = isolation or detect_isolation()
+    count = min(workers or os.cpu_count() or 1, len(programs))
+    # Made here, not in pool threads: a sandbox dies with the thread that started it.
+    slots = [Worker(limits, isolation) for _ in range(count)]
+    idle: queue.Queue[Worker] = queue.Queue()
+    for slot in slots:
+        idle.put(slot)
+
+    def run(program: Program) -> ExecutionResult:
+        worker = idle.get()
+        try:
+            return worker.run(program)
+        finally:
+            idle.put(worker)
+
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            futures = [pool.submit(run, program) for program in programs]
+            for _ in tqdm(as_completed(futures), total=len(futures), desc="Executing programs",
+                          disable=not progress):
+                pass
+        return [future.result() for future in futures]
+    finally:
+        for slot in slots:
+            slot.close()
