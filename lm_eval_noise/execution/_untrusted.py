@@ -110,16 +110,26 @@ def _serve(function, in_fd, out_fd):
         _wire.send(out_fd, reply, _write)
 
 
+def _flush_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program may have replaced or closed them
+            pass
+
+
 def run_untrusted(solution, entry_point, sandbox_dir, in_fd, out_fd):
     """Never returns: exits the (forked) process when the program is done."""
     with open(solution, encoding="utf-8") as handle:
         source = handle.read()
     _install_guard(sandbox_dir)
     loaded = _load(source, entry_point)
+    _flush_output()
     if isinstance(loaded, list):
         _wire.send(out_fd, _wire.encode(loaded), _write)
         _exit(1)
     _wire.send(out_fd, _wire.encode(["ready" if entry_point else "completed"]), _write)
     if entry_point:
         _serve(loaded, in_fd, out_fd)
+        _flush_output()
     _exit(0)  # skip atexit handlers and finalizers the program may have set

@@ -44,7 +44,6 @@ def _child(role, request, fds):
         call_read, reply_write, output = fds
         os.dup2(output, 1)
         os.dup2(output, 2)
-        os.environ[_MARKER] = request["workdir"]  # inherited: finds leftovers without namespaces
         os.chdir(request["workdir"])
         _set_limits(request["rlimits"])
         _untrusted.run_untrusted(
@@ -80,11 +79,12 @@ def _kill_group(pgid):
         pass
 
 
-def _remove_leftovers(owns_namespace, workdir):
-    """Kill what the program left behind: in our own PID namespace, every process
-    but init and us; otherwise, processes that inherited the program's marker."""
+def _remove_leftovers(owns_namespace):
+    """Kill what the program left behind: in our own PID namespace, every process but
+    init and us; otherwise every process carrying our marker (set in our environment
+    at start, so every fork shows it in /proc/PID/environ), us excepted."""
     me = os.getpid()
-    marker = f"{_MARKER}={workdir}".encode()
+    marker = f"{_MARKER}={os.environ[_MARKER]}".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in (1, me):
             continue
@@ -122,7 +122,7 @@ def serve(role, control, owns_namespace):
             os.close(fd)
         status, timed_out = _wait(pid, request["timeout"])
         if role == "program":
-            _remove_leftovers(owns_namespace, request["workdir"])
+            _remove_leftovers(owns_namespace)
         control.sendall(json.dumps({"returncode": _returncode(status), "timed_out": timed_out}).encode() + b"\n")
 
 

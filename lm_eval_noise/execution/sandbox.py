@@ -179,8 +179,12 @@ class _Zygote:
         argv = [sys.executable, "-I", ZYGOTE, self.role, str(theirs.fileno()), "1" if owns_namespace else "0"]
         if self.isolation is not None:
             argv = self.isolation.wrap(argv, self.root)
+        # The marker lets the zygote find processes a program left behind without namespaces.
+        env = _scrubbed_env(self.root)
+        if self.role == "program":
+            env["LM_EVAL_NOISE_PROGRAM"] = self.root
         self.process = subprocess.Popen(
-            argv, cwd=self.root, env=_scrubbed_env(self.root), stdin=subprocess.DEVNULL,
+            argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
             start_new_session=True,
         )
