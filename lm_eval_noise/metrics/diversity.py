@@ -1,0 +1,144 @@
+"""Diversity of the samples of ONE prompt (compute per prompt at a fixed n, then average).
+
+Tokens: `tokenize`, the regex `\\w+|[^\\w\\s]` (identifiers/numbers and single
+punctuation characters; whitespace dropped), the same for every metric here.
+
+- distinct_n: distinct n-grams / total n-grams, pooled over the prompt's samples
+  (Li et al. 2016 use the same ratio; the denominator is n-grams, not tokens).
+- self_bleu: Texygen's Self-BLEU (Zhu et al. 2018): mean over samples of the BLEU of
+  the sample against ALL the others as references at once (multi-reference BLEU:
+  n-gram counts clipped by the max over references, closest reference length),
+  nltk's sentence_bleu with uniform weights up to `order` (default 4) and smoothing
+  method1. Computed in O(n*L), not nltk's O(n^2*L), with identical values. It grows
+  with n (more references, more matches): compare at equal n only.
+- pairwise_bleu: mean BLEU over ordered pairs (i, j), i != j, each a single-reference
+  sentence_bleu (same order and smoothing). A U-statistic, so stable in n.
+Neither is the "average max BLEU" (mean over i of max_j BLEU(s_i, s_j)), a nearest-
+neighbour similarity that is 1.0 as soon as any two samples are equal.
+- edit_distance: mean over unordered pairs of Levenshtein(a, b) / max(|a|, |b|), on
+  characters (0 for two empty strings).
+Higher distinct_n / edit_distance and lower BLEU mean more diverse. All return NaN
+for fewer than two samples (and distinct_n when there is no n-gram at all).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import Levenshtein
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_EPSILON = 0.1  # nltk SmoothingFunction().method1
+
+
+def tokenize(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(zip(*(tokens[i:] for i in range(n)))) if len(tokens) >= n else Counter()
+
+
+def distinct_n(samples: Sequence[str], n: int) -> float:
+    counts = Counter()
+    for sample in samples:
+        counts.update(_ngrams(tokenize(sample), n))
+    total = sum(counts.values())
+    return len(counts) / total if total else math.nan
+
+
+def _bleu(matches: list[int], totals: list[int], hyp_len: int, ref_len: int) -> float:
+    """nltk's sentence_bleu arithmetic from clipped matches and totals per order."""
+    if matches[0] == 0:
+        return 0.0
+    if hyp_len > ref_len:
+        penalty = 1.0
+    elif hyp_len == 0:
+        return 0.0
+    else:
+        penalty = math.exp(1 - ref_len / hyp_len)
+    weight = 1.0 / len(matches)
+    logs = [
+        weight * math.log((match if match else _EPSILON) / max(1, total))
+        for match, total in zip(matches, totals)
+    ]
+    return penalty * math.exp(math.fsum(logs))
+
+
+def _closest_length(lengths: list[int], own: int) -> int:
+    """nltk's closest reference length, among `lengths` minus one copy of `own`:
+    smallest |len - own|, ties to the shorter."""
+    position = bisect.bisect_left(lengths, own)
+    if position + 1 < len(lengths) and lengths[position + 1] == own:
+        return own  # another sample has the same length
+    below = lengths[position - 1] if position > 0 else None
+    above = lengths[position + 1] if position + 1 < len(lengths) else None
+    candidates = [length for length in (below, above) if length is not None]
+    return min(candidates, key=lambda length: (abs(length - own), length))
+
+
+def self_bleu(samples: Sequence[str], order: int = 4) -> float:
+    if len(samples) < 2:
+        return math.nan
+    tokens = [tokenize(sample) for sample in samples]
+    matches = [[0] * order for _ in samples]
+    totals = [[0] * order for _ in samples]
+    for n in range(1, order + 1):
+        counts = [_ngrams(t, n) for t in tokens]
+        # For each n-gram: the largest count, one sample holding it, and the runner-up
+        # (equal to the largest on a tie). "Max over the other samples" is then the
+        # largest unless sample i is the holder, in which case it is the runner-up.
+        best: dict[tuple, list[int]] = {}
+        for index, sample_counts in enumerate(counts):
+            for gram, count in sample_counts.items():
+                top = best.get(gram)
+                if top is None:
+                    best[gram] = [count, index, 0]
+                elif count > top[0]:
+                    best[gram] = [count, index, top[0]]
+                elif count > top[2]:
+                    top[2] = count
+        for index, sample_counts in enumerate(counts):
+            clipped = 0
+            for gram, count in sample_counts.items():
+                top, holder, runner_up = best[gram]
+                clipped += min(count, runner_up if holder == index else top)
+            matches[index][n - 1] = clipped
+            totals[index][n - 1] = sum(sample_counts.values())
+    lengths = sorted(len(t) for t in tokens)
+    scores = [
+        _bleu(matches[i], totals[i], len(tokens[i]), _closest_length(lengths, len(tokens[i])))
+        for i in range(len(samples))
+    ]
+    return sum(scores) / len(scores)
+
+
+def pairwise_bleu(samples: Sequence[str], order: int = 4) -> float:
+    if len(samples) < 2:
+        return math.nan
+    tokens = [tokenize(sample) for sample in samples]
+    counts = [[_ngrams(t, n) for n in range(1, order + 1)] for t in tokens]
+    totals = [[sum(c.values()) for c in per_order] for per_order in counts]
+    scores = []
+    for i, j in itertools.permutations(range(len(samples)), 2):
+        matches = [
+            sum(min(count, reference[gram]) for gram, count in hypothesis.items() if gram in reference)
+            for hypothesis, reference in zip(counts[i], counts[j])
+        ]
+        scores.append(_bleu(matches, totals[i], len(tokens[i]), len(tokens[j])))
+    return sum(scores) / len(scores)
+
+
+def edit_distance(samples: Sequence[str]) -> float:
+    if len(samples) < 2:
+        return math.nan
+    distances = [
+        Levenshtein.distance(a, b) / max(len(a), len(b)) if a or b else 0.0
+        for a, b in itertools.combinations(samples, 2)
+    ]
+    return sum(distances) / len(distances)
