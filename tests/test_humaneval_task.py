@@ -1,0 +1,120 @@
+"""The HumanEval tasks end to end through lm-eval, with a stand-in LM whose answers are
+known: canonical solutions for some repeats, wrong ones for the rest."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from lm_eval import simple_evaluate
+from lm_eval.api.model import LM
+from lm_eval.tasks import TaskManager
+
+from lm_eval_noise.resources import tasks_dir
+from lm_eval_noise.tasks.humaneval import extract_code, load_humaneval
+
+WRONG = "    return None\n"
+
+
+class ScriptedLM(LM):
+    """Answers repeat r of a prompt with the canonical solution when r < correct."""
+
+    def __init__(self, correct: int, chat: bool = False):
+        super().__init__()
+        problems = load_humaneval()["test"]
+        self.solutions = {p["prompt"]: p["canonical_solution"] for p in problems}
+        self.correct, self.chat = correct, chat
+
+    def generate_until(self, requests, disable_tqdm=False):
+        seen: dict[int, int] = {}
+        answers = []
+        for request in requests:
+            repeat = seen.get(id(request), 0)
+            seen[id(request)] = repeat + 1
+            prompt = request.doc["prompt"]
+            body = self.solutions[prompt] if repeat < self.correct else WRONG
+            if self.chat:
+                body = f"Sure:\n```python\n{prompt}{body}```\nDone."
+            answers.append(body)
+        return answers
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def evaluate(task, lm, limit=4):
+    return simple_evaluate(
+        model=lm, tasks=[task], task_manager=TaskManager(include_path=str(tasks_dir())),
+        limit=limit, confirm_run_unsafe_code=True, log_samples=True, bootstrap_iters=0,
+    )
+
+
+def test_humaneval_noise_reports_pass_at_k_and_diversity_from_execution():
+    out = evaluate("humaneval_noise", ScriptedLM(correct=3))
+    metrics = out["results"]["humaneval_noise"]
+    assert metrics["pass@1,execute"] == pytest.approx(0.3)
+    assert metrics["pass@10,execute"] == pytest.approx(1.0)
+    assert metrics["compile_rate,execute"] == 1.0
+    # Two distinct completions (canonical x3, wrong x7): diversity is defined and high BLEU.
+    assert 0 < metrics["distinct_2,execute"] < 1
+    assert metrics["self_bleu,execute"] > 0.5
+    # The correct ones are identical copies: no diversity among them.
+    assert metrics["self_bleu_correct,execute"] == pytest.approx(1.0)
+    assert metrics["edit_distance_correct,execute"] == 0.0
+    sample = out["samples"]["humaneval_noise"][0]
+    records = [json.loads(r) for r in sample["filtered_resps"][0]]
+    assert [r["passed"] for r in records] == [True] * 3 + [False] * 7
+    assert {r["status"] for r in records[3:]} == {"failed_assertion"}
+    assert "pass@10" in sample
+
+
+def test_greedy_variant_reports_pass_at_1_only():
+    out = evaluate("humaneval_noise_greedy", ScriptedLM(correct=1))
+    metrics = {k: v for k, v in out["results"]["humaneval_noise_greedy"].items() if "," in k and "stderr" not in k}
+    assert metrics == {"pass@1,execute": 1.0, "compile_rate,execute": 1.0}
+
+
+def test_n100_variant_is_a_few_lines_and_uses_100_samples():
+    assert len((tasks_dir() / "humaneval_noise_n100.yaml").read_text().splitlines()) <= 5
+    out = evaluate("humaneval_noise_n100", ScriptedLM(correct=25), limit=1)
+    assert out["results"]["humaneval_noise_n100"]["pass@1,execute"] == pytest.approx(0.25)
+    assert len(out["samples"]["humaneval_noise_n100"][0]["resps"][0]) == 100
+
+
+def test_instruct_variant_extracts_the_fenced_code():
+    out = evaluate("humaneval_noise_instruct", ScriptedLM(correct=5, chat=True), limit=2)
+    assert out["results"]["humaneval_noise_instruct"]["pass@1,execute"] == pytest.approx(0.5)
+
+
+def test_extract_code_takes_the_first_fence_or_everything():
+    assert extract_code("x\n```python\ndef f():\n    return 1\n```\n```\nother\n```") == "def f():\n    return 1\n"
+    assert extract_code("def f(): pass") == "def f(): pass"
+    assert extract_code("```\nprint(1)\n") == "print(1)\n"  # unterminated fence
+
+
+def test_data_loads_offline_and_from_a_local_file(tmp_path):
+    problems = load_humaneval()["test"]
+    assert len(problems) == 164 and set(problems.column_names) >= {"prompt", "test", "entry_point"}
+    local = tmp_path / "two.jsonl"
+    local.write_text("".join(json.dumps(problems[i]) + "\n" for i in range(2)))
+    assert load_humaneval(humaneval_path=str(local))["test"]["task_id"] == ["HumanEval/0", "HumanEval/1"]
+
+
+def test_tasks_require_confirming_unsafe_code():
+    with pytest.raises(ValueError, match="unsafe"):
+        simple_evaluate(model=ScriptedLM(correct=1), tasks=["humaneval_noise_greedy"],
+                        task_manager=TaskManager(include_path=str(tasks_dir())), limit=1)
+
+
+def test_nan_diversity_when_fewer_than_two_correct():
+    from lm_eval_noise.tasks.humaneval import process_results
+
+    doc = {"prompt": "def f():\n"}
+    records = [json.dumps({"completion": "    return 1\n", "passed": i == 0, "status": "x", "detail": ""})
+               for i in range(3)]
+    metrics = process_results(doc, [records])
+    assert math.isnan(metrics["self_bleu_correct"]) and not math.isnan(metrics["self_bleu"])
