@@ -47,7 +47,7 @@ def _bench(argv: list[str]) -> int:
 
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
-    "bench": (_bench, "measure noise-injection overhead against plain hf in the same run"),
+    "bench": (_bench, "hot paths against a baseline in the same run: noise, executor, selfbleu"),
 }
 
 

@@ -44,6 +44,24 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(zip(*(tokens[i:] for i in range(n)))) if len(tokens) >= n else Counter()
 
 
+def _ngram_counts(samples: Sequence[str], order: int) -> tuple[list[list[Counter]], list[int]]:
+    """Per sample, per order 1..order, a Counter of n-grams keyed by integers, and the
+    token counts. Integer keys (token ids in base `vocabulary size`) instead of tuples
+    keep the garbage collector out of the hot loop: ints are not GC-tracked."""
+    vocabulary: dict[str, int] = {}
+    ids = [[vocabulary.setdefault(token, len(vocabulary)) for token in tokenize(s)] for s in samples]
+    base = len(vocabulary) + 1
+    counts = []
+    for sample in ids:
+        keys, per_order = sample, []
+        for n in range(1, order + 1):
+            if n > 1:
+                keys = [key * base + token for key, token in zip(keys, sample[n - 1 :])]
+            per_order.append(Counter(keys))
+        counts.append(per_order)
+    return counts, [len(sample) for sample in ids]
+
+
 def distinct_n(samples: Sequence[str], n: int) -> float:
     counts = Counter()
     for sample in samples:
@@ -85,17 +103,16 @@ def _closest_length(lengths: list[int], own: int) -> int:
 def self_bleu(samples: Sequence[str], order: int = 4) -> float:
     if len(samples) < 2:
         return math.nan
-    tokens = [tokenize(sample) for sample in samples]
+    counts, lengths = _ngram_counts(samples, order)
     matches = [[0] * order for _ in samples]
-    totals = [[0] * order for _ in samples]
-    for n in range(1, order + 1):
-        counts = [_ngrams(t, n) for t in tokens]
+    totals = [[sum(c.values()) for c in per_order] for per_order in counts]
+    for n in range(order):
         # For each n-gram: the largest count, one sample holding it, and the runner-up
         # (equal to the largest on a tie). "Max over the other samples" is then the
         # largest unless sample i is the holder, in which case it is the runner-up.
-        best: dict[tuple, list[int]] = {}
-        for index, sample_counts in enumerate(counts):
-            for gram, count in sample_counts.items():
+        best: dict[int, list[int]] = {}
+        for index, per_order in enumerate(counts):
+            for gram, count in per_order[n].items():
                 top = best.get(gram)
                 if top is None:
                     best[gram] = [count, index, 0]
@@ -103,16 +120,15 @@ def self_bleu(samples: Sequence[str], order: int = 4) -> float:
                     best[gram] = [count, index, top[0]]
                 elif count > top[2]:
                     top[2] = count
-        for index, sample_counts in enumerate(counts):
+        for index, per_order in enumerate(counts):
             clipped = 0
-            for gram, count in sample_counts.items():
+            for gram, count in per_order[n].items():
                 top, holder, runner_up = best[gram]
                 clipped += min(count, runner_up if holder == index else top)
-            matches[index][n - 1] = clipped
-            totals[index][n - 1] = sum(sample_counts.values())
-    lengths = sorted(len(t) for t in tokens)
+            matches[index][n] = clipped
+    ordered = sorted(lengths)
     scores = [
-        _bleu(matches[i], totals[i], len(tokens[i]), _closest_length(lengths, len(tokens[i])))
+        _bleu(matches[i], totals[i], lengths[i], _closest_length(ordered, lengths[i]))
         for i in range(len(samples))
     ]
     return sum(scores) / len(scores)
@@ -121,8 +137,7 @@ def self_bleu(samples: Sequence[str], order: int = 4) -> float:
 def pairwise_bleu(samples: Sequence[str], order: int = 4) -> float:
     if len(samples) < 2:
         return math.nan
-    tokens = [tokenize(sample) for sample in samples]
-    counts = [[_ngrams(t, n) for n in range(1, order + 1)] for t in tokens]
+    counts, lengths = _ngram_counts(samples, order)
     totals = [[sum(c.values()) for c in per_order] for per_order in counts]
     scores = []
     for i, j in itertools.permutations(range(len(samples)), 2):
@@ -130,7 +145,7 @@ def pairwise_bleu(samples: Sequence[str], order: int = 4) -> float:
             sum(min(count, reference[gram]) for gram, count in hypothesis.items() if gram in reference)
             for hypothesis, reference in zip(counts[i], counts[j])
         ]
-        scores.append(_bleu(matches, totals[i], len(tokens[i]), len(tokens[j])))
+        scores.append(_bleu(matches, totals[i], lengths[i], lengths[j]))
     return sum(scores) / len(scores)
 
 

@@ -1,4 +1,4 @@
-"""`lm-eval-noise bench`: generation throughput of hf-noise against plain hf, same run.
+"""Generation throughput of hf-noise against plain hf, same run.
 
 Both wrap the same randomly initialised model object and generate the same greedy
 requests (a fixed number of new tokens each). Runs alternate in order round by round
@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from tqdm import tqdm
 
-from .toymodels import build_model, build_tokenizer
+from ..toymodels import build_model, build_tokenizer
 
 DEFAULT_VARIANTS = "embed:per_token,embed:per_sequence,layer:-2:per_token"
 _PROMPT_WORDS = (
@@ -27,7 +27,7 @@ _PROMPT_WORDS = (
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lm-eval-noise bench noise", description=__doc__)
     parser.add_argument("--hidden", type=int, default=1024, help="model width (default 1024)")
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=32000)
@@ -67,7 +67,7 @@ def _variant_args(variant: str, sigma_scale: float) -> dict:
 def _timed_hook(totals: dict, name: str):
     """Accumulate wall time spent inside the noise hook into totals[name] (CPU only:
     on an accelerator the hook's kernels run asynchronously)."""
-    from .noise import hooks
+    from ..noise import hooks
 
     original = hooks._NoiseHook.__call__
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from lm_eval.models.huggingface import HFLM
 
-    from .model import HFNoiseLM
+    from ..model import HFNoiseLM
 
     model = build_model(
         "llama",
