@@ -88,25 +88,35 @@ def _available_levels():
     return [level for level in ("bwrap", "unshare") if isolation_module._works(level)] + ["none"]
 
 
-def _sandbox_traces() -> set[str]:
-    """Temp dirs of ours, and live processes of ours (zygotes, programs, orphans)."""
-    traces = {f"dir:{p.name}" for p in Path(tempfile.gettempdir()).glob("lm-eval-noise-*")}
+def _sandbox_traces(root: Path) -> set[str]:
+    """What a run under `root` (its temp dir) left: entries there, and live processes
+    whose command line or environment names it (zygotes, programs, orphans)."""
+    traces = {f"path:{p.name}" for p in root.iterdir()}
+    marker = str(root).encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
         except OSError:
             continue
-        if b"_zygote.py" in cmdline or b"LM_EVAL_NOISE_PROGRAM=" in environ:
+        if marker in seen:
             traces.add(f"pid:{entry.name}")
     return traces
 
 
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """A temp dir of this test's own, so runs of the suite elsewhere on the machine
+    (other sandboxes, other processes) cannot be mistaken for leftovers."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
 @pytest.mark.parametrize("level", _available_levels())
-def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level):
-    before = _sandbox_traces()
+def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level, private_tmp):
     names = list(HOSTILE)
     programs = [Program(HOSTILE[name][0], TESTS, "square") for name in names]
     programs.insert(len(programs) // 2, Program(GOOD, TESTS, "square"))  # the run goes on
@@ -119,7 +129,7 @@ def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level):
         if expected is not None:
             assert result.status == expected, (name, result)
     assert not ESCAPE.exists()
-    assert _sandbox_traces() <= before
+    assert _sandbox_traces(private_tmp) == set()
 
 
 def test_canonical_solutions_of_all_164_problems_pass():
@@ -181,5 +191,16 @@ def test_an_empty_batch_runs_nothing():
     assert run_programs([]) == []
 
 
-def test_escape_target_is_outside_any_sandbox_dir():
-    assert not str(ESCAPE).startswith(os.path.join(tempfile.gettempdir(), "lm-eval-noise-"))
+def test_escape_target_is_outside_any_sandbox_dir(private_tmp):
+    assert not str(ESCAPE).startswith(str(private_tmp))
+
+
+def test_temp_files_go_to_the_programs_own_directory():
+    source = (
+        "import os, tempfile\n"
+        "with tempfile.NamedTemporaryFile(delete=False) as handle:\n"
+        "    handle.write(b'x')\n"
+        "assert os.path.dirname(handle.name) == os.getcwd() == os.environ['HOME']\n"
+    )
+    results = run_programs([source, source])
+    assert [r.status for r in results] == ["passed", "passed"]

@@ -45,6 +45,7 @@ def _child(role, request, fds):
         os.dup2(output, 1)
         os.dup2(output, 2)
         os.chdir(request["workdir"])
+        os.environ["HOME"] = os.environ["TMPDIR"] = request["workdir"]
         _set_limits(request["rlimits"])
         _untrusted.run_untrusted(
             "solution.py", request["entry_point"], request["workdir"], call_read, reply_write

@@ -1,9 +1,10 @@
 """OS-level isolation for sandboxed programs, detected once per process.
 
 Strongest first:
-- `bwrap`: read-only root, private /tmp and /dev, only the program's temp dir
-  writable, new user/PID/network/IPC namespaces (no network; every descendant dies
-  with the program), killed with its parent.
+- `bwrap`: read-only root (the host's /tmp included: the interpreter may live there),
+  private /dev, only the program's temp dir writable, new user/PID/network/IPC
+  namespaces (no network; every descendant dies with the program), killed with its
+  parent.
 - `unshare`: new user/PID/network namespaces (no network, descendants die with it),
   but the file system is not read-only.
 - `none`: resource limits, a process group killed at the deadline, and the runner's
@@ -18,8 +19,11 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 LEVELS = ("bwrap", "unshare", "none")
 _ENV_CHOICE = "LM_EVAL_NOISE_SANDBOX"
@@ -33,7 +37,7 @@ class Isolation:
     def wrap(self, argv: list[str], workdir: str) -> list[str]:
         if self.name == "bwrap":
             return [
-                "bwrap", "--ro-bind", "/", "/", "--tmpfs", "/tmp", "--dev", "/dev",
+                "bwrap", "--ro-bind", "/", "/", "--dev", "/dev",
                 "--proc", "/proc", "--bind", workdir, workdir, "--chdir", workdir,
                 "--unshare-all", "--die-with-parent", "--new-session", *argv,
             ]
@@ -50,13 +54,17 @@ class Isolation:
 
 
 def _works(name: str) -> bool:
+    """Whether this interpreter, wrapped, starts and sees the package's runner files."""
     if shutil.which(name) is None:
         return False
-    probe = Isolation(name).wrap(["true"], "/tmp")
-    try:
-        done = subprocess.run(probe, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return False
+    runner = Path(__file__).with_name("_zygote.py")
+    check = f"import os, sys; sys.exit(0 if os.path.isfile({str(runner)!r}) else 1)"
+    with tempfile.TemporaryDirectory(prefix="lm-eval-noise-probe-") as workdir:
+        probe = Isolation(name).wrap([sys.executable, "-I", "-c", check], workdir)
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=60, cwd=workdir)
+        except (OSError, subprocess.SubprocessError):
+            return False
     return done.returncode == 0
 
 

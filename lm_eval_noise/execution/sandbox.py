@@ -41,6 +41,7 @@ STATUSES = (
 )
 _RESULT_CAP = 64 * 1024
 _ZYGOTE_GRACE = 30.0  # beyond the program's own deadline, before a zygote counts as hung
+_ZYGOTE_EXIT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Limits:
     memory_mb: int = 1024  # address space
     file_size_mb: int = 16  # any file written, captured output included
     open_files: int = 64
-    processes: int = 64  # RLIMIT_NPROC; the kernel does not apply it to root
+    processes: int = 512  # RLIMIT_NPROC, per user and counting threads; not applied to root
     output_chars: int = 4096  # of captured output kept in the result
 
     def rlimits(self) -> dict[str, int]:
@@ -193,10 +194,15 @@ class _Zygote:
         self.replies = ours.makefile("rb")
 
     def stop(self) -> None:
+        # Closing the socket makes a healthy zygote exit, and bwrap with it, so that the
+        # sandbox is gone when stop() returns; SIGKILL only for one that does not.
         self.replies.close()
         self.control.close()
-        _kill_group(self.process.pid)
-        self.process.wait()
+        try:
+            self.process.wait(timeout=_ZYGOTE_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            _kill_group(self.process.pid)
+            self.process.wait()
 
     def restart(self) -> None:
         self.stop()
