@@ -15,6 +15,7 @@ same for any batch size or request order.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import defaultdict, deque
 
 import lm_eval.models  # noqa: F401  (register the built-in models before ours; see _autoregister)
@@ -31,6 +32,15 @@ from .quantization import bitsandbytes_config
 from .seeding import request_seeds
 
 _log = logging.getLogger(__name__)
+# Models alive in this process, by `pretrained`, so a reference scorer can reuse the
+# weights instead of loading a second copy (outside its calls the model has no hooks).
+_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def live_model(pretrained: str):
+    """(model, tokenizer) of a live HFNoiseLM loaded from `pretrained`, or None."""
+    lm = _LIVE.get(pretrained)
+    return None if lm is None else (lm.model, lm.tokenizer)
 
 
 @register_model("hf-noise")
@@ -65,6 +75,8 @@ class HFNoiseLM(HFLM):
         self._scoring_pending: deque = deque()
         self._scoring_rows: dict[tuple, deque] = {}
         self._calibrating = False
+        if isinstance(pretrained, str):
+            _LIVE[pretrained] = self
 
     # --- loading -------------------------------------------------------------------
 

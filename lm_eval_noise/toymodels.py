@@ -22,6 +22,11 @@ from transformers import (
 from .noise.sites import CALIBRATION_TEXT
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2
+# A minimal chat template, so chat tasks (--apply_chat_template) run on toy models.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
 ARCHITECTURES = ("llama", "gpt2")
 
 _CORPUS = [
@@ -48,7 +53,8 @@ def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> P
     )
     tokenizer.train_from_iterator(corpus or _CORPUS, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        chat_template=CHAT_TEMPLATE,
     )
 
 

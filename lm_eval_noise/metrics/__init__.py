@@ -3,8 +3,9 @@
 from .code import compile_rate
 from .diversity import distinct_n, edit_distance, pairwise_bleu, self_bleu, tokenize
 from .passk import pass_at_k
+from .text import is_degenerate, response_length
 
 __all__ = [
-    "compile_rate", "distinct_n", "edit_distance", "pairwise_bleu", "pass_at_k", "self_bleu",
-    "tokenize",
+    "compile_rate", "distinct_n", "edit_distance", "is_degenerate", "pairwise_bleu", "pass_at_k",
+    "response_length", "self_bleu", "tokenize",
 ]

@@ -1,0 +1,107 @@
+"""Reference log-prob scoring: how likely a reference model finds each generated answer.
+
+For a (formatted prompt, response) pair: the log-probability of every response token
+given the prompt and the response tokens before it, under the reference model, and
+their total and mean. Pairs are scored in batches, longest first, right-padded.
+Tokenization: the prompt and the response are encoded separately and concatenated
+(as lm-eval does for loglikelihood requests), so the boundary is exact; the prompt
+gets the tokenizer's special tokens unless it already starts with the BOS text (a
+chat template usually adds it), the response never does.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class ScoredResponse:
+    tokens: list[str]
+    token_logprobs: list[float]
+
+    @property
+    def total(self) -> float:
+        return math.fsum(self.token_logprobs)
+
+    @property
+    def mean(self) -> float:
+        return self.total / len(self.token_logprobs) if self.token_logprobs else math.nan
+
+    def to_record(self) -> dict:
+        return {**asdict(self), "logprob_total": self.total, "logprob_mean": self.mean,
+                "num_tokens": len(self.tokens)}
+
+
+def encode_pair(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
+    bos = tokenizer.bos_token
+    special = not (bos and prompt.startswith(bos))
+    prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if not prompt_ids:  # the first response token needs something to be predicted from
+        prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    # Keep the whole response if possible; cut the prompt from the left.
+    response_ids = response_ids[: max_length - 1]
+    prompt_ids = prompt_ids[-(max_length - len(response_ids)):]
+    return prompt_ids, response_ids
+
+
+@torch.no_grad()
+def score_responses(
+    model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 8,
+    max_length: int | None = None, progress: bool = False,
+) -> list[ScoredResponse]:
+    """Score every response given its prompt under `model`, in input order."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    max_length = max_length or _model_max_length(model)
+    pairs = [encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
+    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    device = next(model.parameters()).device
+    results: list[ScoredResponse | None] = [None] * len(pairs)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc="Scoring responses", disable=not progress):
+        sequences = [pairs[i][0] + pairs[i][1] for i in batch]
+        width = max(len(s) for s in sequences)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        for row, index in enumerate(batch):
+            prompt_ids, response_ids = pairs[index]
+            start = len(prompt_ids)
+            # Position t predicts token t + 1; normalise only the rows we need.
+            scored = logits[row, start - 1 : start - 1 + len(response_ids)].float()
+            targets = torch.tensor(response_ids, device=device)[:, None]
+            values = scored.gather(1, targets)[:, 0] - torch.logsumexp(scored, dim=-1)
+            results[index] = ScoredResponse(
+                tokens=tokenizer.convert_ids_to_tokens(response_ids),
+                token_logprobs=values.tolist(),
+            )
+    return results
+
+
+def _model_max_length(model) -> int:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return 2048
+
+
+@functools.lru_cache(maxsize=2)
+def load_reference(name_or_path: str, device: str | None = None, dtype: str = "auto"):
+    """(model, tokenizer) of a reference model, loaded once per process."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    return model, tokenizer
