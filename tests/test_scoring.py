@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -58,3 +59,39 @@ def test_mismatched_inputs_are_refused(toy_path):
     tokenizer = AutoTokenizer.from_pretrained(toy_path)
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         score_responses(model, tokenizer, ["a", "b"], ["c"])
+
+
+def _write_samples(path, rows):
+    with path.open("w") as handle:
+        for doc_id, (prompt, responses) in enumerate(rows):
+            handle.write(json.dumps({
+                "doc_id": doc_id, "arguments": {"gen_args_0": {"arg_0": prompt, "arg_1": {"until": []}}},
+                "resps": [responses], "filtered_resps": [responses[0]],
+            }) + "\n")
+
+
+def test_score_command_writes_per_token_values_and_a_summary(toy_path, tmp_path, capsys):
+    from lm_eval_noise.cli import main
+
+    samples = tmp_path / "samples_chat.jsonl"
+    _write_samples(samples, [(PAIRS[0][0], [PAIRS[0][1], " Hello!"]), (PAIRS[1][0], [PAIRS[1][1]])])
+    assert main(["score", "--samples", str(samples), "--reference-model", toy_path, "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "samples_chat.scores.jsonl").open()]
+    assert [(r["doc_id"], r["repeat"]) for r in rows] == [(0, 0), (0, 1), (1, 0)]
+    model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_path)
+    for row in rows:
+        assert row["token_logprobs"] == pytest.approx(
+            direct_logprobs(model, tokenizer, row["prompt"], row["response"]), abs=1e-4)
+    summary = json.loads((tmp_path / "samples_chat.scores.summary.json").read_text())
+    assert summary["answers"] == 3
+    assert summary["logprob_total_mean"] == pytest.approx(sum(r["logprob_total"] for r in rows) / 3)
+
+
+def test_score_command_rejects_a_malformed_samples_file(toy_path, tmp_path, capsys):
+    from lm_eval_noise.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"doc_id": 0}\n')
+    assert main(["score", "--samples", str(bad), "--reference-model", toy_path]) == 2
+    assert "bad.jsonl:1: not a generate_until sample" in capsys.readouterr().err

