@@ -57,10 +57,17 @@ def _covariance(argv: list[str]) -> int:
     return main(argv)
 
 
+def _vectors(argv: list[str]) -> int:
+    from .vectors import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
     "score": (_score, "reference log-probs of the answers in --log_samples files"),
     "covariance": (_covariance, "residual covariance at a layer and its square root, for noise_cov_sqrt"),
+    "vectors": (_vectors, "export the per-sequence noise vector of every sample of a run"),
     "bench": (_bench, "hot paths against a baseline in the same run: noise, executor, selfbleu"),
 }
 

@@ -149,3 +149,42 @@ def test_registration_hook_is_installed_and_keeps_builtin_models():
 
 def test_package_tasks_dir_is_found():
     assert tasks_dir().is_dir()
+
+
+def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, task_dir, tmp_path):
+    import numpy as np
+    from helpers import make_lm
+    from lm_eval.api.instance import Instance
+
+    from lm_eval_noise.cli import main
+
+    path = toy_paths["gpt2"]
+    args = f"pretrained={path},sigma_scale=2.0,noise_scope=per_sequence,noise_seed=7"
+    out = tmp_path / "run"
+    _, samples = run_cli("lm_eval", "hf-noise", args, task_dir, out, tasks="toy_gen")
+    results_file = next(out.rglob("results_*.json"))
+    samples_file = next(out.rglob("samples_toy_gen_*.jsonl"))
+    stem = tmp_path / "vectors"
+    assert main(["vectors", "--results", str(results_file), "--samples", str(samples_file), "-o", str(stem)]) == 0
+    vectors, index = np.load(stem.with_suffix(".npy")), json.loads(stem.with_suffix(".json").read_text())
+    assert vectors.shape == (9, 64) and len(index) == 9  # 3 docs x 3 repeats
+    logged = {s["doc_id"]: s for s in samples["toy_gen"]}
+    for row, vector in list(zip(index, vectors))[:4]:
+        sample = logged[row["doc_id"]]
+        np.save(tmp_path / "one.npy", vector[None])
+        lm = make_lm(path, noise_norm=float(np.linalg.norm(vector)), noise_scope="per_sequence",
+                     noise_vectors=str(tmp_path / "one.npy"))
+        prompt, gen_kwargs = sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"]
+        request = Instance("generate_until", {}, (prompt, gen_kwargs), 0, ("toy_gen", row["doc_id"], 1))
+        assert lm.generate_until([request]) == [sample["resps"][0][row["repeat"]]]
+
+
+def test_vectors_refuses_a_per_token_run(noisy_run, tmp_path, capsys):
+    from lm_eval_noise.cli import main
+
+    results, _ = noisy_run
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "samples.jsonl").write_text("")
+    assert main(["vectors", "--results", str(tmp_path / "results.json"),
+                 "--samples", str(tmp_path / "samples.jsonl")]) == 2
+    assert "only per_sequence runs" in capsys.readouterr().err

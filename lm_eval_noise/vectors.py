@@ -1,0 +1,84 @@
+"""`lm-eval-noise vectors`: the per-sequence noise vector each sample of a run got.
+
+Nothing is read from the model: a sample's seed is a function of (noise_seed, the
+logged prompt, its repeat index), and the vector follows from the seed and the noise
+settings in the results JSON (`config.noise`, reference norm included). Writes
+OUTPUT.npy (one row per generated sample, float32) and OUTPUT.json (per row: file,
+doc_id, repeat, seed). A row, saved alone as noise_vectors= with noise_norm= its
+norm and per_sequence scope, reproduces that sample's generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .noise import NoiseSampler, NoiseSpec, sample_seed
+
+
+def spec_from_record(record: dict) -> NoiseSpec:
+    args = {
+        "sigma_scale": record["sigma_scale"], "noise_norm": record["noise_norm"],
+        "sigma_mode": record["sigma_mode"], "noise_site": record["site"], "noise_scope": record["scope"],
+        "noise_positions": record["positions"], "noise_seed": record["seed"],
+        "noise_cov_sqrt": record["cov_sqrt_path"], "noise_vectors": record["vectors_path"],
+    }
+    for key, digest in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
+        path = record.get(key)
+        if path and hashlib.sha256(Path(path).read_bytes()).hexdigest() != record[digest]:
+            raise ValueError(f"{path} changed since the run (sha256 differs from the results JSON)")
+    return NoiseSpec.from_model_args({k: v for k, v in args.items() if v is not None})
+
+
+def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray, list[dict]]:
+    record = results["config"].get("noise")
+    if not record or not record.get("active"):
+        raise ValueError("the results JSON records no active hf-noise settings (config.noise)")
+    spec = spec_from_record(record)
+    if spec.scope != "per_sequence":
+        raise ValueError(f"noise_scope={spec.scope}: only per_sequence runs have one vector per sample")
+    rows = []
+    for path in sample_files:
+        for number, line in enumerate(path.open(encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+                context, responses = sample["arguments"]["gen_args_0"]["arg_0"], sample["resps"][0]
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise ValueError(f"{path}:{number}: not a generate_until sample of --log_samples") from None
+            for repeat in range(len(responses)):
+                seed = sample_seed(spec.seed, ("generate_until", context), repeat)
+                rows.append({"file": path.name, "doc_id": sample.get("doc_id"), "repeat": repeat, "seed": seed})
+    sampler = NoiseSampler(spec, record["reference_norm"], record["hidden_size"], torch.device("cpu"))
+    seeds = torch.tensor([row["seed"] for row in rows], dtype=torch.int64)
+    repeats = torch.tensor([row["repeat"] for row in rows], dtype=torch.int64)
+    vectors = sampler.sample(seeds, repeats, torch.zeros((len(rows), 1), dtype=torch.int64))[:, 0]
+    return vectors.numpy().astype(np.float32), rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lm-eval-noise vectors", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", required=True, help="results_*.json of the run")
+    parser.add_argument("--samples", nargs="+", required=True, help="its samples_*.jsonl")
+    parser.add_argument("-o", "--output", default="noise_vectors", help="output path stem")
+    args = parser.parse_args(argv)
+    try:
+        results = json.loads(Path(args.results).read_text())
+        vectors, rows = export_vectors(results, [Path(p) for p in args.samples])
+    except (OSError, ValueError, KeyError) as error:
+        print(f"lm-eval-noise vectors: {error}", file=sys.stderr)
+        return 2
+    stem = Path(args.output)
+    np.save(stem.with_suffix(".npy"), vectors)
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    print(f"wrote {len(rows)} vectors of width {vectors.shape[1]} to {stem.with_suffix('.npy')} "
+          f"(index: {stem.with_suffix('.json')})")
+    return 0
