@@ -63,11 +63,18 @@ def _vectors(argv: list[str]) -> int:
     return main(argv)
 
 
+def _viz(argv: list[str]) -> int:
+    from .viz import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
     "score": (_score, "reference log-probs of the answers in --log_samples files"),
     "covariance": (_covariance, "residual covariance at a layer and its square root, for noise_cov_sqrt"),
     "vectors": (_vectors, "export the per-sequence noise vector of every sample of a run"),
+    "viz": (_viz, "one self-contained HTML page of the worst answers by reference log-prob"),
     "bench": (_bench, "hot paths against a baseline in the same run: noise, executor, selfbleu"),
 }
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class ScoredResponse:
-    tokens: list[str]
+    tokens: list[str]  # each response token decoded on its own, for display
     token_logprobs: list[float]
 
     @property
@@ -81,7 +81,7 @@ def score_responses(
             targets = torch.tensor(response_ids, device=device)[:, None]
             values = scored.gather(1, targets)[:, 0] - torch.logsumexp(scored, dim=-1)
             results[index] = ScoredResponse(
-                tokens=tokenizer.convert_ids_to_tokens(response_ids),
+                tokens=[tokenizer.decode([token]) for token in response_ids],
                 token_logprobs=values.tolist(),
             )
     return results

@@ -1,0 +1,123 @@
+"""`lm-eval-noise viz`: one self-contained HTML page of the worst answers by log-prob.
+
+Inputs are lm-eval `--log_samples` files of one or more runs. Per-token log-probs come
+from `--scores` (the output of `lm-eval-noise score`) or, without it, from samples of a
+task that scores in the run (lmsys_chat_noise). Each run's noise settings come from
+the results JSON lm-eval wrote next to its samples. The page embeds everything (no
+network, no CDN): answers sorted from the worst mean token log-prob, `--top-n` per run,
+filters by run and noise scale, pages of 10, tokens coloured by log-prob (value on hover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+TEMPLATE = Path(__file__).with_name("template.html")
+PAGE_SIZE = 10
+
+
+def results_for(samples: Path) -> dict:
+    """The results JSON lm-eval wrote with this samples file (same timestamp), or {}."""
+    stamp = samples.stem.rsplit("_", 1)[-1]
+    match = samples.parent / f"results_{stamp}.json"
+    return json.loads(match.read_text()) if match.is_file() else {}
+
+
+def describe(config: dict) -> tuple[str, str, str]:
+    """(run label, noise-scale label, settings text) of a results JSON's config."""
+    noise = config.get("noise") or {}
+    model = config.get("model", "?")
+    gen = ",".join(f"{k}={v}" for k, v in (config.get("gen_kwargs") or {}).items())
+    if noise.get("active"):
+        scale = f"noise_norm={noise['noise_norm']}" if noise.get("noise_norm") is not None \
+            else f"sigma_scale={noise['sigma_scale']}"
+        settings = (f"{scale} site={noise['site']} scope={noise['scope']} positions={noise['positions']} "
+                    f"mode={noise['sigma_mode']} seed={noise['seed']}")
+    else:
+        scale, settings = "no noise", "none"
+    label = " ".join(part for part in (model, scale if noise.get("active") else "", gen) if part)
+    return label, scale, settings
+
+
+def _scored_records(sample: dict) -> list[dict] | None:
+    """Per-answer score records a scoring task left in filtered_resps, if any."""
+    try:
+        records = [json.loads(r) for r in sample["filtered_resps"][0]]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return records if all(isinstance(r, dict) and "token_logprobs" in r for r in records) else None
+
+
+def collect_rows(sample_files: list[Path], score_files: list[Path]) -> list[dict]:
+    scores = {}
+    for path in score_files:
+        for line in path.open(encoding="utf-8"):
+            if line.strip():
+                row = json.loads(line)
+                scores[(row["file"], row["doc_id"], row["repeat"])] = row
+    rows = []
+    for path in sample_files:
+        label, scale, settings = describe(results_for(path).get("config", {}))
+        label = label or path.stem
+        for line in path.open(encoding="utf-8"):
+            if not line.strip():
+                continue
+            sample = json.loads(line)
+            prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+            embedded = _scored_records(sample)
+            for repeat, response in enumerate(sample["resps"][0]):
+                record = scores.get((path.name, sample["doc_id"], repeat)) or (embedded[repeat] if embedded else None)
+                if record is None or not record["token_logprobs"]:
+                    continue
+                logprobs = record["token_logprobs"]
+                rows.append({
+                    "run": label, "scale": scale, "settings": settings, "doc_id": sample["doc_id"],
+                    "repeat": repeat, "prompt": prompt, "tokens": record["tokens"], "logprobs": logprobs,
+                    "total": sum(logprobs), "mean": sum(logprobs) / len(logprobs),
+                })
+    return rows
+
+
+def worst(rows: list[dict], top_n: int) -> list[dict]:
+    """The top_n lowest mean log-prob answers of each run, worst first."""
+    chosen = []
+    for run in sorted({row["run"] for row in rows}):
+        chosen += sorted((r for r in rows if r["run"] == run), key=lambda r: r["mean"])[:top_n]
+    return sorted(chosen, key=lambda r: r["mean"])
+
+
+def render(rows: list[dict]) -> str:
+    data = {
+        "page_size": PAGE_SIZE,
+        "runs": sorted({row["run"] for row in rows}),
+        "scales": sorted({row["scale"] for row in rows}),
+        "rows": rows,
+    }
+    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # stay inside <script>
+    return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lm-eval-noise viz", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", nargs="+", required=True, help="samples_*.jsonl of one or more runs")
+    parser.add_argument("--scores", nargs="*", default=[], help="output of lm-eval-noise score")
+    parser.add_argument("--top-n", type=int, default=100, help="worst answers kept per run")
+    parser.add_argument("-o", "--output", default="viz.html")
+    args = parser.parse_args(argv)
+    try:
+        rows = collect_rows([Path(p) for p in args.samples], [Path(p) for p in args.scores])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        print(f"lm-eval-noise viz: cannot read the inputs: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    if not rows:
+        print("lm-eval-noise viz: no scored answers; pass --scores from `lm-eval-noise score`, "
+              "or samples of a task that scores (lmsys_chat_noise)", file=sys.stderr)
+        return 2
+    shown = worst(rows, args.top_n)
+    Path(args.output).write_text(render(shown), encoding="utf-8")
+    print(f"wrote {args.output}: the {len(shown)} worst of {len(rows)} scored answers")
+    return 0
