@@ -69,8 +69,15 @@ def _viz(argv: list[str]) -> int:
     return main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from .sweep import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
+    "sweep": (_sweep, "a grid of methods through the harness -> leaderboard, table, plots"),
     "score": (_score, "reference log-probs of the answers in --log_samples files"),
     "covariance": (_covariance, "residual covariance at a layer and its square root, for noise_cov_sqrt"),
     "vectors": (_vectors, "export the per-sequence noise vector of every sample of a run"),
