@@ -1,0 +1,143 @@
+"""Sweeps: config expansion, confidence intervals, and a real resumable run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lm_eval_noise.sweep import SweepConfigError, load_sweep
+from lm_eval_noise.sweep.report import bootstrap_mean_ci, paired_difference
+
+
+def write_config(folder: Path, text: str) -> Path:
+    path = folder / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_methods_expand_to_named_runs(tmp_path):
+    sweep = load_sweep(write_config(tmp_path, """
+name: grid
+models: [{pretrained: some/model, dtype: bfloat16}]
+tasks: [humaneval_noise]
+samples: 4
+baseline: temperature-0.8
+gen_kwargs: {max_gen_toks: 64}
+methods:
+  greedy: {}
+  temperature: {temperature: [0.2, 0.8]}
+  nucleus: {temperature: 1.0, top_p: [0.9, 0.95]}
+  noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-2"], scope: [per_token, per_sequence]}
+  residual: {layer: 3, noise_norm: [4, 8], vectors: [1, 5]}
+  custom: [{name: prompt-only, model_args: {sigma_scale: 0.1, noise_positions: prompt}}]
+"""))
+    names = [run.name for run in sweep.runs]
+    assert len(names) == 1 + 2 + 2 + 8 + 4 + 1
+    assert {"greedy", "temperature-0.2", "nucleus-t1-p0.95", "noise-layer-2-per_sequence-sigma0.05",
+            "residual-layer3-norm8-k5", "prompt-only"} <= set(names)
+    by_name = {run.name: run for run in sweep.runs}
+    assert by_name["temperature-0.8"].gen_kwargs == {"max_gen_toks": 64, "do_sample": True, "temperature": 0.8, "top_p": 1.0}
+    assert by_name["greedy"].model_args == {"pretrained": "some/model", "dtype": "bfloat16"}
+    assert by_name["noise-embed-per_token-sigma0.1"].model_args["sigma_scale"] == 0.1
+    residual = by_name["residual-layer3-norm4-k1"].model_args
+    assert (residual["noise_site"], residual["noise_scope"], residual["noise_norm"]) == ("layer:3", "per_sequence", 4.0)
+    assert len({run.run_id for run in sweep.runs}) == len(sweep.runs)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("models: [m]\ntasks: [t]\n", "`methods` is required"),
+    ("models: [m]\ntasks: [t]\nmethods: {greedy: {}, beam: {}}\n", "unknown method 'beam'"),
+    ("models: [m]\ntasks: [t]\nbaseline: nope\nmethods: {greedy: {}}\n", "baseline 'nope' is not a run"),
+    ("models: [m]\ntasks: [t]\nmethods: {residual: {noise_norm: [1]}}\n", "needs `layer`"),
+    ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a}, {name: a}]}\n", "share a name"),
+    ("- just a list\n", "a YAML mapping"),
+])
+def test_bad_configs_are_refused_with_a_clear_message(tmp_path, text, message):
+    with pytest.raises(SweepConfigError, match=message):
+        load_sweep(write_config(tmp_path, text))
+
+
+def test_bootstrap_interval_equals_a_direct_computation():
+    values = np.random.default_rng(1).normal(0.4, 0.2, size=40)
+    values[[3, 9]] = np.nan
+    mean, low, high, n = bootstrap_mean_ci(values, iterations=500, seed=7)
+    kept = values[~np.isnan(values)]
+    rng = np.random.default_rng(7)
+    draws = rng.integers(0, kept.size, size=(500, kept.size))
+    direct = sorted(kept[row].mean() for row in draws)
+    assert n == 38 and mean == pytest.approx(kept.mean())
+    assert low == pytest.approx(np.percentile(direct, 2.5)) and high == pytest.approx(np.percentile(direct, 97.5))
+    # And it is a sensible 95% interval: close to the normal-theory one for this sample.
+    half = 1.96 * kept.std(ddof=1) / np.sqrt(kept.size)
+    assert low == pytest.approx(mean - half, abs=0.03) and high == pytest.approx(mean + half, abs=0.03)
+
+
+def test_paired_difference_uses_shared_defined_problems_only():
+    run = {0: 1.0, 1: 0.5, 2: float("nan"), 3: 0.0}
+    base = {0: 0.5, 1: 0.5, 2: 0.2, 4: 1.0}
+    mean, low, high, n = paired_difference(run, base, iterations=200)
+    assert n == 2 and mean == pytest.approx(0.25) and low <= mean <= high
+
+
+def _sweep_command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "lm_eval_noise", "sweep", "--config", str(config), "-o", str(out), "--quiet"]
+
+
+def test_sweep_end_to_end_survives_a_kill_and_resumes(toy_paths, tmp_path):
+    config = write_config(tmp_path, f"""
+name: tiny
+models: [{{pretrained: {toy_paths['llama']}}}]
+tasks: [humaneval_noise]
+samples: 2
+limit: 2
+baseline: greedy
+batch_size: "2"
+device: cpu
+gen_kwargs: {{max_gen_toks: 6}}
+methods:
+  greedy: {{}}
+  temperature: {{temperature: [0.8]}}
+  noise: {{sigma_scale: [1.0], site: [embed], scope: [per_sequence]}}
+""")
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    first = subprocess.Popen(_sweep_command(config, out), env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not list(out.glob("runs/*/DONE.json")) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    os.killpg(first.pid, signal.SIGKILL)  # the sweep and the harness run inside it
+    first.wait()
+    finished = list(out.glob("runs/*/DONE.json"))
+    assert len(finished) == 1
+    kept = {p.parent.name: (p.stat().st_mtime_ns, next(p.parent.rglob("results_*.json")).stat().st_mtime_ns)
+            for p in finished}
+
+    second = subprocess.run(_sweep_command(config, out), env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert sorted(r["name"] for r in board["runs"]) == ["greedy", "noise-embed-per_sequence-sigma1", "temperature-0.8"]
+    for run_dir, stamps in kept.items():  # the finished run was not recomputed
+        done = out / "runs" / run_dir / "DONE.json"
+        assert (done.stat().st_mtime_ns, next(done.parent.rglob("results_*.json")).stat().st_mtime_ns) == stamps
+    for entry in board["runs"]:
+        pass_at_1 = entry["metrics"]["pass@1"]
+        assert pass_at_1["n"] == 2 and pass_at_1["ci_low"] <= pass_at_1["mean"] <= pass_at_1["ci_high"]
+        samples = next(Path(entry["directory"]).rglob("samples_*.jsonl"))
+        assert all(len(json.loads(line)["resps"][0]) == 2 for line in samples.open())  # n = 2
+    noisy = next(e for e in board["runs"] if e["name"].startswith("noise"))
+    assert set(noisy["vs_baseline"]) >= {"pass@1", "distinct_2"}
+    table = (out / "leaderboard.md").read_text()
+    assert "| temperature-0.8 | humaneval_noise__n2 |" not in table and "temperature-0.8" in table
+    for plot in board["plots"]:
+        data = (out / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert {Path(p).name for p in board["plots"]} == {"pass_vs_diversity.png", "noise_scale.png"}
