@@ -75,6 +75,12 @@ def _sweep(argv: list[str]) -> int:
     return main(argv)
 
 
+def _demo(argv: list[str]) -> int:
+    from .demo import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "run": (_run, "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
     "sweep": (_sweep, "a grid of methods through the harness -> leaderboard, table, plots"),
@@ -82,6 +88,7 @@ COMMANDS = {
     "covariance": (_covariance, "residual covariance at a layer and its square root, for noise_cov_sqrt"),
     "vectors": (_vectors, "export the per-sequence noise vector of every sample of a run"),
     "viz": (_viz, "one self-contained HTML page of the worst answers by reference log-prob"),
+    "demo": (_demo, "the whole pipeline on a tiny model trained in seconds, offline"),
     "bench": (_bench, "hot paths against a baseline in the same run: noise, executor, selfbleu"),
 }
 

@@ -106,6 +106,7 @@ methods:
   greedy: {{}}
   temperature: {{temperature: [0.8]}}
   noise: {{sigma_scale: [1.0], site: [embed], scope: [per_sequence]}}
+  residual: {{layer: 1, noise_norm: [2.0], vectors: [2]}}
 """)
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -124,7 +125,10 @@ methods:
     second = subprocess.run(_sweep_command(config, out), env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     board = json.loads((out / "leaderboard.json").read_text())
-    assert sorted(r["name"] for r in board["runs"]) == ["greedy", "noise-embed-per_sequence-sigma1", "temperature-0.8"]
+    assert sorted(r["name"] for r in board["runs"]) == [
+        "greedy", "noise-embed-per_sequence-sigma1", "residual-layer1-norm2-k2", "temperature-0.8"]
+    vectors = np.load(next((out / "vectors").glob("*_k2_seed0.npy")))
+    assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     for run_dir, stamps in kept.items():  # the finished run was not recomputed
         done = out / "runs" / run_dir / "DONE.json"
         assert (done.stat().st_mtime_ns, next(done.parent.rglob("results_*.json")).stat().st_mtime_ns) == stamps
@@ -141,3 +145,9 @@ methods:
         data = (out / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert {Path(p).name for p in board["plots"]} == {"pass_vs_diversity.png", "noise_scale.png"}
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_ready_made_configs_load(config):
+    sweep = load_sweep(config)
+    assert sweep.runs and sweep.baseline in {run.name for run in sweep.runs}
