@@ -6,7 +6,6 @@ goes on, and leaves nothing behind: no process, no temp dir, no file outside it.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import uuid
 from pathlib import Path

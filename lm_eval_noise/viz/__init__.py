@@ -68,7 +68,7 @@ def collect_rows(sample_files: list[Path], score_files: list[Path]) -> list[dict
             sample = json.loads(line)
             prompt = sample["arguments"]["gen_args_0"]["arg_0"]
             embedded = _scored_records(sample)
-            for repeat, response in enumerate(sample["resps"][0]):
+            for repeat in range(len(sample["resps"][0])):
                 record = scores.get((path.name, sample["doc_id"], repeat)) or (embedded[repeat] if embedded else None)
                 if record is None or not record["token_logprobs"]:
                     continue
