@@ -50,6 +50,21 @@ def encode_pair(tokenizer, prompt: str, response: str, max_length: int) -> tuple
     return prompt_ids, response_ids
 
 
+def padded_batches(pairs: list[tuple[list[int], list[int]]], batch_size: int):
+    """(row indices, ids, attention mask) per batch of prompt+response sequences,
+    longest first, right-padded with 0."""
+    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        sequences = [pairs[i][0] + pairs[i][1] for i in batch]
+        ids = torch.zeros((len(batch), max(map(len, sequences))), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, sequence in enumerate(sequences):
+            ids[row, : len(sequence)] = torch.tensor(sequence)
+            mask[row, : len(sequence)] = 1
+        yield batch, ids, mask
+
+
 @torch.no_grad()
 def score_responses(
     model, tokenizer, prompts: list[str], responses: list[str], *, batch_size: int = 8,
@@ -60,18 +75,11 @@ def score_responses(
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
     max_length = max_length or _model_max_length(model)
     pairs = [encode_pair(tokenizer, p, r, max_length) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     device = next(model.parameters()).device
     results: list[ScoredResponse | None] = [None] * len(pairs)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for batch in tqdm(batches, desc="Scoring responses", disable=not progress):
-        sequences = [pairs[i][0] + pairs[i][1] for i in batch]
-        width = max(len(s) for s in sequences)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
+    batches = padded_batches(pairs, batch_size)
+    total = -(-len(pairs) // batch_size)
+    for batch, ids, mask in tqdm(batches, total=total, desc="Scoring responses", disable=not progress):
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for row, index in enumerate(batch):
             prompt_ids, response_ids = pairs[index]

@@ -17,7 +17,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from tqdm import tqdm
 
-from ..toymodels import build_model, build_tokenizer
+from .common import add_model_arguments, build_bench_model
 
 DEFAULT_VARIANTS = "embed:per_token,embed:per_sequence,layer:-2:per_token"
 _PROMPT_WORDS = (
@@ -28,9 +28,7 @@ _PROMPT_WORDS = (
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="lm-eval-noise bench noise", description=__doc__)
-    parser.add_argument("--hidden", type=int, default=1024, help="model width (default 1024)")
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=32000)
+    add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -41,8 +39,6 @@ def _parse(argv):
         default=DEFAULT_VARIANTS,
         help="comma-separated SITE:SCOPE, SITE being embed or layer:L (default %(default)s)",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     return parser.parse_args(argv)
 
 
@@ -91,15 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..model import HFNoiseLM
 
-    model = build_model(
-        "llama",
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=max(1, args.hidden // 64),
-        max_positions=2048,
-    ).to(device=args.device, dtype=getattr(torch, args.dtype))
-    tokenizer = build_tokenizer()
+    model, tokenizer = build_bench_model(args)
     common = {"pretrained": model, "tokenizer": tokenizer, "batch_size": args.batch_size}
     lms = {"hf": HFLM(**common)}
     for variant in args.variants.split(","):

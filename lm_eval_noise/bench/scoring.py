@@ -10,43 +10,29 @@ import time
 
 import torch
 
+from .common import add_model_arguments, build_bench_model
+
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="lm-eval-noise bench scoring", description=__doc__)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=32000)
+    add_model_arguments(parser)
     parser.add_argument("--answers", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..scoring import encode_pair, score_responses
-    from ..toymodels import build_model, build_tokenizer
+    from ..scoring import encode_pair, padded_batches, score_responses
 
     args = _parse(argv)
-    model = build_model("llama", vocab_size=args.vocab, hidden_size=args.hidden, num_layers=args.layers,
-                        num_heads=max(1, args.hidden // 64), max_positions=2048).to(args.device)
-    tokenizer = build_tokenizer()
+    model, tokenizer = build_bench_model(args)
     words = "the model answers the question about a spider with eight legs and a web".split()
     prompts = [f"<s>user: question {i} " + " ".join(words[: 4 + i % 10]) + "\nassistant:" for i in range(args.answers)]
     responses = [" " + " ".join(words * (1 + i % 4)) for i in range(args.answers)]
 
     pairs = [encode_pair(tokenizer, p, r, 2048) for p, r in zip(prompts, responses)]
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    batches = []
-    for start in range(0, len(order), args.batch_size):
-        sequences = [pairs[i][0] + pairs[i][1] for i in order[start : start + args.batch_size]]
-        width = max(map(len, sequences))
-        ids = torch.zeros((len(sequences), width), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, sequence in enumerate(sequences):
-            ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-        batches.append((ids.to(args.device), mask.to(args.device)))
+    batches = [(ids.to(args.device), mask.to(args.device)) for _, ids, mask in padded_batches(pairs, args.batch_size)]
     tokens = sum(len(p) + len(r) for p, r in pairs)
 
     def forward_only():
