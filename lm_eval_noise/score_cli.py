@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from .samples import generation_samples
 from .scoring import load_reference, score_responses
 
 
@@ -27,51 +28,42 @@ def _parse(argv):
 
 
 def read_answers(path: Path) -> list[dict]:
-    """One entry per generated answer: doc_id, repeat, prompt, response."""
-    answers = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-                prompt = sample["arguments"]["gen_args_0"]["arg_0"]
-                responses = sample["resps"][0]
-            except (ValueError, KeyError, IndexError, TypeError) as error:
-                raise ValueError(
-                    f"{path}:{number}: not a generate_until sample of lm-eval's --log_samples "
-                    f"({type(error).__name__}: {error})"
-                ) from None
-            for repeat, response in enumerate(responses):
-                answers.append({"file": path.name, "doc_id": sample.get("doc_id"), "repeat": repeat,
-                                "prompt": prompt, "response": response})
-    return answers
+    """One entry per generated answer: file, doc_id, repeat, prompt, response."""
+    return [
+        {"file": path.name, "doc_id": sample.get("doc_id"), "repeat": repeat, "prompt": prompt, "response": response}
+        for sample, prompt, responses in generation_samples(path)
+        for repeat, response in enumerate(responses)
+    ]
+
+
+def score_answers(answers: list[dict], model, tokenizer, batch_size: int = 8) -> list[dict]:
+    """Per-answer records: read_answers' fields plus the ScoredResponse record."""
+    scored = score_responses(model, tokenizer, [a["prompt"] for a in answers], [a["response"] for a in answers],
+                             batch_size=batch_size, progress=True)
+    return [{**answer, **score.to_record()} for answer, score in zip(answers, scored)]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     paths = [Path(p) for p in args.samples]
-    try:
-        answers = [a for path in paths for a in read_answers(path)]
+    try:  # a malformed file fails before any model loads
+        answers = [answer for path in paths for answer in read_answers(path)]
     except (OSError, ValueError) as error:
         print(f"lm-eval-noise score: {error}", file=sys.stderr)
         return 2
     model, tokenizer = load_reference(args.reference_model, args.device, args.dtype)
-    scored = score_responses(
-        model, tokenizer, [a["prompt"] for a in answers], [a["response"] for a in answers],
-        batch_size=args.batch_size, progress=True,
-    )
+    records = score_answers(answers, model, tokenizer, args.batch_size)
     output = Path(args.output) if args.output else paths[0].with_suffix(".scores.jsonl")
     with output.open("w", encoding="utf-8") as handle:
-        for answer, score in zip(answers, scored):
-            handle.write(json.dumps({**answer, **score.to_record()}, ensure_ascii=False) + "\n")
-    means = [s.mean for s in scored if s.tokens]
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    means = [r["logprob_mean"] for r in records if r["num_tokens"]]
     summary = {
         "reference_model": args.reference_model,
         "inputs": [str(p) for p in paths],
-        "answers": len(scored),
+        "answers": len(records),
         "logprob_mean": math.fsum(means) / len(means) if means else None,
-        "logprob_total_mean": math.fsum(s.total for s in scored) / len(scored) if scored else None,
+        "logprob_total_mean": math.fsum(r["logprob_total"] for r in records) / len(records) if records else None,
     }
     output.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .noise import NoiseSampler, NoiseSpec, sample_seed
+from .samples import generation_samples
 
 
 def spec_from_record(record: dict) -> NoiseSpec:
@@ -45,14 +46,7 @@ def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray,
         raise ValueError(f"noise_scope={spec.scope}: only per_sequence runs have one vector per sample")
     rows = []
     for path in sample_files:
-        for number, line in enumerate(path.open(encoding="utf-8"), 1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-                context, responses = sample["arguments"]["gen_args_0"]["arg_0"], sample["resps"][0]
-            except (ValueError, KeyError, IndexError, TypeError):
-                raise ValueError(f"{path}:{number}: not a generate_until sample of --log_samples") from None
+        for sample, context, responses in generation_samples(path):
             for repeat in range(len(responses)):
                 seed = sample_seed(spec.seed, ("generate_until", context), repeat)
                 rows.append({"file": path.name, "doc_id": sample.get("doc_id"), "repeat": repeat, "seed": seed})

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..samples import generation_samples
+
 TEMPLATE = Path(__file__).with_name("template.html")
 PAGE_SIZE = 10
 
@@ -62,13 +64,9 @@ def collect_rows(sample_files: list[Path], score_files: list[Path]) -> list[dict
     for path in sample_files:
         label, scale, settings = describe(results_for(path).get("config", {}))
         label = label or path.stem
-        for line in path.open(encoding="utf-8"):
-            if not line.strip():
-                continue
-            sample = json.loads(line)
-            prompt = sample["arguments"]["gen_args_0"]["arg_0"]
+        for sample, prompt, responses in generation_samples(path):
             embedded = _scored_records(sample)
-            for repeat in range(len(sample["resps"][0])):
+            for repeat in range(len(responses)):
                 record = scores.get((path.name, sample["doc_id"], repeat)) or (embedded[repeat] if embedded else None)
                 if record is None or not record["token_logprobs"]:
                     continue
