@@ -1,11 +1,13 @@
-"""Trusted test runner for ONE program, in a process forked for it by the checker zygote,
-outside the program's sandbox.
+"""Trusted test runner for ONE program, in a process forked for it by the checker fork
+server, outside the program's sandbox.
 
-It runs the task's own test code (trusted: the dataset's prompt and tests) and calls
-the candidate in the sandboxed program process over two pipes, receiving plain values
-only. When `check(candidate)` returns, it writes the secret token to its result pipe.
-The program runs in another process, in its own namespaces where the sandbox provides
-them, so it cannot reach the token, this process's memory or the result channel.
+Its server compiles the program's source itself (so a syntax error is known, not
+claimed) and the tests; it runs
+the task's own test code (trusted: the dataset's prompt and tests) and calls the
+candidate in the sandboxed program process over two pipes, receiving plain values
+only (see _wire). When `check(candidate)` returns, it writes the secret token to its
+result pipe. Every status it writes is its own: what the program said goes, capped,
+into `detail` and can only ever explain a failure.
 
 Standard library only.
 """
@@ -15,8 +17,10 @@ import os
 
 import _wire
 
+_MAX_DETAIL = 2000
 
-class CandidateRaised(Exception):
+
+class CandidateFailed(Exception):
     def __init__(self, status, detail):
         super().__init__(detail)
         self.status = status
@@ -36,37 +40,65 @@ def _reply(reply_fd):
         raise ProgramDied(f"the program broke the protocol: {error}") from None
 
 
+def _program_text(reply):
+    """The program's own words in a reply, as text."""
+    return str(reply[1]) if isinstance(reply, list) and len(reply) == 2 else ""
+
+
 def _candidate(call_fd, reply_fd):
     def candidate(*args, **kwargs):
-        _wire.send(call_fd, _wire.encode(["call", tuple(args), dict(kwargs)]))
+        _wire.send(call_fd, _wire.encode([list(args), kwargs]))
         reply = _reply(reply_fd)
-        if reply[0] == "ok":
-            return reply[1]
-        raise CandidateRaised(reply[1], reply[2])
+        kind = reply[0] if isinstance(reply, list) and reply else None
+        if kind == "ok" and len(reply) == 2 and isinstance(reply[1], str):
+            try:
+                return _wire.decode(reply[1])
+            except _wire.WireError as error:
+                raise CandidateFailed("untrusted_return", str(error)) from None
+        if kind == "unsendable":
+            raise CandidateFailed("untrusted_return", _program_text(reply))
+        if kind == "raised":
+            raise CandidateFailed("exception", _program_text(reply))
+        raise ProgramDied("the program broke the protocol")
 
     return candidate
 
 
 def _outcome(status, detail=""):
-    return {"status": status, "detail": str(detail)[:2000]}
+    return {"status": status, "detail": str(detail)[:_MAX_DETAIL]}
 
 
-def _run(tests, entry_point, call_fd, reply_fd):
+def syntax_error(source):
+    """Why the source does not compile, or None. Parsing only: nothing of it runs."""
+    try:
+        compile(source, "solution.py", "exec")
+    except (SyntaxError, ValueError) as error:  # ValueError: null bytes in the source
+        return f"{type(error).__name__}: {error}"
+    except (RecursionError, MemoryError) as error:  # too deeply nested for the compiler
+        return f"{type(error).__name__} while compiling"
+    return None
+
+
+def _run(syntax, tests, entry_point, call_fd, reply_fd):
     """None when check() returned, else an outcome dict."""
+    if syntax is not None:
+        return _outcome("syntax_error", syntax)
+    if isinstance(tests, str):
+        return _outcome("harness_error", tests)
     try:
         first = _reply(reply_fd)
     except ProgramDied as error:
         return _outcome("program_died", error)
-    if first[0] == "error":
-        return _outcome(first[1], first[2])
-    namespace = {"__name__": "__checker__"}
+    if first != ["ready"]:
+        return _outcome("exception", _program_text(first))
+    namespace = {}
     try:
-        exec(compile(tests, "tests.py", "exec"), namespace)
+        exec(tests, namespace)
         candidate = _candidate(call_fd, reply_fd)
         # Some tests call the entry point by name (HumanEval/33 compares against it).
         namespace[entry_point] = candidate
         namespace["check"](candidate)
-    except CandidateRaised as error:
+    except CandidateFailed as error:
         return _outcome(error.status, error)
     except ProgramDied as error:
         return _outcome("program_died", error)
@@ -79,9 +111,10 @@ def _run(tests, entry_point, call_fd, reply_fd):
     return None
 
 
-def run_checker(tests, entry_point, call_fd, reply_fd, result_fd, token):
-    """Never returns: exits the (forked) process after writing the outcome."""
-    outcome = _run(tests, entry_point, call_fd, reply_fd)
+def run_checker(syntax, tests, entry_point, call_fd, reply_fd, result_fd, token):
+    """Never returns: exits the (forked) process after writing the outcome. `syntax` is
+    syntax_error(source); `tests` the compiled test code."""
+    outcome = _run(syntax, tests, entry_point, call_fd, reply_fd)
     if outcome is None:
         os.write(result_fd, b"PASS " + token.encode("ascii"))
     else:

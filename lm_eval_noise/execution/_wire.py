@@ -1,21 +1,39 @@
 """Messages between the sandboxed program and its checker: length-prefixed tagged JSON.
 
-Only plain builtin values cross (None, bool, int, float, complex, str, bytes, list,
-tuple, set, frozenset, dict), encoded by exact type, so the checker compares values it
-built itself: an object with an always-True __eq__ cannot cross. JSON parsing is safe
-on hostile bytes, unlike pickle or marshal. Standard library only (runs in sandboxes).
+The receiver only ever builds values of trusted types from plain data, so an object
+with an always-True __eq__ cannot cross: what arrives compares the way the real type
+compares. Honest values of other types cross with their meaning intact:
+- builtins (None, bool, int, float, complex, str, bytes, bytearray, list, tuple, set,
+  frozenset, dict, range) by exact type;
+- subclasses of those (IntEnum members, namedtuples, a user's `class Score(int)`)
+  as the plain builtin value they hold, read with the builtin's own C methods, so
+  none of the subclass's code runs on the receiving side;
+- OrderedDict, defaultdict (its factory is not sent: missing keys raise KeyError),
+  Counter, deque, Fraction, Decimal, dict views, and NumPy scalars and arrays (numeric,
+  bool, string, datetime dtypes), rebuilt as the same type;
+- iterators and generators, drained by the sender, as an iterator over the items.
+JSON parsing is safe on hostile bytes, unlike pickle or marshal. Standard library only
+(NumPy is imported on the receiving side only when a NumPy value arrives).
 """
 
+import collections
 import json
 import os
 import struct
+import sys
 
 MAX_MESSAGE = 64 * 1024 * 1024
 _MAX_ITEMS = 1_000_000
+_NUMPY_KINDS = "biufcSUMm"
+_BUILTIN_BASES = (int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+_VIEWS = {type({}.keys()): "keys", type({}.values()): "values", type({}.items()): "items"}
 
 
 class WireError(Exception):
     """A value cannot be sent, or a message is malformed."""
+
+
+# ---------------------------------------------------------------- encoding (either side)
 
 
 def encode(value):
@@ -26,54 +44,213 @@ def encode(value):
         if count[0] > _MAX_ITEMS:
             raise WireError("value too large")
         kind = type(item)
-        if item is None or kind in (bool, int, str):
+        if item is None or kind is bool or kind is str:
             return item
+        if kind is int:
+            return item if -(1 << 63) < item < (1 << 63) else {"i": format(item, "x")}
         if kind is float:
             return {"f": repr(item)}  # keeps inf, nan and -0.0 exact
         if kind is complex:
             return {"c": [repr(item.real), repr(item.imag)]}
         if kind is bytes:
             return {"b": item.hex()}
+        if kind is bytearray:
+            return {"ba": item.hex()}
         if kind is list:
             return [tag(x) for x in item]
         if kind in (tuple, set, frozenset):
             return {kind.__name__: [tag(x) for x in item]}
         if kind is dict:
             return {"d": [[tag(k), tag(v)] for k, v in item.items()]}
-        raise WireError(f"{kind.__qualname__} is not a plain builtin value")
+        if kind is range:
+            return {"range": [item.start, item.stop, item.step]}
+        if kind in _VIEWS:
+            return {"view": [_VIEWS[kind], tag(list(item))]}
+        special = _encode_special(item, kind, tag)
+        if special is not None:
+            return special
+        for base in _BUILTIN_BASES:
+            if isinstance(item, base):
+                return tag(_plain(item, base))
+        if hasattr(kind, "__next__") and hasattr(kind, "__iter__"):
+            return {"iter": [tag(x) for x in _drain(item)]}
+        raise WireError(f"{kind.__qualname__} is not a value the checker can compare")
 
     return json.dumps(tag(value))
 
 
-def decode(text):
-    def untag(item):
-        if isinstance(item, list):
-            return [untag(x) for x in item]
-        if not isinstance(item, dict):
-            return item
-        (key, body), = item.items()
-        if key == "f":
-            return float(body)
-        if key == "c":
-            return complex(float(body[0]), float(body[1]))
-        if key == "b":
-            return bytes.fromhex(body)
-        if key == "tuple":
-            return tuple(untag(x) for x in body)
-        if key == "set":
-            return {untag(x) for x in body}
-        if key == "frozenset":
-            return frozenset(untag(x) for x in body)
-        if key == "d":
-            return {untag(k): untag(v) for k, v in body}
-        raise WireError(f"unknown tag {key!r}")
+def _encode_special(item, kind, tag):
+    """Tagged form of an honest standard-library or NumPy value, or None."""
+    if kind is collections.OrderedDict:
+        return {"od": [[tag(k), tag(v)] for k, v in item.items()]}
+    if kind is collections.Counter:
+        return {"counter": [[tag(k), tag(v)] for k, v in item.items()]}
+    if kind is collections.defaultdict:
+        return {"dd": [[tag(k), tag(v)] for k, v in item.items()]}
+    if kind is collections.deque:
+        return {"deque": [[tag(x) for x in item], item.maxlen]}
+    fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
+    if fractions is not None and kind is fractions.Fraction:
+        return {"fraction": [tag(item.numerator), tag(item.denominator)]}
+    if decimal is not None and kind is decimal.Decimal:
+        return {"decimal": str(item)}
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and kind is numpy.ndarray or numpy is not None and isinstance(item, numpy.generic):
+        if item.dtype.kind not in _NUMPY_KINDS or item.dtype.fields is not None:
+            raise WireError(f"NumPy dtype {item.dtype} is not a value the checker can compare")
+        array = numpy.ascontiguousarray(item)
+        body = [item.dtype.str, list(array.shape), array.tobytes().hex()]
+        return {"nda" if kind is numpy.ndarray else "npg": body}
+    return None
 
+
+def _plain(item, base):
+    """The builtin value a subclass instance holds, read with the builtin's own methods."""
+    if base is int:
+        return int.__int__(item)
+    if base is float:
+        return float.__float__(item)
+    if base is complex:
+        return complex(complex.real.__get__(item), complex.imag.__get__(item))
+    if base is str:
+        return str.__str__(item)
+    if base in (bytes, bytearray):
+        return base(memoryview(item))
+    if base is dict:
+        return dict(dict.items(item))
+    iterate = base.__iter__
+    return list(iterate(item)) if base is list else base(iterate(item))
+
+
+def _drain(iterator):
+    items = []
+    for item in iterator:
+        items.append(item)
+        if len(items) > _MAX_ITEMS:
+            raise WireError("iterator too long")
+    return items
+
+
+# ---------------------------------------------------------------- decoding (either side)
+
+
+def decode(text):
     try:
-        return untag(json.loads(text))
+        return _untag(json.loads(text))
     except WireError:
         raise
-    except Exception as error:  # any malformed message is one error to the checker
-        raise WireError(f"malformed message: {type(error).__name__}") from None
+    except Exception as error:  # any malformed message is one error to the receiver
+        raise WireError(f"malformed message: {type(error).__name__}: {error}") from None
+
+
+def _pairs(body):
+    return [(_untag(k), _untag(v)) for k, v in body]
+
+
+def _untag(item):
+    if isinstance(item, list):
+        return [_untag(x) for x in item]
+    if not isinstance(item, dict):
+        if item is None or type(item) in (bool, int, str):
+            return item
+        raise WireError(f"unexpected JSON value {type(item).__name__}")
+    (key, body), = item.items()
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        raise WireError(f"unknown tag {key!r}")
+    return decoder(body)
+
+
+def _int(body):
+    if not isinstance(body, str):
+        raise WireError("bad integer")
+    return int(body, 16)
+
+
+def _float(body):
+    if not isinstance(body, str):
+        raise WireError("bad float")
+    return float(body)
+
+
+def _view(body):
+    kind, items = body
+    items = _untag(items)
+    if kind == "keys":
+        return dict.fromkeys(items).keys()
+    if kind == "items":
+        return dict(items).items()
+    if kind == "values":
+        return dict(enumerate(items)).values()
+    raise WireError(f"unknown view {kind!r}")
+
+
+def _deque(body):
+    items, maxlen = body
+    if maxlen is not None and type(maxlen) is not int:
+        raise WireError("bad deque maxlen")
+    return collections.deque(_untag(items), maxlen)
+
+
+def _fraction(body):
+    import fractions
+
+    numerator, denominator = (_untag(x) for x in body)
+    if type(numerator) is not int or type(denominator) is not int:
+        raise WireError("bad fraction")
+    return fractions.Fraction(numerator, denominator)
+
+
+def _decimal(body):
+    import decimal
+
+    if not isinstance(body, str):
+        raise WireError("bad decimal")
+    return decimal.Decimal(body)
+
+
+def _numpy(body, scalar):
+    import numpy
+
+    dtype_str, shape, data = body
+    dtype = numpy.dtype(dtype_str)
+    if dtype.kind not in _NUMPY_KINDS or dtype.fields is not None or not all(type(n) is int for n in shape):
+        raise WireError(f"bad NumPy value {dtype_str!r}")
+    array = numpy.frombuffer(bytes.fromhex(data), dtype=dtype).reshape(shape).copy()
+    return array[()] if scalar else array
+
+
+_DECODERS = {
+    "i": _int,
+    "f": _float,
+    "c": lambda body: complex(_float(body[0]), _float(body[1])),
+    "b": bytes.fromhex,
+    "ba": lambda body: bytearray.fromhex(body),
+    "tuple": lambda body: tuple(_untag(x) for x in body),
+    "set": lambda body: {_untag(x) for x in body},
+    "frozenset": lambda body: frozenset(_untag(x) for x in body),
+    "d": lambda body: dict(_pairs(body)),
+    "od": lambda body: collections.OrderedDict(_pairs(body)),
+    "counter": lambda body: collections.Counter(dict(_pairs(body))),
+    "dd": lambda body: collections.defaultdict(None, _pairs(body)),
+    "deque": _deque,
+    "range": lambda body: range(*(_int_field(x) for x in body)),
+    "view": _view,
+    "iter": lambda body: iter([_untag(x) for x in body]),
+    "fraction": _fraction,
+    "decimal": _decimal,
+    "nda": lambda body: _numpy(body, scalar=False),
+    "npg": lambda body: _numpy(body, scalar=True),
+}
+
+
+def _int_field(value):
+    if type(value) is not int:
+        raise WireError("bad integer field")
+    return value
+
+
+# ---------------------------------------------------------------- framing
 
 
 def send(fd, text, write=os.write):

@@ -1,28 +1,27 @@
 """Run untrusted programs, each in its own sandboxed process, and classify the outcome.
 
-A Worker keeps two fork servers (`_zygote.py`): one inside the OS isolation of
-`isolation.py`, forking the untrusted runner (`_untrusted.py`), and one outside it,
-forking the trusted test runner (`_checker.py`). Per program: a fresh temp dir
-(always removed), a scrubbed environment, stdin closed, output captured to an
-unnamed file capped by RLIMIT_FSIZE, resource limits, its own process group killed
-with SIGKILL at the wall-clock deadline, and every process it left behind killed.
+A Worker keeps two fork servers (`_forkserver.py`): a program server, which confines
+every program it forks (`_confine.py`, at the `namespaces` level), and a checker
+server outside the sandbox, which forks the trusted test runner (`_checker.py`). The
+program runs with its own cgroup (where one can be made), stdin closed, its output
+captured to a file capped by RLIMIT_FSIZE, and one deadline for everything.
 
 With tests, the checker runs them and calls the candidate across a pipe. The program
 passes only if the checker writes back the secret token, which only the checker holds
-and writes after `check()` returned; the program's exit status and anything in its
-own process count for nothing.
+and writes after `check()` returned. Every status is decided here, from what trusted
+processes observed; what the program printed or raised is kept apart, in `detail` and
+`output`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
-import shutil
+import select
 import signal
 import socket
-import stat
-import struct
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,21 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import _wire
-from .isolation import Isolation
+from . import _tree
+from .cgroups import Cgroup, create_cgroup
+from .isolation import Isolation, view
 
-ZYGOTE = str(Path(__file__).resolve().with_name("_zygote.py"))
+SERVER = str(Path(__file__).resolve().with_name("_forkserver.py"))
 STATUSES = (
     "passed", "failed_assertion", "exception", "syntax_error", "timeout", "memory_limit",
-    "output_limit", "recursion_limit", "crash", "exited_early", "blocked",
-    "untrusted_return", "harness_error",
+    "output_limit", "crash", "exited_early", "untrusted_return", "harness_error",
 )
 _RESULT_CAP = 64 * 1024
-_ZYGOTE_GRACE = 30.0  # beyond the program's own deadline, before a zygote counts as hung
-_ZYGOTE_EXIT_SECONDS = 5.0
+_GRACE_SECONDS = 10.0  # past the program's deadline, before a fork server counts as broken
+_START_SECONDS = 60.0
+_EXIT_SECONDS = 5.0
+# Programs of a root host run as uids of their own (one per worker), far above real users.
+_PROGRAM_UIDS = itertools.count(3_000_000 + (os.getpid() % 100_000) * 64)
 
 
 @dataclass(frozen=True)
@@ -65,201 +67,212 @@ class Program:
 
 @dataclass(frozen=True)
 class Limits:
-    timeout: float = 10.0  # wall-clock seconds
-    memory_mb: int = 1024  # address space
+    timeout: float = 10.0  # wall-clock seconds for the whole program, tests included
+    memory_mb: int = 1024  # the program's whole process tree (cgroup), else address space per process
     file_size_mb: int = 16  # any file written, captured output included
     open_files: int = 64
-    processes: int = 512  # RLIMIT_NPROC, per user and counting threads; not applied to root
+    tasks: int = 64  # processes and threads of the program's tree (cgroup pids.max, RLIMIT_NPROC)
+    tmp_mb: int = 64  # the program's own /tmp
+    tmp_inodes: int = 4096
     output_chars: int = 4096  # of captured output kept in the result
 
-    def rlimits(self) -> dict[str, int]:
-        return {
-            "RLIMIT_AS": self.memory_mb * 1024 * 1024,
+    def rlimits(self, cgroup: bool) -> dict[str, int]:
+        limits = {
             "RLIMIT_CPU": int(self.timeout) + 1,
             "RLIMIT_FSIZE": self.file_size_mb * 1024 * 1024,
             "RLIMIT_NOFILE": self.open_files,
-            "RLIMIT_NPROC": self.processes,
+            "RLIMIT_NPROC": self.tasks,
             "RLIMIT_CORE": 0,
         }
+        if not cgroup:  # else the cgroup counts memory, and an excess is a trusted OOM kill
+            limits["RLIMIT_AS"] = self.memory_mb * 1024 * 1024
+        return limits
 
 
 @dataclass(frozen=True)
 class ExecutionResult:
     passed: bool
-    status: str  # one of STATUSES
-    detail: str = ""
+    status: str  # one of STATUSES, decided by trusted code
+    detail: str = ""  # why, in words; may quote what the program raised
     duration: float = 0.0
-    output: str = ""
+    output: str = ""  # what the program printed (capped)
+
+
+class HarnessError(RuntimeError):
+    """The sandbox machinery itself failed."""
 
 
 class Worker:
-    """One execution slot: a sandboxed program zygote and a trusted checker zygote,
-    each forking one process per program. Not thread-safe: one program at a time.
-
-    Create it in a thread that outlives it: bwrap's --die-with-parent fires when the
-    creating *thread* exits."""
+    """One execution slot: a program fork server and a checker fork server, each forking
+    one process per program. Not thread-safe: one program at a time."""
 
     def __init__(self, limits: Limits, isolation: Isolation):
         self.limits, self.isolation = limits, isolation
         self.root = tempfile.mkdtemp(prefix="lm-eval-noise-")
-        self.program_zygote = _Zygote("program", isolation, self.root)
-        self.checker_zygote = _Zygote("checker", None, self.root)
+        self.cgroup: Cgroup | None = create_cgroup(limits.memory_mb * 1024 * 1024, limits.tasks)
+        self.cgroup_fds = self.cgroup.procs_fds() if self.cgroup else []
+        self.oom_kills = self.cgroup.oom_kills() if self.cgroup else 0
+        self.output = tempfile.TemporaryFile()  # reused: truncated before each program
+        self.uid = next(_PROGRAM_UIDS) if os.geteuid() == 0 else 0
+        self.serial = itertools.count()
+        self.program_server = self.checker_server = None
+        try:
+            self._start_servers()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_servers(self) -> None:
+        common = {"level": self.isolation.name, "root": self.root, "uid": self.uid,
+                  "tmp_mb": self.limits.tmp_mb, "tmp_inodes": self.limits.tmp_inodes,
+                  "sys_path": view.python_path()}
+        if self.isolation.name == "namespaces":
+            common.update(read_only=view.read_only_paths(), hidden=view.hidden_paths())
+        self.program_server = _ForkServer({**common, "role": "program"})
+        self.checker_server = _ForkServer({**common, "role": "checker"})
+
+    def _stop_servers(self) -> None:
+        for server in (self.program_server, self.checker_server):
+            if server is not None:
+                server.stop()
+        self.program_server = self.checker_server = None
 
     def run(self, program: Program) -> ExecutionResult:
-        """Never raises: a failure of the harness itself is recorded as `harness_error`."""
-        start = time.perf_counter()
+        """Never raises for a program: a failure of the sandbox machinery is recorded as
+        that program's `harness_error`, and the worker's servers are replaced."""
+        start = time.monotonic()
         try:
-            result = self._run(program)
+            result = self._run(program, deadline=start + self.limits.timeout + _GRACE_SECONDS)
         except Exception as error:  # noqa: BLE001 - one program must not stop the run
-            self.program_zygote.restart()
-            self.checker_zygote.restart()
             result = ExecutionResult(False, "harness_error", f"{type(error).__name__}: {error}")
-        return replace(result, duration=time.perf_counter() - start)
+            try:
+                self._stop_servers()
+                self._start_servers()
+            except Exception:  # noqa: BLE001 - the next run() retries
+                pass
+        finally:
+            # In a PID namespace nothing outlives the program; without one, its cgroup
+            # is the net for what left its process group.
+            if self.cgroup is not None and self.isolation.name == "none":
+                self.cgroup.kill_all()
+        return replace(result, duration=time.monotonic() - start)
 
     def close(self) -> None:
-        self.program_zygote.stop()
-        self.checker_zygote.stop()
-        _remove_tree(self.root)
+        self._stop_servers()
+        for fd in self.cgroup_fds:
+            os.close(fd)
+        self.output.close()
+        if self.cgroup is not None:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
+        _tree.remove_tree(self.root)
 
-    def _run(self, program: Program) -> ExecutionResult:
-        workdir = tempfile.mkdtemp(dir=self.root)
-        fds: list[int] = []
-
-        def pipe():
-            ends = os.pipe()
-            fds.extend(ends)
-            return ends
-
-        def release(*ends):
-            for fd in ends:
-                fds.remove(fd)
-                os.close(fd)
-
+    def _run(self, program: Program, deadline: float) -> ExecutionResult:
+        if self.program_server is None:
+            self._start_servers()
+        call_read, call_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        result_read, result_write = os.pipe()
+        to_close = [call_read, call_write, reply_write, result_write]
+        self.output.seek(0)
+        self.output.truncate()
+        common = {"source": program.source, "entry_point": program.entry_point or "",
+                  "timeout": self.limits.timeout, "serial": next(self.serial)}
         try:
-            Path(workdir, "solution.py").write_text(program.source, encoding="utf-8")
-            call_read, call_write = pipe()
-            reply_read, reply_write = pipe()
-            common = {"entry_point": program.entry_point or "", "timeout": self.limits.timeout,
-                      "rlimits": self.limits.rlimits()}
-            with tempfile.TemporaryFile() as output:
-                self.program_zygote.submit({**common, "workdir": workdir}, [call_read, reply_write, output.fileno()])
-                release(call_read, reply_write)
-                if program.tests is None:
-                    release(call_write)
-                    ended = self.program_zygote.outcome(self.limits.timeout)
-                    result = _classify_untested(_read_available(reply_read), ended)
-                else:
-                    token = secrets.token_hex(16)
-                    result_read, result_write = pipe()
-                    self.checker_zygote.submit(
-                        {**common, "tests": program.tests, "token": token}, [call_write, reply_read, result_write]
-                    )
-                    release(call_write, reply_read, result_write)
-                    ended = self.program_zygote.outcome(self.limits.timeout)
-                    checked = self.checker_zygote.outcome(self.limits.timeout)
-                    result = _classify_tested(_read_available(result_read), token, ended, checked)
-                output.seek(0)
-                text = output.read(self.limits.output_chars).decode("utf-8", "replace")
-            return replace(result, output=text)
+            self.program_server.submit(
+                {**common, "rlimits": self.limits.rlimits(self.cgroup is not None)},
+                [call_read, reply_write, self.output.fileno(), *self.cgroup_fds],
+            )
+            if program.tests is not None:
+                token = secrets.token_hex(16)
+                self.checker_server.submit(
+                    {**common, "tests": program.tests, "token": token,
+                     "rlimits": {"RLIMIT_CPU": int(self.limits.timeout) + 1, "RLIMIT_CORE": 0}},
+                    [call_write, reply_read, result_write],
+                )
+            while to_close:  # the servers hold their own copies now
+                os.close(to_close.pop())
+            ran = self.program_server.reply(deadline)
+            if program.tests is None:
+                verdict = _classify_untested(_read_available(reply_read), ran)
+            else:
+                checked = self.checker_server.reply(deadline)
+                verdict = _classify_tested(_read_available(result_read), token, ran, checked)
         finally:
-            for fd in fds:
+            for fd in [*to_close, reply_read, result_read]:
                 os.close(fd)
-            _remove_tree(workdir)
+        if not verdict.passed and verdict.status not in ("timeout", "harness_error"):
+            verdict = self._limit_reached(ran) or verdict
+        self.output.seek(0)
+        text = self.output.read(self.limits.output_chars).decode("utf-8", "replace")
+        return replace(verdict, output=text)
+
+    def _limit_reached(self, ran: dict) -> ExecutionResult | None:
+        """The limit a failed program ran into, as the kernel and the servers saw it."""
+        if ran["cpu_seconds"] >= int(self.limits.timeout) + 1 - 0.05:
+            return ExecutionResult(False, "timeout", "CPU-time limit reached")
+        if self.cgroup is not None:
+            before, self.oom_kills = self.oom_kills, self.cgroup.oom_kills()
+            if self.oom_kills > before:
+                return ExecutionResult(False, "memory_limit", "the memory limit was reached")
+        if os.fstat(self.output.fileno()).st_size >= self.limits.file_size_mb * 1024 * 1024:
+            return ExecutionResult(False, "output_limit", "the output limit was reached")
+        return None
 
 
-class _Zygote:
-    """A fork server process (_zygote.py) and its control socket."""
+class _ForkServer:
+    """A fork server process (_forkserver.py) and its control socket."""
 
-    def __init__(self, role: str, isolation: Isolation | None, root: str):
-        self.role, self.isolation, self.root = role, isolation, root
-        self.start()
-
-    def start(self) -> None:
+    def __init__(self, config: dict):
         ours, theirs = socket.socketpair()
-        owns_namespace = self.isolation is not None and self.isolation.descendants_die_with_program
-        argv = [sys.executable, "-I", ZYGOTE, self.role, str(theirs.fileno()), "1" if owns_namespace else "0"]
-        if self.isolation is not None:
-            argv = self.isolation.wrap(argv, self.root)
-        # The marker lets the zygote find processes a program left behind without namespaces.
-        env = _scrubbed_env(self.root)
-        if self.role == "program":
-            env["LM_EVAL_NOISE_PROGRAM"] = self.root
+        config = {**config, "control_fd": theirs.fileno()}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.process = subprocess.Popen(
-            argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
-            start_new_session=True,
+            [sys.executable, "-I", "-S", SERVER, json.dumps(config)], cwd="/", env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            pass_fds=(theirs.fileno(),), start_new_session=True,
         )
         theirs.close()
-        self.control = ours
-        self.replies = ours.makefile("rb")
-
-    def stop(self) -> None:
-        # Closing the socket makes a healthy zygote exit, and bwrap with it, so that the
-        # sandbox is gone when stop() returns; SIGKILL only for one that does not.
-        self.replies.close()
-        self.control.close()
-        try:
-            self.process.wait(timeout=_ZYGOTE_EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            _kill_group(self.process.pid)
-            self.process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
+        self.control, self.buffer = ours, b""
+        started = self.reply(time.monotonic() + _START_SECONDS)
+        if started.get("ready") is not True:
+            self.stop()
+            raise HarnessError(f"the {config['role']} fork server did not start: {started.get('error')}")
 
     def submit(self, request: dict, fds: list[int]) -> None:
         socket.send_fds(self.control, [json.dumps(request).encode("utf-8")], fds)
 
-    def outcome(self, timeout: float) -> dict | None:
-        """The zygote's report on its child, or None if the zygote itself died (it is restarted)."""
-        self.control.settimeout(timeout + _ZYGOTE_GRACE)
-        try:
-            line = self.replies.readline()
-        except OSError:
-            line = b""
-        if not line:
-            self.restart()
-            return None
+    def reply(self, deadline: float) -> dict:
+        """The server's next JSON line, by `deadline` at the latest (one deadline, however
+        the bytes trickle in)."""
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.control], [], [], remaining)[0]:
+                raise HarnessError("a fork server did not answer by the deadline")
+            chunk = self.control.recv(65536)
+            if not chunk:
+                raise HarnessError(f"a fork server died: {self._stderr()}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
         return json.loads(line)
 
+    def _stderr(self) -> str:
+        self.stop()
+        return self.process.stderr.read(2000).decode("utf-8", "replace").strip() or "no message"
 
-def _classify_tested(report: bytes, token: str, ended: dict | None, checked: dict | None) -> ExecutionResult:
-    if ended is None or checked is None:
-        return ExecutionResult(False, "crash", "the sandbox process was killed by the program")
-    if report == b"PASS " + token.encode() and checked["returncode"] == 0 and not checked["timed_out"]:
-        return ExecutionResult(True, "passed")
-    if ended["timed_out"] or checked["timed_out"]:
-        return ExecutionResult(False, "timeout", "wall-clock limit reached")
-    try:
-        outcome = json.loads(report)
-        status, detail = outcome["status"], str(outcome["detail"])
-    except (ValueError, KeyError, TypeError):
-        return ExecutionResult(False, "harness_error", f"checker exited with code {checked['returncode']}")
-    if status == "program_died":
-        return _classify_exit(ended["returncode"], detail)
-    return ExecutionResult(False, status if status in STATUSES else "exception", detail)
-
-
-def _scrubbed_env(workdir: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "LANG": "C.UTF-8",
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    def stop(self) -> None:
+        # A closed socket makes a healthy server exit; SIGKILL for one that does not.
+        self.control.close()
+        try:
+            self.process.wait(timeout=_EXIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait()
 
 
 def _read_available(fd: int) -> bytes:
@@ -277,57 +290,54 @@ def _read_available(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _classify_tested(report: bytes, token: str, ran: dict, checked: dict) -> ExecutionResult:
+    if report == b"PASS " + token.encode() and checked["returncode"] == 0 and not checked["timed_out"]:
+        return ExecutionResult(True, "passed")
+    if ran["timed_out"] or checked["timed_out"]:
+        return ExecutionResult(False, "timeout", "wall-clock limit reached")
+    if ran.get("harness_error"):
+        return ExecutionResult(False, "harness_error", ran["harness_error"])
+    try:
+        outcome = json.loads(report)
+        status, detail = outcome["status"], str(outcome["detail"])
+    except (ValueError, KeyError, TypeError):
+        return ExecutionResult(False, "harness_error", f"the checker exited with code {checked['returncode']}")
+    if status == "program_died":
+        return _classify_exit(ran, detail)
+    return ExecutionResult(False, status if status in STATUSES else "harness_error", detail)
+
+
+def _classify_untested(report: bytes, ran: dict) -> ExecutionResult:
+    if ran["timed_out"]:
+        return ExecutionResult(False, "timeout", "wall-clock limit reached")
+    if ran.get("harness_error"):
+        return ExecutionResult(False, "harness_error", ran["harness_error"])
+    message = _first_message(report)
+    if message == ["completed"] and ran["returncode"] == 0:
+        return ExecutionResult(True, "passed")
+    if isinstance(message, list) and len(message) == 2 and message[0] == "raised":
+        return ExecutionResult(False, "exception", str(message[1])[:2000])
+    return _classify_exit(ran, "the program ended without reporting completion")
+
+
 def _first_message(data: bytes):
-    """The first framed message in `data`, decoded, or None."""
+    from . import _wire
+
     if len(data) < 4:
         return None
-    (size,) = struct.unpack(">I", data[:4])
+    size = int.from_bytes(data[:4], "big")
     try:
         return _wire.decode(data[4 : 4 + size].decode("utf-8"))
     except (_wire.WireError, UnicodeDecodeError):
         return None
 
 
-def _classify_untested(report: bytes, ended: dict | None) -> ExecutionResult:
-    if ended is None:
-        return ExecutionResult(False, "crash", "the sandbox process was killed by the program")
-    if ended["timed_out"]:
-        return ExecutionResult(False, "timeout", "wall-clock limit reached")
-    message = _first_message(report)
-    if message == ["completed"] and ended["returncode"] == 0:
-        return ExecutionResult(True, "passed")
-    if isinstance(message, list) and len(message) == 3 and message[0] == "error" and message[1] in STATUSES:
-        return ExecutionResult(False, message[1], str(message[2]))
-    return _classify_exit(ended["returncode"], "the program ended without reporting completion")
-
-
-def _classify_exit(returncode: int, detail: str) -> ExecutionResult:
+def _classify_exit(ran: dict, detail: str) -> ExecutionResult:
     """Why a program process ended without a result of its own."""
-    signum = _signal_of(returncode)
-    if signum == signal.SIGXCPU:
-        return ExecutionResult(False, "timeout", "CPU-time limit reached")
-    if signum == signal.SIGXFSZ:
-        return ExecutionResult(False, "output_limit", "file-size limit reached")
-    if signum is not None:
+    returncode = ran["returncode"]
+    if returncode < 0:
+        signum = -returncode
+        if signum == signal.SIGXFSZ:
+            return ExecutionResult(False, "output_limit", "file-size limit reached")
         return ExecutionResult(False, "crash", f"killed by {signal.Signals(signum).name}")
     return ExecutionResult(False, "exited_early", f"exited with code {returncode}: {detail}")
-
-
-def _signal_of(returncode: int) -> int | None:
-    """The signal that ended the program; wrappers report it as 128 + signal."""
-    if returncode < 0:
-        return -returncode
-    if returncode > 128 and returncode - 128 in signal.valid_signals():
-        return returncode - 128
-    return None
-
-
-def _remove_tree(path: str) -> None:
-    def make_writable_and_retry(function, target, _):
-        parent = os.path.dirname(target)
-        os.chmod(parent, os.stat(parent).st_mode | stat.S_IRWXU)
-        if os.path.isdir(target) and not os.path.islink(target):
-            os.chmod(target, stat.S_IRWXU)
-        function(target)
-
-    shutil.rmtree(path, onerror=make_writable_and_retry)

@@ -1,0 +1,284 @@
+"""Kernel isolation for the program fork server and for each program it forks.
+
+Linux only, through ctypes; standard library only (it runs in the fork server, which is
+started from a bare `python -I`). Two steps:
+
+- `enter_server_namespaces` + `pivot_into_view`, once, in the fork server: new
+  mount/network/IPC/UTS namespaces (plus a user namespace when not root), and a root
+  file system that holds only the interpreter, its libraries and a few device nodes,
+  read-only. The server makes itself non-dumpable: nothing without CAP_SYS_PTRACE over
+  it can read or write its memory.
+- `fork_in_new_pid_namespace` + `confine_program`, per program, in the forked child
+  before any untrusted byte runs: it is PID 1 of a fresh PID namespace (so it sees no
+  other process and everything it leaves dies with it), has its own mount and IPC
+  namespaces (a fresh /proc, a size- and inode-capped tmpfs at /tmp that vanishes with
+  it, System V IPC that vanishes with it), drops every capability and changes to an unprivileged uid when there is one
+  to change to (the server runs as real root), sets no_new_privs, and loads a seccomp
+  filter (where libseccomp is installed) that refuses process creation, exec, ptrace,
+  namespace and mount calls and a list of kernel attack surface.
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_THREAD = 0x00010000
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MNT_DETACH = 2
+# statvfs f_flag bit -> the mount flag a read-only remount must keep (the kernel refuses
+# to clear flags that are locked on a mount inherited from a more privileged namespace).
+_KEPT_FLAGS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_NOATIME,
+               2048: MS_NODIRATIME, 4096: MS_RELATIME}
+
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+# Syscalls without a glibc wrapper.
+_SYSCALLS = {"x86_64": {"pivot_root": 155, "capset": 126},
+             "aarch64": {"pivot_root": 41, "capset": 91}}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.syscall.restype = ctypes.c_long
+
+
+class ConfineError(OSError):
+    """A step of the isolation failed: the program must not run."""
+
+
+def _check(result, what):
+    if result == -1:
+        code = ctypes.get_errno()
+        raise ConfineError(code, f"{what}: {os.strerror(code)}")
+    return result
+
+
+def _syscall(name, *args):
+    numbers = _SYSCALLS.get(platform.machine())
+    if numbers is None:
+        raise ConfineError(errno.ENOSYS, f"{name}: unsupported architecture {platform.machine()}")
+    return _check(_libc.syscall(ctypes.c_long(numbers[name]), *args), name)
+
+
+def unshare(flags):
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd, nstype):
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: None if s is None else os.fsencode(s)  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def _prctl(option, arg=0):
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0)), f"prctl {option}")
+
+
+def _write(path, text):
+    with open(path, "w") as handle:
+        handle.write(text)
+
+
+# ---------------------------------------------------------------- the fork server, once
+
+
+def enter_server_namespaces():
+    """New mount, network, IPC and UTS namespaces for the calling (single-threaded)
+    process; as a non-root user, inside a new user namespace where it is root."""
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    unshare(flags if uid == 0 else flags | CLONE_NEWUSER)
+    if uid != 0:
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"0 {uid} 1")
+        _write("/proc/self/gid_map", f"0 {gid} 1")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
+
+
+def _bind_read_only(source, target):
+    mount(source, target, None, MS_BIND | MS_REC)
+    # Every mount under the bind becomes read-only, not only the top one.
+    for mount_point in _mount_points_under(target):
+        kept = sum(flag for bit, flag in _KEPT_FLAGS.items() if os.statvfs(mount_point).f_flag & bit)
+        mount(None, mount_point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
+
+
+def _mount_points_under(path):
+    points = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            point = line.split()[4].encode().decode("unicode_escape")  # octal escapes
+            if point == path or point.startswith(path.rstrip("/") + "/"):
+                points.append(point)
+    return points
+
+
+def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full", "random", "urandom")):
+    """Make `new_root` (an empty directory) the root of this mount namespace: a small
+    tmpfs holding `read_only` host paths bound read-only at their own paths, empty
+    read-only directories over `hidden` paths, the `devices` of /dev, and empty /tmp
+    and /proc mount points for each program. The old root is detached."""
+    mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
+    for path in read_only:
+        if os.path.islink(path):
+            os.makedirs(new_root + os.path.dirname(path), exist_ok=True)
+            os.symlink(os.readlink(path), new_root + path)
+        elif os.path.isdir(path):
+            os.makedirs(new_root + path, exist_ok=True)
+            _bind_read_only(path, new_root + path)
+    for path in hidden:
+        if os.path.isdir(new_root + path):
+            mount("tmpfs", new_root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
+    os.makedirs(new_root + "/dev")
+    for name in devices:
+        target = new_root + "/dev/" + name
+        open(target, "w").close()
+        _bind_read_only("/dev/" + name, target)
+    os.makedirs(new_root + "/tmp")
+    # Each program mounts its own /proc on top of this one; a user namespace may mount a
+    # proc file system only where one is already fully visible.
+    os.makedirs(new_root + "/proc")
+    mount("/proc", new_root + "/proc", None, MS_BIND | MS_REC)
+    os.chdir(new_root)
+    _syscall("pivot_root", b".", b".")  # stack the new root on the old one...
+    _check(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "umount old root")  # ...and drop the old
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+# ---------------------------------------------------------------- each program
+
+
+def fork_in_new_pid_namespace(own_pid_namespace_fd):
+    """os.fork(), the child being PID 1 of a new PID namespace. The caller keeps its own
+    namespace for later children (setns back), so it can do this once per program."""
+    unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid:
+        setns(own_pid_namespace_fd, CLONE_NEWPID)
+    return pid
+
+
+def confine_program(*, tmp_mb, tmp_inodes, uid, seccomp=None):
+    """Runs in the child of `fork_in_new_pid_namespace`, before any untrusted code."""
+    unshare(CLONE_NEWNS | CLONE_NEWIPC)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    owner = f",uid={uid},gid={uid}" if uid else ""
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+          f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode=0700{owner}")
+    os.chdir("/tmp")
+    _drop_privileges(uid)
+    # Dies if the fork server dies. Set after the uid change, which clears it; seccomp
+    # keeps the program from clearing it.
+    _prctl(PR_SET_PDEATHSIG, 9)
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if seccomp is not None:
+        seccomp.load()
+
+
+def _drop_privileges(uid):
+    """No capabilities left in any set that matters. (The bounding set is left alone: it
+    only limits what exec could grant, and no_new_privs plus seccomp rule out exec.)"""
+    if uid:  # the server is real root: become a user of our own, with no capabilities
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    else:  # root of the server's user namespace only: keep the uid, drop every capability
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+        data = (ctypes.c_uint32 * 6)()
+        _syscall("capset", header, data)
+    if os.getuid() == 0 and uid or _has_capabilities():
+        raise ConfineError(errno.EPERM, "privileges were not dropped")
+
+
+def _has_capabilities():
+    with open("/proc/self/status", "rb") as handle:  # bytes: no codec to import now
+        for line in handle:
+            if line.startswith((b"CapEff:", b"CapPrm:")) and int(line.split()[1], 16):
+                return True
+    return False
+
+
+# ---------------------------------------------------------------- seccomp
+
+# Refused with EPERM. Names unknown to the architecture are skipped.
+_DENIED = (
+    "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
+    "kcmp", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "unshare", "setns", "mount",
+    "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount",
+    "fsconfig", "fspick", "mount_setattr", "bpf", "perf_event_open", "userfaultfd", "keyctl",
+    "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
+    "swapon", "swapoff", "acct", "quotactl", "syslog", "iopl", "ioperm", "open_by_handle_at",
+    "name_to_handle_at", "sethostname", "setdomainname", "settimeofday", "clock_settime",
+    "clock_adjtime", "adjtimex", "prctl", "personality", "setuid", "setgid", "setreuid",
+    "setregid", "setresuid", "setresgid", "setgroups", "capset", "seccomp", "memfd_secret",
+    "landlock_create_ruleset", "mbind", "migrate_pages", "move_pages", "set_mempolicy",
+)
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+class Seccomp:
+    """A filter built once (in the fork server) and loaded in each program."""
+
+    _ALLOW, _ERRNO, _MASKED_EQ = 0x7FFF0000, 0x00050000, 7
+
+    def __init__(self, library):
+        self._lib = library
+        library.seccomp_init.restype = ctypes.c_void_p
+        library.seccomp_init.argtypes = [ctypes.c_uint32]
+        library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        library.seccomp_rule_add_array.argtypes = [
+            ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
+        library.seccomp_load.argtypes = [ctypes.c_void_p]
+        self._ctx = library.seccomp_init(self._ALLOW)
+        if not self._ctx:
+            raise ConfineError(errno.ENOMEM, "seccomp_init")
+        for name in _DENIED:
+            self._refuse(name, errno.EPERM)
+        # New processes: clone without CLONE_THREAD; clone3 hides its flags in memory, so
+        # it answers ENOSYS and the C library falls back to clone for threads.
+        self._refuse("clone", errno.EPERM, _ArgCmp(0, self._MASKED_EQ, CLONE_THREAD, 0))
+        self._refuse("clone3", errno.ENOSYS)
+
+    def _refuse(self, name, code, *conditions):
+        number = self._lib.seccomp_syscall_resolve_name(name.encode())
+        if number < 0:
+            return
+        array = (_ArgCmp * max(1, len(conditions)))(*conditions)
+        result = self._lib.seccomp_rule_add_array(self._ctx, self._ERRNO | code, number, len(conditions), array)
+        if result < 0:
+            raise ConfineError(-result, f"seccomp rule for {name}")
+
+    def load(self):
+        result = self._lib.seccomp_load(self._ctx)
+        if result < 0:
+            raise ConfineError(-result, "seccomp_load")
+
+
+def load_seccomp():
+    """The filter, or None where libseccomp is not installed."""
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        library = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+    return Seccomp(library)
