@@ -98,7 +98,7 @@ def _encode_special(item, kind, tag):
     if numpy is not None and kind is numpy.ndarray or numpy is not None and isinstance(item, numpy.generic):
         if item.dtype.kind not in _NUMPY_KINDS or item.dtype.fields is not None:
             raise WireError(f"NumPy dtype {item.dtype} is not a value the checker can compare")
-        array = numpy.ascontiguousarray(item)
+        array = numpy.asarray(item)  # tobytes() below is in C order whatever the layout
         body = [item.dtype.str, list(array.shape), array.tobytes().hex()]
         return {"nda" if kind is numpy.ndarray else "npg": body}
     return None
