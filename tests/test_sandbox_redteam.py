@@ -25,7 +25,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,12 +39,12 @@ import lm_eval_noise.execution as execution
 from lm_eval_noise.execution import Isolation, isolation
 from lm_eval_noise.execution.cgroups import create_cgroup
 from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
+from sandbox_helpers import leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
 
 PROBLEM = read_problems()["HumanEval/0"]
 CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
 CHECKER_DIR = Path(execution.__file__).parent
 LIBC = "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nHARMED = False\n"
-PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py's program uids start above this
 WAIT_FOR_ORPHANS = 2.5  # the orphans below act 1.5 s after their program
 
 
@@ -348,31 +347,6 @@ def _dead(pid: int) -> bool:
         return True
 
 
-def _leftovers(root: Path) -> set[str]:
-    """Temp entries under `root`, fork servers and program processes still alive."""
-    found = {f"path:{p.name}" for p in root.iterdir()}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
-        except (OSError, IndexError):
-            continue
-        if b"_forkserver.py" in cmdline or uid >= PROGRAM_UID_FLOOR:
-            found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
-    return found
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """A temp root of this test's own, so other work on the machine is not a leftover."""
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
-
-
 def _run_through_task(level: str, names: list[str], targets: Targets, monkeypatch):
     """Every attack as a completion of HumanEval/0, innocents between them, through the
     task's execution filter; returns {name: record}."""
@@ -419,7 +393,7 @@ def test_every_attack_is_contained_in_namespaces(targets, private_tmp, monkeypat
         assert records[name]["status"] == status, records[name]
     assert all(r["status"] != "harness_error" for r in records.values()), records
     assert elapsed < 60  # the slow drip costs its own 3 s, not minutes
-    assert _leftovers(private_tmp) == set()
+    assert leftovers(private_tmp) == set()
     assert set(os.listdir("/dev/shm")) == shm_before and _sysv_keys() == sysv_before
 
 

@@ -96,15 +96,23 @@ def _write(path, text):
 
 
 def enter_server_namespaces():
-    """New mount, network, IPC and UTS namespaces for the calling (single-threaded)
-    process; as a non-root user, inside a new user namespace where it is root."""
+    """Move the calling (single-threaded) process into new mount, network, IPC, UTS and
+    PID namespaces, as a non-root user inside a new user namespace where it is root.
+    Returns in a forked child, PID 1 of the new PID namespace; the original process
+    waits for it and exits with its status. (A server whose own PID namespace belongs
+    to its user namespace may return there after creating each program's: setns into
+    the host's would need capabilities over the host's user namespace.)"""
     uid, gid = os.geteuid(), os.getegid()
-    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID
     unshare(flags if uid == 0 else flags | CLONE_NEWUSER)
     if uid != 0:
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"0 {uid} 1")
         _write("/proc/self/gid_map", f"0 {gid} 1")
+    pid = os.fork()
+    if pid:
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
 
 

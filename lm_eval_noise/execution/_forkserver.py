@@ -66,8 +66,8 @@ class ProgramServer:
 
             self.confine = _confine
             self.seccomp = _confine.load_seccomp()
-            self.pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)
             _confine.enter_server_namespaces()
+            self.pid_namespace = os.open("/proc/self/ns/pid", os.O_RDONLY)  # the new one
             _confine.pivot_into_view(config["root"], config["read_only"], config["hidden"])
         sys.path.pop(0)  # the package directory: not in the program's view
 

@@ -1,0 +1,35 @@
+"""What the sandbox tests share: a private temp root and a search for leftovers."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py gives programs uids above this
+
+
+def leftovers(root: Path) -> set[str]:
+    """Temp entries under `root`, and fork servers or program processes still alive."""
+    found = {f"path:{p.name}" for p in root.iterdir()}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+        if b"_forkserver.py" in cmdline or uid >= PROGRAM_UID_FLOOR:
+            found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
+    return found
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """A temp root of this test's own, so other work on the machine is not a leftover."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
