@@ -194,11 +194,14 @@ def test_temp_files_go_to_the_programs_own_directory():
 
 
 def test_a_broken_fork_server_costs_one_harness_error_and_is_replaced():
+    import os
+    import signal
+
     from lm_eval_noise.execution import Limits, Worker
 
     worker = Worker(Limits(timeout=3), detect_isolation())
     try:
-        worker.program_server.process.kill()
+        os.killpg(worker.program_server.process.pid, signal.SIGKILL)  # the server and its helpers
         worker.program_server.process.wait()
         broken = worker.run(Program(GOOD, TESTS, "square"))
         after = worker.run(Program(GOOD, TESTS, "square"))
