@@ -15,6 +15,7 @@ processes observed; what the program printed or raised is kept apart, in `detail
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -154,16 +155,19 @@ class Worker:
             # In a PID namespace nothing outlives the program; without one, its cgroup
             # is the net for what left its process group.
             if self.cgroup is not None and self.isolation.name == "none":
-                self.cgroup.kill_all()
+                with contextlib.suppress(OSError):
+                    self.cgroup.kill_all()
         return replace(result, duration=time.monotonic() - start)
 
     def close(self) -> None:
+        """Never raises: what cannot be released is left to the operating system."""
         self._stop_servers()
         for fd in self.cgroup_fds:
             os.close(fd)
         self.output.close()
         if self.cgroup is not None:
-            self.cgroup.kill_all()
+            with contextlib.suppress(OSError):
+                self.cgroup.kill_all()
             self.cgroup.remove()
         _tree.remove_tree(self.root)
 
