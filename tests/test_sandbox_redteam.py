@@ -198,6 +198,10 @@ except OSError:
     pass
 HARMED = made == 20000
 """,
+    "disk_behind_the_output_limit": """
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+HARMED = libc.fallocate(1, 1, 0, 64 << 20) == 0  # FALLOC_FL_KEEP_SIZE on stdout: 64 MB of disk
+""",
     "disk_flood": """
 try:
     with open('blob', 'wb') as handle:
@@ -239,11 +243,19 @@ class Anything:
 def has_close_elements(numbers, threshold):
     return Anything()
 """,
+    "flood_the_checker": """
+import struct
+def has_close_elements(numbers, threshold):
+    body = b'["ok",' + b'[],' * (5 << 20) + b'[]]'  # millions of values for the checker to build
+    data = struct.pack('>I', len(body)) + body
+    while data:
+        data = data[os.write(4, data):]
+""",
     "signal_every_process": """
 libc.kill(-1, 9)  # in a sandbox: only its own namespace; unsandboxed it would end the session
 """,
 }
-HARM_WITHOUT_A_SANDBOX_NOT_RUN = {"signal_every_process", "forged_status", "slow_drip_reply"}
+HARM_WITHOUT_A_SANDBOX_NOT_RUN = {"signal_every_process", "forged_status", "slow_drip_reply", "flood_the_checker"}
 INNOCENTS = [(PROBLEM["canonical_solution"], True), ("    return False\n", False),
              (PROBLEM["canonical_solution"], True)]
 
@@ -388,6 +400,7 @@ def test_every_attack_is_contained_in_namespaces(targets, private_tmp, monkeypat
     assert not any(_marks(targets).values()), _marks(targets)
     memory = "memory_limit" if _cgroups_available() else "exception"  # cgroup OOM kill, else MemoryError
     expected = {"memory_in_shared_memory": memory, "slow_drip_reply": "timeout",
+                "flood_the_checker": "exited_early",
                 "always_equal_result": "untrusted_return"}
     for name, status in expected.items():
         assert records[name]["status"] == status, records[name]
@@ -420,6 +433,54 @@ def test_every_attack_does_harm_without_a_sandbox(name, targets):
     result = check_correctness(PROBLEM, _completion(name, targets), timeout=5.0)
     marks = _marks(targets)
     assert result["passed"] or any(marks.values()), (result, marks)
+
+
+# Programs that try to change what the NEXT program of their worker meets.
+SPOILERS = {
+    "memory_pinned_in_flight": (  # descriptors in flight in Unix sockets outlive the program
+        "import os, socket\n"
+        "fds = []\n"
+        "for _ in range(40):\n"
+        "    fd = os.memfd_create('pin')\n"
+        "    for i in range(15):\n"
+        "        os.pwrite(fd, b'x' * (1 << 20), i << 20)\n"
+        "    fds.append(fd)\n"
+        "a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        "socket.send_fds(a, [b'x'], [a.fileno(), b.fileno(), *fds[:20]])\n"
+        "socket.send_fds(b, [b'y'], [a.fileno(), b.fileno(), *fds[20:]])\n"
+    ),
+    "output_flags": (  # O_DIRECT on stdout: a shared file description would keep it
+        "import fcntl, os\nfcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_DIRECT)\n"
+    ),
+}
+NEEDS_MEMORY_AND_OUTPUT = (
+    "def square(x):\n    return x * x\nblob = bytearray(800 * 1024 * 1024)\nprint('y' * 20000)\n"
+)
+
+
+@pytest.mark.parametrize("level", ["namespaces", "none"])
+def test_a_program_cannot_spoil_the_next_one_in_its_worker(level):
+    if level == "namespaces" and not isolation.namespaces_work():
+        pytest.skip("namespaces are not available here")
+    tests = "def check(candidate):\n    assert candidate(3) == 9\n"
+    programs = [execution.Program(NEEDS_MEMORY_AND_OUTPUT, tests, "square")]
+    for spoiler in SPOILERS.values():
+        programs += [execution.Program(spoiler, tests, "square"),
+                     execution.Program(NEEDS_MEMORY_AND_OUTPUT, tests, "square")]
+    results = execution.run_programs(programs, timeout=20, workers=1, isolation=Isolation(level))
+    innocents = results[::2]
+    assert all(r.passed for r in innocents), innocents
+    assert all(r.output.startswith("y" * 4000) for r in innocents)
+    assert not any(r.passed for r in results[1::2])
+
+
+def test_a_large_honest_program_passes():
+    table = "TABLE = {" + ", ".join(f"{i}: {i * i}" for i in range(40000)) + "}\n"
+    source = table + "def square(x):\n    return TABLE[x]\n"
+    assert len(source) > 400_000
+    tests = "def check(candidate):\n    assert candidate(3) == 9\n"
+    (result,) = execution.run_programs([execution.Program(source, tests, "square")], timeout=20)
+    assert result.passed, result
 
 
 def test_a_deep_tree_defeats_recursive_cleanup_but_not_ours(tmp_path):

@@ -12,6 +12,7 @@ into `detail` and can only ever explain a failure.
 Standard library only.
 """
 
+import builtins
 import json
 import os
 
@@ -42,7 +43,23 @@ def _reply(reply_fd):
 
 def _program_text(reply):
     """The program's own words in a reply, as text."""
-    return str(reply[1]) if isinstance(reply, list) and len(reply) == 2 else ""
+    return str(reply[1])[:_MAX_DETAIL] if isinstance(reply, list) and len(reply) in (2, 3) else ""
+
+
+def _raised(reply):
+    """What the candidate raised, re-raised here: a builtin exception type as itself (so
+    a test that expects, say, ValueError sees one), anything else as CandidateFailed."""
+    text = _program_text(reply)
+    name = reply[2] if len(reply) == 3 else None
+    kind = getattr(builtins, name, None) if isinstance(name, str) else None
+    if isinstance(kind, type) and issubclass(kind, Exception) and kind.__module__ == "builtins":
+        try:
+            error = kind(text.partition(": ")[2])
+        except Exception:  # noqa: BLE001 - a type that needs other arguments
+            return CandidateFailed("exception", text)
+        error.raised_by_candidate = True
+        return error
+    return CandidateFailed("exception", text)
 
 
 def _candidate(call_fd, reply_fd):
@@ -58,7 +75,7 @@ def _candidate(call_fd, reply_fd):
         if kind == "unsendable":
             raise CandidateFailed("untrusted_return", _program_text(reply))
         if kind == "raised":
-            raise CandidateFailed("exception", _program_text(reply))
+            raise _raised(reply)
         raise ProgramDied("the program broke the protocol")
 
     return candidate
@@ -102,12 +119,13 @@ def _run(syntax, tests, entry_point, call_fd, reply_fd):
         return _outcome(error.status, error)
     except ProgramDied as error:
         return _outcome("program_died", error)
-    except AssertionError as error:
-        return _outcome("failed_assertion", f"AssertionError: {error}")
     except _wire.WireError as error:
         return _outcome("harness_error", f"a test argument cannot be sent: {error}")
-    except Exception as error:  # noqa: BLE001 - the tests failed on what the candidate returned
-        return _outcome("exception", f"{type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - the tests failed, or the candidate raised
+        detail = f"{type(error).__name__}: {error}"
+        if isinstance(error, AssertionError) and not getattr(error, "raised_by_candidate", False):
+            return _outcome("failed_assertion", detail)
+        return _outcome("exception", detail)
     return None
 
 

@@ -236,6 +236,9 @@ _DENIED = (
     "clock_adjtime", "adjtimex", "prctl", "personality", "setuid", "setgid", "setreuid",
     "setregid", "setresuid", "setresgid", "setgroups", "capset", "seccomp", "memfd_secret",
     "landlock_create_ruleset", "mbind", "migrate_pages", "move_pages", "set_mempolicy",
+    # Descriptors in flight in a Unix socket outlive the program (pinning its memory);
+    # sendmsg is the only way to put them there.
+    "sendmsg", "sendmmsg",
 )
 
 

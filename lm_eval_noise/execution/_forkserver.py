@@ -23,7 +23,9 @@ import resource
 import select
 import signal
 import socket
+import struct
 import sys
+import time
 
 _CONFIG = json.loads(sys.argv[1])
 sys.path[:] = [os.path.dirname(os.path.abspath(__file__)), *_CONFIG["sys_path"]]
@@ -42,11 +44,10 @@ def _set_limits(rlimits):
 
 def _wire_fds(inputs, output=None):
     """Put the request's descriptors at 3, 4, ... (and output on 1 and 2), close the rest."""
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    if output is not None:
-        os.dup2(output, 1)
-        os.dup2(output, 2)
+    os.dup2(devnull if output is None else output, 1)
+    os.dup2(devnull if output is None else output, 2)
     staged = [os.dup(fd) for fd in inputs]  # above every fd we are about to overwrite
     for number, fd in enumerate(staged, start=3):
         os.dup2(fd, number, inheritable=False)
@@ -76,7 +77,10 @@ class ProgramServer:
         workdir = None
         code = self.untrusted.compile_source(request["source"])
         self.failure_read, failure_write = os.pipe()
-        fds = [*fds, failure_write]
+        # Output goes to a pipe of its own that the server drains: no file the program
+        # could fallocate or set flags on, and a limit the server counts itself.
+        self.output, output_write = os.pipe()
+        fds = [*fds, output_write, failure_write]
         if self.namespaces:
             pid = self.confine.fork_in_new_pid_namespace(self.pid_namespace)
         else:
@@ -89,12 +93,13 @@ class ProgramServer:
             finally:
                 os._exit(70)
         os.close(failure_write)
+        os.close(output_write)
         return pid, workdir
 
     def _child(self, request, code, fds, workdir):
         """Confine, then run the program. A failure before the program runs is written to
         the failure pipe, which is closed before any untrusted code runs."""
-        call_read, reply_write, output, *cgroup_fds, failure = fds
+        call_read, reply_write, *cgroup_fds, output, failure = fds
         try:
             for fd in cgroup_fds:
                 os.write(fd, b"0\n")  # joins this worker's cgroup: "0" is the writing process
@@ -117,6 +122,9 @@ class ProgramServer:
         os.close(failure)
         self.untrusted.run_untrusted(code, request["entry_point"], call_read, reply_write)
 
+    def output_of(self, request):
+        return _Output(self.output, request["output_chars"], request["output_bytes"])
+
     def after(self, pid, workdir, reply):
         os.set_blocking(self.failure_read, False)
         try:
@@ -129,6 +137,10 @@ class ProgramServer:
         if workdir is not None:
             _kill_group(pid)
             _tree.remove_tree(workdir)
+        # Closing a Unix socket runs the kernel's collector of descriptors a program left
+        # in flight (where seccomp could not forbid sendmsg), which would pin its memory.
+        for end in socket.socketpair():
+            end.close()
 
 
 class CheckerServer:
@@ -166,23 +178,68 @@ class CheckerServer:
                 return f"the tests do not compile: {type(error).__name__}: {error}"
         return self.compiled_tests[text]
 
+    def output_of(self, request):
+        return None  # the checker's output goes to /dev/null
+
     def after(self, pid, workdir, reply):
         _kill_group(pid)
 
 
-def _wait(pid, timeout):
-    """(wait status, timed out, CPU seconds) of the child, killed at the deadline."""
+class _Output:
+    """A program's output, drained from its pipe: the first `keep` bytes are kept, and
+    the total is counted against `limit`."""
+
+    def __init__(self, fd, keep, limit):
+        self.fd, self.keep, self.limit = fd, keep, limit
+        self.data, self.total = bytearray(), 0
+
+    def drain(self):
+        """Read what is there now; False at end of stream."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        self.total += len(chunk)
+        self.data += chunk[: max(0, self.keep - len(self.data))]
+        return bool(chunk)
+
+    @property
+    def over_limit(self):
+        return self.total > self.limit
+
+
+def _wait(pid, timeout, output=None):
+    """(wait status, timed out, CPU seconds) of the child, killed at the deadline or when
+    its output passes the limit; drains `output` meanwhile."""
+    deadline = time.monotonic() + timeout
     pidfd = os.pidfd_open(pid)
+    watched = [pidfd] + ([output.fd] if output else [])
+    timed_out = False
     try:
-        timed_out = not select.select([pidfd], [], [], timeout)[0]  # readable once it exits
+        while True:
+            remaining = deadline - time.monotonic()
+            ready = select.select(watched, [], [], max(remaining, 0))[0] if remaining > 0 else []
+            if not ready:
+                timed_out = True
+                break
+            if output and output.fd in ready and (not output.drain() or output.over_limit):
+                watched.remove(output.fd)
+                if output.over_limit:
+                    break
+            if pidfd in ready:  # readable once the child has exited
+                break
     finally:
         os.close(pidfd)
-    if timed_out:
+    if timed_out or output and output.over_limit:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     _, status, usage = os.wait4(pid, 0)
+    if output:
+        os.set_blocking(output.fd, False)
+        while not output.over_limit and output.drain() and len(output.data) < output.keep:
+            pass
     return status, timed_out, usage.ru_utime + usage.ru_stime
 
 
@@ -197,17 +254,44 @@ def _returncode(status):
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def _receive_request(control):
+    """(request, fds), or (None, []) when the host has gone. Framed as a 4-byte length
+    sent with the descriptors, then the JSON body, however the stream splits it."""
+    header, fds, _, _ = socket.recv_fds(control, 4, 16)
+    if not header:
+        return None, []
+    header += _receive_exactly(control, 4 - len(header))
+    (size,) = struct.unpack(">I", header)
+    if size > _MAX_REQUEST:
+        raise ValueError(f"request of {size} bytes")
+    return json.loads(_receive_exactly(control, size)), fds
+
+
+def _receive_exactly(control, size):
+    chunks = []
+    while size:
+        chunk = control.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("the host closed the connection mid-request")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def serve(server, control):
     while True:
-        message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 16)
-        if not message:
+        request, fds = _receive_request(control)
+        if request is None:
             return
-        request = json.loads(message)
         pid, workdir = server.fork(request, fds)
         for fd in fds:
             os.close(fd)
-        status, timed_out, cpu_seconds = _wait(pid, request["timeout"])
+        output = server.output_of(request)
+        status, timed_out, cpu_seconds = _wait(pid, request["timeout"], output)
         reply = {"returncode": _returncode(status), "timed_out": timed_out, "cpu_seconds": cpu_seconds}
+        if output:
+            os.close(output.fd)
+            reply.update(output=output.data.decode("utf-8", "replace"), output_limit=output.over_limit)
         server.after(pid, workdir, reply)
         control.sendall(json.dumps(reply).encode() + b"\n")
 

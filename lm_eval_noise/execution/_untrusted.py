@@ -62,7 +62,9 @@ def _serve(function, in_fd, out_fd):
         try:
             value = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - reported to the checker
-            reply = ["raised", describe(error)]
+            kind = type(error)
+            builtin = kind.__module__ == "builtins" and issubclass(kind, Exception)
+            reply = ["raised", describe(error), kind.__name__ if builtin else None]
         else:
             try:
                 reply = ["ok", _wire.encode(value)]

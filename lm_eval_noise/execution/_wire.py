@@ -9,8 +9,10 @@ compares. Honest values of other types cross with their meaning intact:
   as the plain builtin value they hold, read with the builtin's own C methods, so
   none of the subclass's code runs on the receiving side;
 - OrderedDict, defaultdict (its factory is not sent: missing keys raise KeyError),
-  Counter, deque, Fraction, Decimal, dict views, and NumPy scalars and arrays (numeric,
-  bool, string, datetime dtypes), rebuilt as the same type;
+  Counter, deque, UserList/UserDict/UserString, Fraction, Decimal (subclasses of these
+  as the base type), memoryview, mappingproxy, dict views, datetime's date, datetime,
+  time and timedelta, and NumPy scalars and arrays (object arrays element by element),
+  rebuilt as the same type;
 - iterators and generators, drained by the sender, as an iterator over the items.
 JSON parsing is safe on hostile bytes, unlike pickle or marshal. Standard library only
 (NumPy is imported on the receiving side only when a NumPy value arrives).
@@ -21,9 +23,11 @@ import json
 import os
 import struct
 import sys
+import types
 
-MAX_MESSAGE = 64 * 1024 * 1024
+MAX_MESSAGE = 16 * 1024 * 1024
 _MAX_ITEMS = 1_000_000
+_MAX_DEPTH = 10_000  # nesting a value may have (Python compares deeper lists fine)
 _NUMPY_KINDS = "biufcSUMm"
 _BUILTIN_BASES = (int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
 _VIEWS = {type({}.keys()): "keys", type({}.values()): "values", type({}.items()): "items"}
@@ -36,7 +40,23 @@ class WireError(Exception):
 # ---------------------------------------------------------------- encoding (either side)
 
 
+class _deep_recursion:
+    """Room for values nested as deep as Python itself compares them."""
+
+    def __enter__(self):
+        self.saved = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self.saved, _MAX_DEPTH + 100))
+
+    def __exit__(self, *exc):
+        sys.setrecursionlimit(self.saved)
+
+
 def encode(value):
+    with _deep_recursion():
+        return _encode(value)
+
+
+def _encode(value):
     count = [0]
 
     def tag(item):
@@ -80,28 +100,53 @@ def encode(value):
 
 
 def _encode_special(item, kind, tag):
-    """Tagged form of an honest standard-library or NumPy value, or None."""
-    if kind is collections.OrderedDict:
-        return {"od": [[tag(k), tag(v)] for k, v in item.items()]}
-    if kind is collections.Counter:
-        return {"counter": [[tag(k), tag(v)] for k, v in item.items()]}
-    if kind is collections.defaultdict:
-        return {"dd": [[tag(k), tag(v)] for k, v in item.items()]}
-    if kind is collections.deque:
-        return {"deque": [[tag(x) for x in item], item.maxlen]}
+    """Tagged form of an honest standard-library or NumPy value, or None. Subclasses are
+    read through their base class's own methods, so none of their code shapes the value."""
+    pairs = lambda items: [[tag(k), tag(v)] for k, v in items]  # noqa: E731
+    if isinstance(item, collections.OrderedDict):
+        return {"od": pairs(collections.OrderedDict.items(item))}
+    if isinstance(item, collections.Counter):
+        return {"counter": pairs(dict.items(item))}
+    if isinstance(item, collections.defaultdict):
+        return {"dd": pairs(dict.items(item))}
+    if isinstance(item, collections.deque):
+        return {"deque": [[tag(x) for x in collections.deque.__iter__(item)],
+                          collections.deque.maxlen.__get__(item)]}
+    if isinstance(item, collections.UserList):
+        return {"ul": tag(list(item.data))}
+    if isinstance(item, collections.UserDict):
+        return {"ud": pairs(dict(item.data).items())}
+    if isinstance(item, collections.UserString):
+        return {"us": str(item.data)}
+    if kind is memoryview:
+        return {"mv": item.tobytes().hex()}
+    if kind is types.MappingProxyType:
+        return {"mp": pairs(dict(item).items())}
+    datetime = sys.modules.get("datetime")
+    if datetime is not None and kind in (datetime.date, datetime.datetime, datetime.time):
+        return {kind.__name__: kind.isoformat(item)}
+    if datetime is not None and kind is datetime.timedelta:
+        return {"timedelta": [item.days, item.seconds, item.microseconds]}
     fractions, decimal = sys.modules.get("fractions"), sys.modules.get("decimal")
-    if fractions is not None and kind is fractions.Fraction:
-        return {"fraction": [tag(item.numerator), tag(item.denominator)]}
-    if decimal is not None and kind is decimal.Decimal:
-        return {"decimal": str(item)}
+    if fractions is not None and isinstance(item, fractions.Fraction):
+        fraction = fractions.Fraction
+        return {"fraction": [tag(fraction.numerator.fget(item)), tag(fraction.denominator.fget(item))]}
+    if decimal is not None and isinstance(item, decimal.Decimal):
+        return {"decimal": decimal.Decimal.__str__(item)}
     numpy = sys.modules.get("numpy")
-    if numpy is not None and kind is numpy.ndarray or numpy is not None and isinstance(item, numpy.generic):
-        if item.dtype.kind not in _NUMPY_KINDS or item.dtype.fields is not None:
-            raise WireError(f"NumPy dtype {item.dtype} is not a value the checker can compare")
-        array = numpy.asarray(item)  # tobytes() below is in C order whatever the layout
-        body = [item.dtype.str, list(array.shape), array.tobytes().hex()]
-        return {"nda" if kind is numpy.ndarray else "npg": body}
+    if numpy is not None and (kind is numpy.ndarray or isinstance(item, numpy.generic)):
+        return _encode_numpy(numpy, item, kind is numpy.ndarray, tag)
     return None
+
+
+def _encode_numpy(numpy, item, is_array, tag):
+    array = numpy.asarray(item)  # tobytes() below is in C order whatever the layout
+    if array.dtype.kind == "O" and is_array:
+        return {"ndo": [list(array.shape), [tag(x) for x in array.ravel()]]}
+    if array.dtype.kind not in _NUMPY_KINDS or array.dtype.fields is not None:
+        raise WireError(f"NumPy dtype {array.dtype} is not a value the checker can compare")
+    body = [array.dtype.str, list(array.shape), array.tobytes().hex()]
+    return {"nda" if is_array else "npg": body}
 
 
 def _plain(item, base):
@@ -135,8 +180,13 @@ def _drain(iterator):
 
 
 def decode(text):
+    # Bounded before parsing: a hostile 16 MiB message of empty lists would otherwise
+    # make the receiver build millions of objects.
+    if text.count("[") + text.count("{") > 2 * _MAX_ITEMS:
+        raise WireError("message has too many values")
     try:
-        return _untag(json.loads(text))
+        with _deep_recursion():
+            return _untag(json.loads(text))
     except WireError:
         raise
     except Exception as error:  # any malformed message is one error to the receiver
@@ -209,6 +259,40 @@ def _decimal(body):
     return decimal.Decimal(body)
 
 
+def _numpy_objects(body):
+    import numpy
+
+    shape, items = body
+    if not all(type(n) is int for n in shape):
+        raise WireError("bad NumPy shape")
+    array = numpy.empty(len(items), dtype=object)
+    array[:] = [_untag(x) for x in items] if items else []
+    return array.reshape(shape)
+
+
+def _datetime(kind):
+    def build(body):
+        import datetime
+
+        if not isinstance(body, str):
+            raise WireError(f"bad {kind}")
+        return getattr(datetime, kind).fromisoformat(body)
+
+    return build
+
+
+def _timedelta(body):
+    import datetime
+
+    return datetime.timedelta(*(_int_field(x) for x in body))
+
+
+def _string(body):
+    if not isinstance(body, str):
+        raise WireError("bad string")
+    return body
+
+
 def _numpy(body, scalar):
     import numpy
 
@@ -239,6 +323,16 @@ _DECODERS = {
     "iter": lambda body: iter([_untag(x) for x in body]),
     "fraction": _fraction,
     "decimal": _decimal,
+    "ul": lambda body: collections.UserList(_untag(body)),
+    "ud": lambda body: collections.UserDict(_pairs(body)),
+    "us": lambda body: collections.UserString(_string(body)),
+    "mv": lambda body: memoryview(bytes.fromhex(body)),
+    "mp": lambda body: types.MappingProxyType(dict(_pairs(body))),
+    "date": _datetime("date"),
+    "datetime": _datetime("datetime"),
+    "time": _datetime("time"),
+    "timedelta": _timedelta,
+    "ndo": _numpy_objects,
     "nda": lambda body: _numpy(body, scalar=False),
     "npg": lambda body: _numpy(body, scalar=True),
 }

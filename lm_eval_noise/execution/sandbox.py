@@ -4,7 +4,8 @@ A Worker keeps two fork servers (`_forkserver.py`): a program server, which conf
 every program it forks (`_confine.py`, at the `namespaces` level), and a checker
 server outside the sandbox, which forks the trusted test runner (`_checker.py`). The
 program runs with its own cgroup (where one can be made), stdin closed, its output
-captured to a file capped by RLIMIT_FSIZE, and one deadline for everything.
+drained from a pipe by its fork server (kept up to a cap, killed past a limit), and
+one deadline for everything.
 
 With tests, the checker runs them and calls the candidate across a pipe. The program
 passes only if the checker writes back the secret token, which only the checker holds
@@ -23,6 +24,7 @@ import secrets
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -90,6 +92,12 @@ class Limits:
         return limits
 
 
+    def checker_rlimits(self) -> dict[str, int]:
+        """The trusted checker reads what the program sends: bound it too."""
+        return {"RLIMIT_CPU": int(self.timeout) + 1, "RLIMIT_CORE": 0,
+                "RLIMIT_AS": max(4096, 4 * self.memory_mb) * 1024 * 1024}
+
+
 @dataclass(frozen=True)
 class ExecutionResult:
     passed: bool
@@ -113,7 +121,6 @@ class Worker:
         self.cgroup: Cgroup | None = create_cgroup(limits.memory_mb * 1024 * 1024, limits.tasks)
         self.cgroup_fds = self.cgroup.procs_fds() if self.cgroup else []
         self.oom_kills = self.cgroup.oom_kills() if self.cgroup else 0
-        self.output = tempfile.TemporaryFile()  # reused: truncated before each program
         self.uid = next(_PROGRAM_UIDS) if os.geteuid() == 0 else 0
         self.serial = itertools.count()
         self.program_server = self.checker_server = None
@@ -164,7 +171,6 @@ class Worker:
         self._stop_servers()
         for fd in self.cgroup_fds:
             os.close(fd)
-        self.output.close()
         if self.cgroup is not None:
             with contextlib.suppress(OSError):
                 self.cgroup.kill_all()
@@ -178,20 +184,20 @@ class Worker:
         reply_read, reply_write = os.pipe()
         result_read, result_write = os.pipe()
         to_close = [call_read, call_write, reply_write, result_write]
-        self.output.seek(0)
-        self.output.truncate()
         common = {"source": program.source, "entry_point": program.entry_point or "",
                   "timeout": self.limits.timeout, "serial": next(self.serial)}
         try:
             self.program_server.submit(
-                {**common, "rlimits": self.limits.rlimits(self.cgroup is not None)},
-                [call_read, reply_write, self.output.fileno(), *self.cgroup_fds],
+                {**common, "rlimits": self.limits.rlimits(self.cgroup is not None),
+                 "output_chars": self.limits.output_chars,
+                 "output_bytes": self.limits.file_size_mb * 1024 * 1024},
+                [call_read, reply_write, *self.cgroup_fds],
             )
             if program.tests is not None:
                 token = secrets.token_hex(16)
                 self.checker_server.submit(
                     {**common, "tests": program.tests, "token": token,
-                     "rlimits": {"RLIMIT_CPU": int(self.limits.timeout) + 1, "RLIMIT_CORE": 0}},
+                     "rlimits": self.limits.checker_rlimits()},
                     [call_write, reply_read, result_write],
                 )
             while to_close:  # the servers hold their own copies now
@@ -207,9 +213,7 @@ class Worker:
                 os.close(fd)
         if not verdict.passed and verdict.status not in ("timeout", "harness_error"):
             verdict = self._limit_reached(ran) or verdict
-        self.output.seek(0)
-        text = self.output.read(self.limits.output_chars).decode("utf-8", "replace")
-        return replace(verdict, output=text)
+        return replace(verdict, output=ran.get("output", "")[: self.limits.output_chars])
 
     def _limit_reached(self, ran: dict) -> ExecutionResult | None:
         """The limit a failed program ran into, as the kernel and the servers saw it."""
@@ -219,7 +223,7 @@ class Worker:
             before, self.oom_kills = self.oom_kills, self.cgroup.oom_kills()
             if self.oom_kills > before:
                 return ExecutionResult(False, "memory_limit", "the memory limit was reached")
-        if os.fstat(self.output.fileno()).st_size >= self.limits.file_size_mb * 1024 * 1024:
+        if ran.get("output_limit"):
             return ExecutionResult(False, "output_limit", "the output limit was reached")
         return None
 
@@ -246,7 +250,9 @@ class _ForkServer:
             raise HarnessError(f"the {config['role']} fork server did not start: {started.get('error')}")
 
     def submit(self, request: dict, fds: list[int]) -> None:
-        socket.send_fds(self.control, [json.dumps(request).encode("utf-8")], fds)
+        body = json.dumps(request).encode("utf-8")
+        socket.send_fds(self.control, [struct.pack(">I", len(body))], fds)
+        self.control.sendall(body)
 
     def reply(self, deadline: float) -> dict:
         """The server's next JSON line, by `deadline` at the latest (one deadline, however
@@ -343,5 +349,9 @@ def _classify_exit(ran: dict, detail: str) -> ExecutionResult:
         signum = -returncode
         if signum == signal.SIGXFSZ:
             return ExecutionResult(False, "output_limit", "file-size limit reached")
-        return ExecutionResult(False, "crash", f"killed by {signal.Signals(signum).name}")
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:  # real-time signals have no name
+            name = f"signal {signum}"
+        return ExecutionResult(False, "crash", f"killed by {name}")
     return ExecutionResult(False, "exited_early", f"exited with code {returncode}: {detail}")
