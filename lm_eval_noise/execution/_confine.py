@@ -147,6 +147,10 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
         elif os.path.isdir(path):
             os.makedirs(new_root + path, exist_ok=True)
             _bind_read_only(path, new_root + path)
+        elif os.path.isfile(path):
+            os.makedirs(new_root + os.path.dirname(path), exist_ok=True)
+            open(new_root + path, "w").close()
+            _bind_read_only(path, new_root + path)
     for path in hidden:
         if os.path.isdir(new_root + path):
             mount("tmpfs", new_root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")

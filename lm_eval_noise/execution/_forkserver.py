@@ -1,17 +1,21 @@
 """A fork server: started once per worker, it forks one process per program.
 
-    python -I _forkserver.py CONFIG_JSON
+    python -I -S _forkserver.py CONFIG_JSON
 
-Starting an interpreter costs ~50 ms; a fork costs a few. The `program` server forks
-the untrusted runner (_untrusted.py); at the `namespaces` level it first moves itself
-into namespaces of its own with a minimal read-only view of the machine, and confines
-every child before the program runs (_confine.py). The `checker` server runs outside
-any sandbox and forks the trusted test runner (_checker.py).
+Starting an interpreter costs ~50 ms; a fork costs about one. The `program` server
+forks the untrusted runner (_untrusted.py); at the `namespaces` level it first moves
+itself into namespaces of its own with a minimal read-only view of the machine, and
+confines every child before the program runs (_confine.py). The `checker` server runs
+outside any sandbox and forks the trusted test runner (_checker.py). Both compile
+what they are sent before forking, so that no child pays for it.
 
-Each request arrives on the control socket as JSON with its pipe ends attached
-(SCM_RIGHTS); the server forks, kills the child at the deadline, and replies with one
-JSON line: {"returncode", "timed_out", "cpu_seconds"}. At start it sends {"ready": true}
-or {"error": "..."}. It exits when the control socket closes.
+Each request arrives on the control socket as a 4-byte length sent with its pipe ends
+attached (SCM_RIGHTS), then that many bytes of JSON. The server forks, drains the
+program's output from a pipe of its own, kills the child at the deadline or past the
+output limit, and replies with one JSON line: {"returncode", "timed_out",
+"cpu_seconds"} (+ "output", "output_limit" for programs, "harness_error" if the child
+could not be confined). At start it sends {"ready": true} or {"error": "..."}. It
+exits when the control socket closes.
 
 Standard library only: this runs in a bare interpreter, not in the package.
 """
