@@ -501,16 +501,20 @@ def test_a_deep_tree_defeats_recursive_cleanup_but_not_ours(tmp_path):
     assert not top.exists()
 
 
+def _confined_output(probe: str) -> str:
+    (result,) = execution.run_programs([probe], isolation=Isolation("namespaces"))
+    assert result.passed, result
+    return result.output
+
+
+@needs_namespaces
 def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
-    if not isolation.namespaces_work():
-        pytest.skip("namespaces are not available here")
-    probe = (
+    output = _confined_output(
         "import os, sys\n"
         "print(repr((sorted(os.listdir('/')), sorted(os.listdir('/dev')), os.listdir('/tmp'),\n"
         "      [p for p in os.listdir('/proc') if p.isdigit()], os.getuid() != 0, os.getppid())))\n"
     )
-    (result,) = execution.run_programs([probe], isolation=Isolation("namespaces"))
-    roots, devices, tmp, pids, unprivileged, parent = eval(result.output)  # noqa: S307 - our own probe
+    roots, devices, tmp, pids, unprivileged, parent = eval(output)  # noqa: S307 - our own probe
     allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
     prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
     assert set(roots) <= allowed | prefixes
@@ -518,15 +522,12 @@ def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
     assert (tmp, pids, unprivileged, parent) == ([], ["1"], True, 0)
 
 
+@needs_namespaces
 def test_the_program_has_no_capabilities_no_new_privs_and_seccomp():
-    if not isolation.namespaces_work():
-        pytest.skip("namespaces are not available here")
-    probe = (
+    capabilities, no_new_privs, seccomp = _confined_output(
         "import os\n"
         "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
         "print(status['CapEff'].strip(), status['NoNewPrivs'].strip(), status['Seccomp'].strip())\n"
-    )
-    (result,) = execution.run_programs([probe], isolation=Isolation("namespaces"))
-    capabilities, no_new_privs, seccomp = result.output.split()
+    ).split()
     assert int(capabilities, 16) == 0 and no_new_privs == "1"
     assert seccomp == ("2" if ctypes.util.find_library("seccomp") else "0")
