@@ -75,13 +75,14 @@ def test_humaneval_noise_reports_pass_at_k_and_diversity_from_execution():
 def test_greedy_variant_reports_pass_at_1_only():
     out = evaluate("humaneval_noise_greedy", ScriptedLM(correct=1))
     metrics = {k: v for k, v in out["results"]["humaneval_noise_greedy"].items() if "," in k and "stderr" not in k}
-    assert metrics == {"pass@1,execute": 1.0, "compile_rate,execute": 1.0}
+    assert metrics == {"pass@1,execute": 1.0, "compile_rate,execute": 1.0, "empty_rate,execute": 0.0,
+                       "degenerate_rate,execute": 0.0}
 
 
-def test_n100_variant_is_a_few_lines_and_uses_100_samples():
-    assert len((tasks_dir() / "humaneval_noise_n100.yaml").read_text().splitlines()) <= 5
+def test_n100_variant_uses_100_samples_and_reports_pass_at_100():
     out = evaluate("humaneval_noise_n100", ScriptedLM(correct=25), limit=1)
     assert out["results"]["humaneval_noise_n100"]["pass@1,execute"] == pytest.approx(0.25)
+    assert out["results"]["humaneval_noise_n100"]["pass@100,execute"] == 1.0
     assert len(out["samples"]["humaneval_noise_n100"][0]["resps"][0]) == 100
 
 
@@ -110,11 +111,30 @@ def test_tasks_require_confirming_unsafe_code():
                         task_manager=TaskManager(include_path=str(tasks_dir())), limit=1)
 
 
-def test_nan_diversity_when_fewer_than_two_correct():
+def _records(completions, passed):
+    return [json.dumps({"completion": c, "passed": p, "status": "x", "detail": ""})
+            for c, p in zip(completions, passed)]
+
+
+def test_undefined_metrics_are_left_out_never_nan():
     from lm_eval_noise.tasks.humaneval import process_results
 
     doc = {"prompt": "def f():\n"}
-    records = [json.dumps({"completion": "    return 1\n", "passed": i == 0, "status": "x", "detail": ""})
-               for i in range(3)]
-    metrics = process_results(doc, [records])
-    assert math.isnan(metrics["self_bleu_correct"]) and not math.isnan(metrics["self_bleu"])
+    metrics = process_results(doc, [_records(["    return 1\n"] * 3, [True, False, False])])
+    assert "self_bleu_correct" not in metrics and metrics["two_correct_rate"] == 0.0
+    assert metrics["self_bleu"] == 1.0  # three identical completions: no diversity
+    single = process_results(doc, [_records(["    return 1\n"], [True])])
+    assert set(single) == {"pass@1", "compile_rate", "empty_rate", "degenerate_rate"}
+    for values in (metrics, single):
+        assert not any(math.isnan(v) for v in values.values())
+
+
+def test_collapse_to_empty_completions_is_visible_and_not_diverse():
+    from lm_eval_noise.tasks.humaneval import process_results
+
+    doc = {"prompt": 'def f():\n    """One."""\n'}
+    metrics = process_results(doc, [_records([""] * 4 + ["    return 1\n"], [False] * 4 + [True])])
+    assert metrics["empty_rate"] == 0.8 and metrics["degenerate_rate"] == 0.8
+    assert metrics["compile_rate"] == 0.2
+    assert metrics["self_bleu"] == pytest.approx(0.8) and metrics["distinct_2"] == pytest.approx(2 / 5)
+    assert {"pass@1", "pass@5"} <= set(metrics) and "pass@10" not in metrics  # k <= n, and k = n

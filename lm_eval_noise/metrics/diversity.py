@@ -4,7 +4,10 @@ Tokens: `tokenize`, the regex `\\w+|[^\\w\\s]` (identifiers/numbers and single
 punctuation characters; whitespace dropped), the same for every metric here.
 
 - distinct_n: distinct n-grams / total n-grams, pooled over the prompt's samples
-  (Li et al. 2016 use the same ratio; the denominator is n-grams, not tokens).
+  (Li et al. 2016 use the same ratio; the denominator is n-grams, not tokens). A
+  sample shorter than n (an empty one included) counts as one n-gram, its whole token
+  sequence: otherwise empty answers would vanish from the ratio and a set of four
+  empty answers and one real one would score as perfectly diverse.
 - self_bleu: Texygen's Self-BLEU (Zhu et al. 2018): mean over samples of the BLEU of
   the sample against ALL the others as references at once (multi-reference BLEU:
   n-gram counts clipped by the max over references, closest reference length),
@@ -17,8 +20,15 @@ Neither is the "average max BLEU" (mean over i of max_j BLEU(s_i, s_j)), a neare
 neighbour similarity that is 1.0 as soon as any two samples are equal.
 - edit_distance: mean over unordered pairs of Levenshtein(a, b) / max(|a|, |b|), on
   characters (0 for two empty strings).
-Higher distinct_n / edit_distance and lower BLEU mean more diverse. All return NaN
-for fewer than two samples (and distinct_n when there is no n-gram at all).
+Higher distinct_n / edit_distance and lower BLEU mean more diverse.
+
+Degenerate sets never look diverse: identical samples, empty ones included, have BLEU 1
+with each other (so Self-BLEU and pairwise BLEU 1) and edit distance 0, where nltk
+would give two identical samples shorter than the BLEU order, or two empty ones, a
+BLEU below 1; k identical samples have distinct_n 1/k of one sample's (k empty ones:
+1/k, the least a set of k can have). Elsewhere the values are nltk's and Li et al.'s. With fewer than two samples, diversity between
+samples is undefined: self_bleu, pairwise_bleu and edit_distance return NaN there, and
+the task code leaves the metric out rather than report NaN.
 """
 
 from __future__ import annotations
@@ -63,11 +73,14 @@ def _ngram_counts(samples: Sequence[str], order: int) -> tuple[list[list[Counter
 
 
 def distinct_n(samples: Sequence[str], n: int) -> float:
+    """Distinct n-grams / all n-grams of the samples (a sample shorter than n is one
+    n-gram); 0 for no samples."""
     counts = Counter()
     for sample in samples:
-        counts.update(_ngrams(tokenize(sample), n))
+        tokens = tokenize(sample)
+        counts.update(_ngrams(tokens, n) if len(tokens) >= n else [tuple(tokens)])
     total = sum(counts.values())
-    return len(counts) / total if total else math.nan
+    return len(counts) / total if total else 0.0
 
 
 def _bleu(matches: list[int], totals: list[int], hyp_len: int, ref_len: int) -> float:
@@ -127,11 +140,18 @@ def self_bleu(samples: Sequence[str], order: int = 4) -> float:
                 clipped += min(count, runner_up if holder == index else top)
             matches[index][n] = clipped
     ordered = sorted(lengths)
+    repeated = _repeated_samples(samples)
     scores = [
-        _bleu(matches[i], totals[i], lengths[i], _closest_length(ordered, lengths[i]))
+        1.0 if i in repeated else _bleu(matches[i], totals[i], lengths[i], _closest_length(ordered, lengths[i]))
         for i in range(len(samples))
     ]
     return sum(scores) / len(scores)
+
+
+def _repeated_samples(samples: Sequence[str]) -> set[int]:
+    """Indices of samples whose tokens equal another sample's: BLEU 1 against it."""
+    seen = Counter(tuple(tokenize(sample)) for sample in samples)
+    return {i for i, sample in enumerate(samples) if seen[tuple(tokenize(sample))] > 1}
 
 
 def pairwise_bleu(samples: Sequence[str], order: int = 4) -> float:
@@ -139,8 +159,12 @@ def pairwise_bleu(samples: Sequence[str], order: int = 4) -> float:
         return math.nan
     counts, lengths = _ngram_counts(samples, order)
     totals = [[sum(c.values()) for c in per_order] for per_order in counts]
+    tokens = [tokenize(sample) for sample in samples]
     scores = []
     for i, j in itertools.permutations(range(len(samples)), 2):
+        if tokens[i] == tokens[j]:
+            scores.append(1.0)
+            continue
         matches = [
             sum(min(count, reference[gram]) for gram, count in hypothesis.items() if gram in reference)
             for hypothesis, reference in zip(counts[i], counts[j])

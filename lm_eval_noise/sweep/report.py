@@ -1,10 +1,12 @@
 """From finished sweep runs to one leaderboard JSON, a markdown table and PNG plots.
 
 Every headline metric gets its mean over problems (prompts) with a 95% percentile
-bootstrap confidence interval (problems resampled with replacement; NaN per-problem
-values, e.g. diversity among correct samples where fewer than two passed, left out),
-and a paired comparison with the baseline method: the mean per-problem difference
-(run - baseline) over the problems both have, with its own bootstrap interval.
+bootstrap confidence interval (problems resampled with replacement; problems where a
+metric is undefined, e.g. diversity among correct samples where fewer than two passed,
+left out), and a paired comparison with the baseline method: the mean per-problem
+difference (run - baseline) over the problems both have, with its own bootstrap
+interval. A metric defined for no problem is `null` in the JSON (strict JSON: never
+NaN) and "undefined" in the table.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 HEADLINE = (
-    "pass@1", "pass@10", "compile_rate", "distinct_2", "self_bleu", "pairwise_bleu", "edit_distance",
-    "ref_logprob_mean", "degenerate_rate", "response_length",
+    "pass@1", "pass@10", "compile_rate", "empty_rate", "degenerate_rate", "distinct_2", "self_bleu",
+    "pairwise_bleu", "edit_distance", "ref_logprob_mean", "response_length",
 )
 BOOTSTRAP_ITERATIONS = 2000
 LEVEL = 0.95
@@ -50,14 +52,25 @@ def per_doc_metrics(run_dir: Path) -> dict[str, dict[int, float]]:
             if not line.strip():
                 continue
             sample = json.loads(line)
-            for metric in HEADLINE:
-                value = sample.get(metric)
-                if isinstance(value, (int, float)):
+            for metric, value in sample.items():
+                if _is_headline(metric) and isinstance(value, (int, float)) and not math.isnan(value):
                     values.setdefault(metric, {})[sample["doc_id"]] = float(value)
     return values
 
 
+def _is_headline(metric: str) -> bool:
+    return metric in HEADLINE or metric.startswith("pass@")
+
+
+def _headline_order(metrics) -> list[str]:
+    """pass@k by k, then the rest of HEADLINE in its order."""
+    passes = sorted((m for m in metrics if m.startswith("pass@")), key=lambda m: int(m[5:]))
+    return passes + [m for m in HEADLINE if m in metrics and not m.startswith("pass@")]
+
+
 def _interval(mean, low, high, n) -> dict:
+    if n == 0:  # undefined: null in strict JSON, not NaN
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     return {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
 
 
@@ -89,13 +102,15 @@ def build_leaderboard(sweep, outcomes) -> dict:
 
 
 def _cell(interval: dict | None) -> str:
-    if not interval or interval["n"] == 0:
+    if not interval:
         return "–"
+    if interval["n"] == 0:
+        return "undefined"
     return f"{interval['mean']:.3f} [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}]"
 
 
 def markdown_table(board: dict) -> str:
-    metrics = [m for m in HEADLINE if any(m in e["metrics"] for e in board["runs"])]
+    metrics = _headline_order({m for e in board["runs"] for m in e["metrics"]})
     lines = [f"# Sweep `{board['sweep']}`", "",
              f"Mean over problems with {board['confidence']:.0%} bootstrap intervals "
              f"({board['bootstrap_iterations']} resamples)."]
@@ -180,6 +195,6 @@ def write_plots(board: dict, folder: Path) -> list[Path]:
 def write_report(sweep, outcomes, output: Path) -> dict:
     board = build_leaderboard(sweep, outcomes)
     board["plots"] = [str(p.relative_to(output)) for p in write_plots(board, output / "plots")]
-    (output / "leaderboard.json").write_text(json.dumps(board, indent=2))
+    (output / "leaderboard.json").write_text(json.dumps(board, indent=2, allow_nan=False))
     (output / "leaderboard.md").write_text(markdown_table(board))
     return board

@@ -8,8 +8,11 @@ The task YAMLs (tasks/humaneval_noise*.yaml) wire these in:
   completion of every problem in one parallel sandbox pool and returns, per problem,
   a record per completion, as a JSON string (so the logged samples stay parseable):
   completion, passed, status (why not) and detail;
-- `process_results`: pass@k (k in 1, 10 where k <= n), compile rate, and diversity
-  over all completions and over the correct ones only (NaN when fewer than two).
+- `process_results`: pass@k (k in 1, 10 where k <= n, and k = n), compile rate,
+  empty and degenerate rates, and diversity over all completions and over the correct
+  ones only. A metric that is undefined for a problem (diversity of fewer than two
+  samples) is left out for that problem, never reported as NaN; `two_correct_rate` is
+  the share of problems where the correct-only diversity is defined.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ import re
 from pathlib import Path
 
 from ..execution import Program, run_programs
-from ..metrics import compile_rate, distinct_n, edit_distance, pairwise_bleu, pass_at_k, self_bleu
+from ..metrics import (
+    compile_rate, distinct_n, edit_distance, is_degenerate_code, is_empty_code, pairwise_bleu, pass_at_k,
+    self_bleu,
+)
 
 PASS_AT = (1, 10)
 TIMEOUT_ENV = "LM_EVAL_NOISE_EXEC_TIMEOUT"  # seconds per program, default 10
@@ -99,11 +105,15 @@ def process_results(doc, results) -> dict[str, float]:
     records = [json.loads(record) for record in results[0]]
     n = len(records)
     correct = sum(record["passed"] for record in records)
-    metrics = {f"pass@{k}": pass_at_k(n, correct, k) for k in PASS_AT if k <= n}
-    metrics["compile_rate"] = compile_rate([doc["prompt"] + r["completion"] for r in records])
+    completions = [record["completion"] for record in records]
+    metrics = {f"pass@{k}": pass_at_k(n, correct, k) for k in sorted({*PASS_AT, n}) if k <= n}
+    metrics["compile_rate"] = compile_rate(completions, doc["prompt"])
+    metrics["empty_rate"] = sum(map(is_empty_code, completions)) / n
+    metrics["degenerate_rate"] = sum(map(is_degenerate_code, completions)) / n
     if n >= 2:
-        completions = [record["completion"] for record in records]
         metrics.update(_diversity(completions))
-        metrics.update(_diversity([r["completion"] for r in records if r["passed"]], "_correct"))
+        metrics["two_correct_rate"] = float(correct >= 2)
+        if correct >= 2:
+            metrics.update(_diversity([r["completion"] for r in records if r["passed"]], "_correct"))
     return metrics
 

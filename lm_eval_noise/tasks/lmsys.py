@@ -122,9 +122,10 @@ def process_results(doc, results) -> dict[str, float]:
         "response_length": sum(map(response_length, responses)) / len(responses),
         "empty_rate": sum(not r.strip() for r in responses) / len(responses),
         "degenerate_rate": sum(map(is_degenerate, responses)) / len(responses),
-        "ref_logprob_mean": sum(means) / len(means) if means else float("nan"),
         "ref_logprob_total": sum(r["logprob_total"] for r in records) / len(records),
     }
+    if means:  # undefined when every answer is empty: left out, never NaN
+        metrics["ref_logprob_mean"] = sum(means) / len(means)
     if len(responses) >= 2:
         metrics.update({
             "distinct_1": distinct_n(responses, 1),
