@@ -28,12 +28,12 @@ def rgb(css: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", css))
 
 
-def write_run(folder: Path, sigma: float, logprob_offset: float, answers: int):
+def write_run(folder: Path, sigma: float, logprob_offset: float, answers: int, **noise_fields):
     """A run's results JSON and samples file, shaped as lm-eval writes them, with score
     records (as lmsys_chat_noise leaves them) in filtered_resps."""
     folder.mkdir(parents=True)
     noise = {"active": True, "sigma_scale": sigma, "noise_norm": None, "site": "layer:1", "scope": "per_sequence",
-             "positions": "all", "sigma_mode": "norm", "seed": 0}
+             "positions": "all", "sigma_mode": "norm", "seed": 0, **noise_fields}
     (folder / f"results_{STAMP}.json").write_text(json.dumps({"config": {"model": "hf-noise", "noise": noise}}))
     with (folder / f"samples_lmsys_chat_noise_{STAMP}.jsonl").open("w") as handle:
         for doc_id in range(answers):
@@ -50,6 +50,17 @@ def runs(tmp_path):
     write_run(tmp_path / "small", 0.1, -1.0, 8)
     write_run(tmp_path / "large", 0.5, -6.0, 8)
     return sorted(tmp_path.rglob("samples_*.jsonl"))
+
+
+def test_runs_that_differ_in_any_setting_never_merge(tmp_path):
+    write_run(tmp_path / "isotropic", 0.5, -1.0, 5)
+    write_run(tmp_path / "shaped", 0.5, -1.0, 5, cov_sqrt="cov/cov_sqrt.npy")
+    write_run(tmp_path / "repeat", 0.5, -1.0, 5)  # the same settings as isotropic, another run
+    rows = collect_rows(sorted(tmp_path.rglob("samples_*.jsonl")), [])
+    runs = {row["run"] for row in rows}
+    assert len(runs) == 3
+    assert any("cov_sqrt=cov/cov_sqrt.npy" in run for run in runs)
+    assert len(worst(rows, top_n=2)) == 6  # top-n is per run: two of each
 
 
 def test_rows_are_the_worst_per_run_sorted_by_mean_logprob(runs):

@@ -29,19 +29,41 @@ def results_for(samples: Path) -> dict:
 
 
 def describe(config: dict) -> tuple[str, str, str]:
-    """(run label, noise-scale label, settings text) of a results JSON's config."""
+    """(run label, noise-scale label, settings text) of a results JSON's config. The
+    settings text holds every setting of the run: model arguments, every noise field,
+    generation arguments."""
     noise = config.get("noise") or {}
     model = config.get("model", "?")
     gen = ",".join(f"{k}={v}" for k, v in (config.get("gen_kwargs") or {}).items())
     if noise.get("active"):
         scale = f"noise_norm={noise['noise_norm']}" if noise.get("noise_norm") is not None \
             else f"sigma_scale={noise['sigma_scale']}"
-        settings = (f"{scale} site={noise['site']} scope={noise['scope']} positions={noise['positions']} "
-                    f"mode={noise['sigma_mode']} seed={noise['seed']}")
     else:
-        scale, settings = "no noise", "none"
+        scale = "no noise"
+    fields = {"model_args": config.get("model_args"), "gen_kwargs": config.get("gen_kwargs"),
+              **{f"noise.{k}": v for k, v in sorted(noise.items()) if k != "lm_eval_noise_version"}}
+    settings = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", {}))
     label = " ".join(part for part in (model, scale if noise.get("active") else "", gen) if part)
-    return label, scale, settings
+    return label, scale, settings or "none"
+
+
+def _run_labels(sample_files: list[Path]) -> dict[Path, tuple[str, str, str]]:
+    """(label, scale, settings) per samples file: one run each, never merged. Runs whose
+    short labels coincide get the part of their settings that tells them apart."""
+    described = {}
+    for path in sample_files:
+        label, scale, settings = describe(results_for(path).get("config", {}))
+        task = path.stem.rsplit("_", 1)[0].removeprefix("samples_")
+        described[path] = (f"{label or '?'} [{task}]", scale, settings)
+    labels = {}
+    for path, (label, scale, settings) in described.items():
+        twins = [p for p, d in described.items() if d[0] == label and p != path]
+        if twins:
+            shared = set.intersection(*(set(described[t][2].split()) for t in twins))
+            differing = sorted(set(settings.split()) - shared)
+            label = f"{label} ({' '.join(differing) or path.parent.name + '/' + path.name})"
+        labels[path] = (label, scale, settings)
+    return labels
 
 
 def _scored_records(sample: dict) -> list[dict] | None:
@@ -61,9 +83,9 @@ def collect_rows(sample_files: list[Path], score_files: list[Path]) -> list[dict
                 row = json.loads(line)
                 scores[(row["file"], row["doc_id"], row["repeat"])] = row
     rows = []
+    labels = _run_labels(sample_files)
     for path in sample_files:
-        label, scale, settings = describe(results_for(path).get("config", {}))
-        label = label or path.stem
+        label, scale, settings = labels[path]
         for sample, prompt, responses in generation_samples(path):
             embedded = _scored_records(sample)
             for repeat in range(len(responses)):
@@ -117,5 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shown = worst(rows, args.top_n)
     Path(args.output).write_text(render(shown), encoding="utf-8")
-    print(f"wrote {args.output}: the {len(shown)} worst of {len(rows)} scored answers")
+    print(f"wrote {args.output}: the {len(shown)} worst of {len(rows)} scored answers "
+          f"(at most {args.top_n} per run)")
+    for run in sorted({row["run"] for row in rows}):
+        total, kept = sum(r["run"] == run for r in rows), sum(r["run"] == run for r in shown)
+        if kept < total:
+            print(f"  {run}: {total - kept} better answers not shown")
     return 0
