@@ -12,6 +12,8 @@
       greedy: {}
       temperature: {temperature: [0.2, 0.8]}
       nucleus: {temperature: 1.0, top_p: [0.9, 0.95]}
+      min_p: {temperature: 1.0, min_p: [0.05, 0.1]}
+      top_k: {temperature: 1.0, top_k: [20, 50]}
       noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence]}
       residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}
       custom:                    # anything else: named runs with their own args
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-METHODS = ("greedy", "temperature", "nucleus", "noise", "residual", "custom")
+METHODS = ("greedy", "temperature", "nucleus", "min_p", "top_k", "noise", "residual", "custom")
 _GREEDY = {"do_sample": False}
 
 
@@ -90,6 +92,12 @@ def _method_runs(method: str, spec) -> list[tuple[str, dict, dict, float | None]
     if method == "nucleus":
         return [(f"nucleus-t{_fmt(t)}-p{_fmt(p)}", {}, {"do_sample": True, "temperature": float(t), "top_p": float(p)}, None)
                 for t, p in itertools.product(_as_list(spec.get("temperature", 1.0)), _as_list(spec.get("top_p", 0.95)))]
+    if method in ("min_p", "top_k"):  # truncation samplers: keep tokens by min_p or by rank
+        cast = float if method == "min_p" else int
+        return [(f"{method.replace('_', '')}-t{_fmt(t)}-{_fmt(v)}", {},
+                 {"do_sample": True, "temperature": float(t), "top_p": 1.0, method: cast(v)}, None)
+                for t, v in itertools.product(_as_list(spec.get("temperature", 1.0)),
+                                              _as_list(spec.get(method, 0.1 if method == "min_p" else 50)))]
     if method == "noise":
         runs = []
         for sigma, site, scope in itertools.product(
