@@ -64,6 +64,7 @@ methods:
     ("models: [m]\ntasks: [t]\nmethods: {residual: {noise_norm: [1]}}\n", "needs `layer`"),
     ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a}, {name: a}]}\n", "share a name"),
     ("- just a list\n", "a YAML mapping"),
+    ("models: [m]\ntasks: [t]\nverdict: {margin: 1}\nmethods: {greedy: {}}\n", "unknown keys \\['margin'\\]"),
 ])
 def test_bad_configs_are_refused_with_a_clear_message(tmp_path, text, message):
     with pytest.raises(SweepConfigError, match=message):
@@ -144,8 +145,13 @@ methods:
         assert all(len(json.loads(line)["resps"][0]) == 2 for line in samples.open())  # n = 2
     noisy = next(e for e in board["runs"] if e["name"].startswith("noise"))
     assert set(noisy["vs_baseline"]) >= {"pass@1", "distinct_2"}
+    # A verdict against the one temperature run; matched diversity needs two of them.
+    assert noisy["verdict"]["temperature-0.8"]["verdict"] in ("success", "partial", "null")
+    assert noisy["matched_diversity"]["difference"] is None
+    json.loads((out / "leaderboard.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     table = (out / "leaderboard.md").read_text()
     assert "| temperature-0.8 | humaneval_noise__n2 |" not in table and "temperature-0.8" in table
+    assert "## Verdicts" in table
     for plot in board["plots"]:
         data = (out / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -7,6 +7,7 @@
     samples: 10                  # n per prompt (task repeats), same for every method
     limit: 5                     # problems / prompts per task (optional)
     baseline: temperature-0.8    # the method runs are compared against, paired
+    verdict: {pass_margin: 0.05} # optional: thresholds of the verdict (sweep/verdict.py)
     batch_size: auto             # optional: device, apply_chat_template, metadata,
     methods:                     #   gen_kwargs / model_args added to every run
       greedy: {}
@@ -32,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .verdict import THRESHOLDS, thresholds
 
 METHODS = ("greedy", "temperature", "nucleus", "min_p", "top_k", "noise", "residual", "custom")
 _GREEDY = {"do_sample": False}
@@ -72,6 +75,7 @@ class Sweep:
     apply_chat_template: bool
     metadata: dict
     viz: bool
+    verdict: dict = field(default_factory=lambda: dict(THRESHOLDS))  # verdict.py's thresholds
 
 
 def _as_list(value) -> list:
@@ -164,9 +168,13 @@ def load_sweep(path: str | Path) -> Sweep:
     baseline = config.get("baseline")
     if baseline is not None and baseline not in {r.name for r in runs}:
         raise SweepConfigError(f"{path}: baseline {baseline!r} is not a run; runs are {sorted({r.name for r in runs})}")
+    try:
+        limits = thresholds(config.get("verdict"))
+    except (ValueError, TypeError) as error:
+        raise SweepConfigError(f"{path}: {error}") from None
     return Sweep(
         name=str(config.get("name") or Path(path).stem), runs=runs, samples=int(config.get("samples", 10)),
         limit=config.get("limit"), baseline=baseline, batch_size=str(config.get("batch_size", "auto")),
         device=config.get("device"), apply_chat_template=bool(config.get("apply_chat_template", False)),
-        metadata=dict(config.get("metadata") or {}), viz=bool(config.get("viz", False)),
+        metadata=dict(config.get("metadata") or {}), viz=bool(config.get("viz", False)), verdict=limits,
     )

@@ -1,4 +1,4 @@
-"""From finished sweep runs to one leaderboard JSON, a markdown table and PNG plots.
+"""From finished sweep runs to one leaderboard JSON and a markdown table (plots: plots.py).
 
 Every headline metric gets its mean over problems (prompts) with a 95% percentile
 bootstrap confidence interval (problems resampled with replacement; problems where a
@@ -16,6 +16,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from .plots import write_plots
+from .verdict import is_noise_run, matched_diversity, verdict
 
 HEADLINE = (
     "pass@1", "pass@10", "compile_rate", "empty_rate", "degenerate_rate", "distinct_2", "self_bleu",
@@ -96,9 +99,42 @@ def build_leaderboard(sweep, outcomes) -> dict:
                 m: _interval(*paired_difference(v, base_metrics[m])) for m, v in metrics.items() if m in base_metrics
             }
         entries.append(entry)
+    _judge_noise_runs(entries, per_doc, sweep.verdict)
     failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail} for o in outcomes if o.status == "failed"]
-    return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL,
+    return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "verdict_thresholds": sweep.verdict,
             "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "runs": entries, "failed": failed}
+
+
+def temperature_curve(entries: list[dict], like: dict) -> list[dict]:
+    """The temperature runs of `like`'s model and task, in temperature order."""
+    runs = [e for e in entries if e["method"] == "temperature" and e["model"] == like["model"]
+            and e["task"] == like["task"]]
+    return sorted(runs, key=lambda e: e["gen_kwargs"].get("temperature", 0))
+
+
+def _judge_noise_runs(entries: list[dict], per_doc: dict, limits: dict) -> None:
+    """Verdicts and the matched-diversity comparison for every noise run (verdict.py)."""
+    metric = f"pass@{limits['k']}"
+    by_doc = {run_id: _by_doc(values) for run_id, values in per_doc.items()}
+    for entry in filter(is_noise_run, entries):
+        curve = temperature_curve(entries, entry)
+        mine = per_doc[entry["run_id"]]
+        entry["vs_temperature"] = {
+            t["name"]: {m: _interval(*paired_difference(mine[m], per_doc[t["run_id"]][m]))
+                        for m in (metric, "distinct_2") if m in mine and m in per_doc[t["run_id"]]}
+            for t in curve
+        }
+        entry["verdict"] = {t["name"]: verdict(entry, t, limits) for t in curve}
+        entry["matched_diversity"] = matched_diversity(by_doc[entry["run_id"]], [by_doc[t["run_id"]] for t in curve],
+                                                       metric)
+
+
+def _by_doc(values: dict[str, dict[int, float]]) -> dict[int, dict[str, float]]:
+    docs: dict[int, dict[str, float]] = {}
+    for metric, per_doc_values in values.items():
+        for doc, value in per_doc_values.items():
+            docs.setdefault(doc, {})[metric] = value
+    return docs
 
 
 def _cell(interval: dict | None) -> str:
@@ -122,74 +158,23 @@ def markdown_table(board: dict) -> str:
         for entry in board["runs"]:
             cells = [_cell(entry[key].get(m)) for m in metrics]
             lines.append(f"| {entry['name']} | {entry['task']} | " + " | ".join(cells) + " |")
+    judged = [e for e in board["runs"] if e.get("verdict")]
+    if judged:
+        limits = board["verdict_thresholds"]
+        lines += ["", f"## Verdicts: does noise replace temperature? (pass@{limits['k']}, Distinct-2)", "",
+                  f"Thresholds: {', '.join(f'{k}={v}' for k, v in limits.items())} (see sweep/verdict.py).", "",
+                  "| noise run | vs temperature | verdict | why | pass at matched diversity |", "|---|---|---|---|---|"]
+        for entry in judged:
+            matched = entry["matched_diversity"]
+            at_match = (f"{matched['difference']:+.3f} [{matched['ci_low']:+.3f}, {matched['ci_high']:+.3f}]"
+                        if matched.get("difference") is not None and matched.get("ci_low") is not None
+                        else matched.get("reason", "undefined"))
+            for name, judged_against in entry["verdict"].items():
+                lines.append(f"| {entry['name']} | {name} | {judged_against['verdict'] or 'none'} | "
+                             f"{'; '.join(judged_against['reasons'])} | {at_match} |")
     if board["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- {f['name']}: {f['detail']}" for f in board["failed"]]
     return "\n".join(lines) + "\n"
-
-
-def _errorbars(axis, entries, x_metric, y_metric):
-    drawn = False
-    for entry in entries:
-        x, y = entry["metrics"].get(x_metric), entry["metrics"].get(y_metric)
-        if not x or not y or x["n"] == 0 or y["n"] == 0:
-            continue
-        axis.errorbar(x["mean"], y["mean"], xerr=[[x["mean"] - x["ci_low"]], [x["ci_high"] - x["mean"]]],
-                      yerr=[[y["mean"] - y["ci_low"]], [y["ci_high"] - y["mean"]]], fmt="o", capsize=3)
-        axis.annotate(entry["name"], (x["mean"], y["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        drawn = True
-    axis.set_xlabel(x_metric)
-    axis.set_ylabel(y_metric)
-    axis.grid(alpha=0.3)
-    return drawn
-
-
-def write_plots(board: dict, folder: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    pairs = [(x, y) for x, y in (("distinct_2", "pass@1"), ("self_bleu", "pass@1"), ("distinct_2", "pass@10"),
-                                  ("self_bleu", "pass@10")) if any(y in e["metrics"] for e in board["runs"])]
-    if pairs:
-        figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
-        drawn = [_errorbars(axis, board["runs"], x, y) for axis, (x, y) in zip(axes[0], pairs)]
-        figure.suptitle(f"{board['sweep']}: correctness against diversity, one point per method (95% CI)")
-        figure.tight_layout()
-        if any(drawn):
-            written.append(folder / "pass_vs_diversity.png")
-            figure.savefig(written[-1], dpi=120)
-        plt.close(figure)
-    scaled = [e for e in board["runs"] if e["noise_scale"] is not None]
-    metrics = [m for m in ("ref_logprob_mean", "compile_rate", "pass@1", "degenerate_rate")
-               if any(m in e["metrics"] for e in scaled)][:2]
-    if scaled and metrics:
-        figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4.5), squeeze=False)
-        for axis, metric in zip(axes[0], metrics):
-            families: dict[str, list] = {}
-            for entry in scaled:
-                if metric in entry["metrics"] and entry["metrics"][metric]["n"]:
-                    family = entry["name"].rsplit("-", 1)[0] if entry["method"] != "custom" else entry["name"]
-                    families.setdefault(family, []).append((entry["noise_scale"], entry["metrics"][metric]))
-            for family, points in families.items():
-                points.sort(key=lambda p: p[0])
-                xs = [p[0] for p in points]
-                means = [p[1]["mean"] for p in points]
-                axis.errorbar(xs, means, yerr=[[m - p[1]["ci_low"] for m, p in zip(means, points)],
-                                               [p[1]["ci_high"] - m for m, p in zip(means, points)]],
-                              marker="o", capsize=3, label=family)
-            axis.set_xlabel("noise scale (sigma_scale or noise_norm)")
-            axis.set_ylabel(metric)
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=7)
-        figure.suptitle(f"{board['sweep']}: against noise scale (95% CI)")
-        figure.tight_layout()
-        written.append(folder / "noise_scale.png")
-        figure.savefig(written[-1], dpi=120)
-        plt.close(figure)
-    return written
 
 
 def write_report(sweep, outcomes, output: Path) -> dict:
