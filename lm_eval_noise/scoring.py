@@ -105,11 +105,13 @@ def _model_max_length(model) -> int:
 
 
 @functools.lru_cache(maxsize=2)
-def load_reference(name_or_path: str, device: str | None = None, dtype: str = "auto"):
-    """(model, tokenizer) of a reference model, loaded once per process."""
+def load_reference(name_or_path: str, device: str | None = None, dtype: str = "auto", gguf_file: str | None = None):
+    """(model, tokenizer) of a reference model, loaded once per process. `gguf_file`: a
+    GGUF checkpoint inside `name_or_path`, as for --model hf."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **extra).to(device).eval()
     return model, tokenizer

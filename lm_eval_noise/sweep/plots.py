@@ -66,7 +66,7 @@ def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
         temperatures = sorted((e for e in runs if e["method"] == "temperature"),
                               key=lambda e: e["gen_kwargs"].get("temperature", 0))
         _curve(axis, temperatures, "distinct_2", y_metric, "temperature (T increasing)",
-               color=_TEMPERATURE_COLOUR, marker="o", linestyle="-")
+               color=_TEMPERATURE_COLOUR, marker="o", linestyle="-", zorder=3)
         for entry in temperatures:
             point = _point(entry, "distinct_2", y_metric)
             if point:
@@ -86,8 +86,8 @@ def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
                                   textcoords="offset points", color=colour)
         for entry in runs:
             if entry["method"] == "greedy":
-                _curve(axis, [entry], "distinct_2", y_metric, "greedy", marker="*", markersize=14,
-                       linestyle="none", color="tab:red")
+                _curve(axis, [entry], "distinct_2", y_metric, "greedy", marker="*", markersize=16,
+                       linestyle="none", color="tab:red", zorder=1)  # beneath a temperature run it equals
             elif entry["method"] not in ("temperature",) and not is_noise_run(entry):
                 _curve(axis, [entry], "distinct_2", y_metric, entry["name"], marker="^", linestyle="none")
         axis.set_xlabel("Distinct-2 (higher: more diverse)")

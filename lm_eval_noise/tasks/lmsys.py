@@ -45,6 +45,7 @@ def load_lmsys(
     reference_model: str | None = None,
     pretrained: str | None = None,
     tokenizer: str | None = None,
+    gguf_file: str | None = None,
     **_metadata,
 ) -> dict:
     """{"test": Dataset} of the first `num_prompts` qualifying first user turns."""
@@ -55,7 +56,8 @@ def load_lmsys(
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
         raise ValueError("lmsys_chat_noise needs the model's `pretrained` (or `tokenizer`) to apply max_prompt_len")
     reference = reference_model or pretrained
-    counter = AutoTokenizer.from_pretrained(tokenizer_name)
+    # A GGUF checkpoint (gguf_file= in model_args) holds the tokenizer too.
+    counter = AutoTokenizer.from_pretrained(tokenizer_name, **({"gguf_file": gguf_file} if gguf_file else {}))
     docs = []
     for row in _rows(lmsys_path):
         if len(docs) >= int(num_prompts):
@@ -72,15 +74,16 @@ def load_lmsys(
             "language": row.get("language"),
             "prompt": prompt,
             "reference_model": reference,
+            "reference_gguf_file": gguf_file if reference == pretrained else None,
         })
     return {"test": datasets.Dataset.from_list(docs)}
 
 
-def _reference(name: str):
+def _reference(name: str, gguf_file: str | None = None):
     from ..model import live_model
     from ..scoring import load_reference
 
-    return live_model(name) or load_reference(name)
+    return live_model(name) or load_reference(name, gguf_file=gguf_file)
 
 
 def _formatted(tokenizer, prompt: str) -> str:
@@ -98,7 +101,7 @@ def score_with_reference(resps, docs):
     per prompt, one JSON record per answer (response, tokens, per-token log-probs)."""
     from ..scoring import score_responses
 
-    model, tokenizer = _reference(docs[0]["reference_model"])
+    model, tokenizer = _reference(docs[0]["reference_model"], docs[0].get("reference_gguf_file"))
     prompts, responses, owners = [], [], []
     for index, (answers, doc) in enumerate(zip(resps, docs)):
         for answer in answers:
