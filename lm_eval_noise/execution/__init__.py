@@ -36,11 +36,8 @@ def run_programs(
     limits = limits or Limits(timeout=timeout, memory_mb=memory_mb)
     isolation = isolation or detect_isolation()
     count = min(workers or os.cpu_count() or 1, len(programs))
-    # Made here, not in pool threads: a sandbox dies with the thread that started it.
-    slots = [Worker(limits, isolation) for _ in range(count)]
+    slots: list[Worker] = []
     idle: queue.Queue[Worker] = queue.Queue()
-    for slot in slots:
-        idle.put(slot)
 
     def run(program: Program) -> ExecutionResult:
         worker = idle.get()
@@ -50,6 +47,9 @@ def run_programs(
             idle.put(worker)
 
     try:
+        for _ in range(count):
+            slots.append(Worker(limits, isolation))
+            idle.put(slots[-1])
         with ThreadPoolExecutor(count) as pool:
             futures = [pool.submit(run, program) for program in programs]
             for _ in tqdm(as_completed(futures), total=len(futures), desc="Executing programs",
