@@ -14,6 +14,7 @@ same for any batch size or request order.
 
 from __future__ import annotations
 
+import copy
 import logging
 import weakref
 from collections import defaultdict, deque
@@ -29,7 +30,7 @@ from .noise.rng import derive_seed
 from .noise.sites import count_layers
 from .noise.spec import QUANTIZATIONS
 from .quantization import bitsandbytes_config
-from .seeding import request_seeds
+from .seeding import random_prefix, request_seeds
 
 _log = logging.getLogger(__name__)
 # Models alive in this process, by `pretrained`, so a reference scorer can reuse the
@@ -45,9 +46,15 @@ def live_model(pretrained: str):
 
 @register_model("hf-noise")
 class HFNoiseLM(HFLM):
-    def __init__(self, pretrained, quantization: str = "none", **kwargs):
+    def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
         # Parse and validate everything we own before HFLM loads anything.
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
+        try:
+            self.random_prefix = int(random_prefix)
+        except (TypeError, ValueError):
+            self.random_prefix = -1
+        if self.random_prefix < 0:
+            raise NoiseArgumentError("random_prefix", random_prefix, "an integer >= 0 (characters; 0 = off)")
         if quantization not in QUANTIZATIONS:
             raise NoiseArgumentError("quantization", quantization, ", ".join(QUANTIZATIONS))
         if quantization != "none" and not isinstance(pretrained, str):
@@ -102,6 +109,7 @@ class HFNoiseLM(HFLM):
             "active": self.noise is not None,
             **noise,
             "quantization": self.quantization,
+            "random_prefix": self.random_prefix,
             "lm_eval_noise_version": __version__,
         }
         return info
@@ -109,10 +117,13 @@ class HFNoiseLM(HFLM):
     # --- generation ----------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
+        if self.random_prefix:
+            requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
+                        for request, (seed, _) in zip(requests, seeds)]
         if self.noise is None:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         rows: dict[str, deque] = defaultdict(deque)
-        seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
         for request, row in zip(requests, seeds):
             rows[request.args[0]].append(row)
         self._generation_rows = rows
@@ -252,6 +263,14 @@ class HFNoiseLM(HFLM):
             if queue:
                 return queue.popleft()
         raise RuntimeError("hf-noise: a model input arrived that no request registered")
+
+
+def _prefixed(request, prefix: str):
+    """A copy of a generation request whose context starts with `prefix` (the repeats of
+    a prompt are one Instance object, so it is never changed in place)."""
+    clone = copy.copy(request)
+    clone.arguments = (prefix + request.args[0], *request.args[1:])
+    return clone
 
 
 def _generation_content(request) -> tuple:

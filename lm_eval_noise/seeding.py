@@ -7,9 +7,14 @@ different requests with equal content get the same noise, as the contract says.
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Callable, Sequence
 
-from .noise.rng import sample_seed
+from .noise.rng import derive_seed, sample_seed
+
+_PREFIX_ALPHABET = string.ascii_letters + string.digits
+_PREFIX_STREAM = 1  # derive_seed stream of the prefix: apart from the noise's own draws
 
 
 def repeat_indices(requests: Sequence) -> list[int]:
@@ -30,3 +35,11 @@ def request_seeds(
         (sample_seed(noise_seed, content(request), repeat), repeat)
         for request, repeat in zip(requests, repeat_indices(requests))
     ]
+
+
+def random_prefix(seed: int, length: int) -> str:
+    """The random string a sample's context starts with under `random_prefix=length`
+    (training-free seed conditioning): `length` letters and digits and a newline, a
+    function of the sample seed alone, so it can be rebuilt from the log."""
+    rng = random.Random(derive_seed(seed, _PREFIX_STREAM))
+    return "".join(rng.choice(_PREFIX_ALPHABET) for _ in range(length)) + "\n"

@@ -15,6 +15,7 @@
       nucleus: {temperature: 1.0, top_p: [0.9, 0.95]}
       min_p: {temperature: 1.0, min_p: [0.05, 0.1]}
       top_k: {temperature: 1.0, top_k: [20, 50]}
+      random_prefix: {length: [8, 32]}   # a random string before each sample, greedy
       noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence]}
       residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}
       custom:                    # anything else: named runs with their own args
@@ -36,7 +37,7 @@ import yaml
 
 from .verdict import THRESHOLDS, thresholds
 
-METHODS = ("greedy", "temperature", "nucleus", "min_p", "top_k", "noise", "residual", "custom")
+METHODS = ("greedy", "temperature", "nucleus", "min_p", "top_k", "random_prefix", "noise", "residual", "custom")
 _GREEDY = {"do_sample": False}
 
 
@@ -102,6 +103,9 @@ def _method_runs(method: str, spec) -> list[tuple[str, dict, dict, float | None]
                  {"do_sample": True, "temperature": float(t), "top_p": 1.0, method: cast(v)}, None)
                 for t, v in itertools.product(_as_list(spec.get("temperature", 1.0)),
                                               _as_list(spec.get(method, 0.1 if method == "min_p" else 50)))]
+    if method == "random_prefix":  # training-free seed conditioning (Nagarajan et al., 2025)
+        return [(f"prefix-{int(length)}", {"random_prefix": int(length)}, dict(_GREEDY), None)
+                for length in _as_list(spec.get("length", [16]))]
     if method == "noise":
         runs = []
         for sigma, site, scope in itertools.product(
