@@ -61,7 +61,7 @@ def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
     y_metrics = _correctness_metrics(runs)
     if not y_metrics or not any("distinct_2" in e["metrics"] for e in runs):
         return False
-    figure, axes = plt.subplots(1, len(y_metrics), figsize=(6.5 * len(y_metrics), 5), squeeze=False)
+    figure, axes = plt.subplots(1, len(y_metrics), figsize=(max(8.0, 6.5 * len(y_metrics)), 5), squeeze=False)
     for axis, y_metric in zip(axes[0], y_metrics):
         temperatures = sorted((e for e in runs if e["method"] == "temperature"),
                               key=lambda e: e["gen_kwargs"].get("temperature", 0))
@@ -94,7 +94,8 @@ def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
         axis.set_ylabel(y_metric)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, loc="best")
-    figure.suptitle(f"{board['sweep']}: correctness against diversity (95% bootstrap intervals over problems)")
+    figure.suptitle(f"{board['sweep']}: correctness against diversity (95% bootstrap intervals over problems)",
+                    fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -123,19 +124,22 @@ def _against_scale(plt, board: dict, path: Path) -> bool:
                           yerr=[[m - e["metrics"][metric]["ci_low"] for m, e in zip(means, members)],
                                 [e["metrics"][metric]["ci_high"] - m for m, e in zip(means, members)]],
                           marker="o", capsize=3, label=name)
+        levels: dict[float, list] = {}  # temperatures with one value share one line and label
         for entry in temperatures:
             value = entry["metrics"].get(metric)
             if value and value["n"]:
-                axis.axhline(value["mean"], color=_TEMPERATURE_COLOUR, linestyle=":", linewidth=1)
-                axis.annotate(f"T={entry['gen_kwargs'].get('temperature')}", (1.0, value["mean"]),
-                              xycoords=("axes fraction", "data"), fontsize=7, xytext=(2, 0),
-                              textcoords="offset points", va="center", color=_TEMPERATURE_COLOUR)
+                levels.setdefault(round(value["mean"], 6), []).append(entry["gen_kwargs"].get("temperature"))
+        for level, temps in levels.items():
+            axis.axhline(level, color=_TEMPERATURE_COLOUR, linestyle=":", linewidth=1)
+            axis.annotate("T=" + ", ".join(map(str, temps)), (1.0, level), xycoords=("axes fraction", "data"),
+                          fontsize=7, xytext=(2, 0), textcoords="offset points", va="center",
+                          color=_TEMPERATURE_COLOUR)
         axis.set_xlabel("noise scale (sigma_scale or noise_norm)")
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7, loc="best")
     figure.suptitle(f"{board['sweep']}: against noise scale; dotted lines: the temperature runs, T at the right "
-                    f"(95% intervals)")
+                    f"(95% intervals)", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
