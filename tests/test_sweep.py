@@ -164,3 +164,18 @@ methods:
 def test_ready_made_configs_load(config):
     sweep = load_sweep(config)
     assert sweep.runs and sweep.baseline in {run.name for run in sweep.runs}
+
+
+def test_task_variant_adds_pass_at_n_and_is_written_as_yaml(tmp_path):
+    import yaml
+
+    from lm_eval_noise.sweep.runner import task_variant
+
+    folder = tmp_path / "odd: name #1"  # characters that break hand-written YAML
+    name = task_variant(folder, "humaneval_noise", 5)
+    variant = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    assert variant["repeats"] == 5 and variant["include"].endswith("humaneval_noise.yaml")
+    metrics = [m["metric"] for m in variant["metric_list"]]
+    assert {"pass@1", "pass@10", "pass@5", "empty_rate"} <= set(metrics)
+    chat = yaml.safe_load((folder / f"{task_variant(folder, 'lmsys_chat_noise_n5', 3)}.yaml").read_text())
+    assert "metric_list" not in chat

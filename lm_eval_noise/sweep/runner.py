@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from ..resources import tasks_dir
@@ -35,14 +36,31 @@ class RunOutcome:
 
 
 def task_variant(folder: Path, task: str, samples: int) -> str:
-    """A task YAML that includes `task` with `repeats: samples`; returns its name."""
+    """A task YAML that includes `task` with `repeats: samples` (and pass@samples among
+    its metrics when the task reports pass@k); returns its name."""
     base = tasks_dir() / f"{task}.yaml"
     if not base.is_file():
         raise SweepConfigError(f"task {task!r} is not one of this package's tasks ({tasks_dir()})")
     name = f"{task}__n{samples}"
+    variant = {"include": str(base), "task": name, "repeats": samples}
+    metrics = _metric_list(base)
+    names = {m["metric"] for m in metrics}
+    if any(n.startswith("pass@") for n in names) and f"pass@{samples}" not in names:
+        variant["metric_list"] = metrics + [{"metric": f"pass@{samples}", "aggregation": "mean",
+                                             "higher_is_better": True}]
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.yaml").write_text(f"include: {base}\ntask: {name}\nrepeats: {samples}\n")
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(variant, sort_keys=False))
     return name
+
+
+def _metric_list(path: Path) -> list[dict]:
+    """The metric_list of a task YAML, following `include:` (task YAMLs carry !function tags)."""
+    loader = type("TaskLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!function", lambda node_loader, node: node_loader.construct_scalar(node))
+    config = yaml.load(path.read_text(), Loader=loader) or {}
+    if "metric_list" in config:
+        return list(config["metric_list"])
+    return _metric_list(path.parent / config["include"]) if "include" in config else []
 
 
 def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
