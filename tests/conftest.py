@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -22,3 +24,13 @@ def toy_paths(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(params=ARCHITECTURES)
 def toy_path(request, toy_paths) -> str:
     return toy_paths[request.param]
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """A temp root of this test's own, so other work on the machine (other sandboxes,
+    other processes) cannot be mistaken for a sandbox test's leftovers."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root

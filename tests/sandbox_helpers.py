@@ -1,9 +1,8 @@
-"""What the sandbox tests share: a private temp root and a search for leftovers."""
+"""What the sandbox tests share: the levels to test and a search for leftovers."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,3 @@ def leftovers(root: Path) -> set[str]:
         if b"_forkserver.py" in cmdline or uid >= PROGRAM_UID_FLOOR:
             found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
     return found
-
-
-@pytest.fixture
-def private_tmp(tmp_path, monkeypatch) -> Path:
-    """A temp root of this test's own, so other work on the machine is not a leftover."""
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root

