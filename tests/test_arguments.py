@@ -149,3 +149,27 @@ def test_no_plugin_argument_reaches_from_pretrained(toy_path, monkeypatch, tmp_p
     )
     assert len(seen) == 1
     assert not set(seen[0]) & set(OWNED_ARGS)
+
+
+@pytest.mark.parametrize("typo, meant", [("sgma_scale", "sigma_scale"), ("noisescope", "noise_scope"),
+                                         ("quantisation", "quantization"), ("random_prefx", "random_prefix")])
+def test_a_near_miss_of_our_arguments_is_refused_before_loading(typo, meant):
+    from lm_eval_noise.model import HFNoiseLM
+    from lm_eval_noise.noise import NoiseArgumentError
+
+    with pytest.raises(NoiseArgumentError, match=f"did you mean {meant}"):
+        HFNoiseLM(pretrained="/nonexistent/model", **{typo: "0.1"})
+
+
+def test_no_harness_argument_is_mistaken_for_a_near_miss():
+    import difflib
+    import inspect
+
+    from lm_eval.models.huggingface import HFLM
+
+    from lm_eval_noise.noise.spec import _NEAR_MISS, OWNED_ARGS
+
+    theirs = [name for name in inspect.signature(HFLM.__init__).parameters if name not in ("self", "kwargs")]
+    assert len(theirs) > 20
+    for name in theirs:
+        assert not difflib.get_close_matches(name, OWNED_ARGS + ("random_prefix",), cutoff=_NEAR_MISS), name

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_noise.noise import NoiseInjector, NoiseSampler, NoiseSpec, chi_mean, inject_noise
+from lm_eval_noise.noise import NoiseArgumentError, NoiseInjector, NoiseSampler, NoiseSpec, chi_mean, inject_noise
 from lm_eval_noise.noise import hooks as hooks_module
 from lm_eval_noise.noise.sites import decoder_layers
 
@@ -200,6 +200,42 @@ def test_cov_sqrt_shapes_the_noise_directions(toy, tmp_path):
     cosine = (noise @ direction).abs() / noise.norm(dim=-1)
     assert torch.all(cosine > 0.999)  # every draw lies along the one direction
     assert noise.norm(dim=-1).mean().item() == pytest.approx(0.4 * injector.reference_norm, rel=0.02)
+
+
+def test_cov_sqrt_is_applied_as_a_times_u_not_its_transpose(toy, tmp_path):
+    """Recipe B computes v = cov_sqrt @ u. For A = e0 w^T (not symmetric), A u = (w.u) e0
+    lies along e0, while A^T u = u0 w would lie along w."""
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    w = torch.randn(dim, generator=torch.Generator().manual_seed(1))
+    factor = torch.zeros(dim, dim)
+    factor[0] = w
+    np.save(tmp_path / "factor.npy", factor.numpy())
+    spec = _spec(sigma_scale=0.4, noise_cov_sqrt=str(tmp_path / "factor.npy"))
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    noise = added_noise(model, injector, _ids(tokenizer, rows=4), seeds=range(4)).reshape(-1, dim)
+    assert torch.all(noise[:, 0].abs() / noise.norm(dim=-1) > 0.999)
+
+
+@pytest.mark.parametrize("matrix, message", [
+    (np.zeros((4, 4)), "not all zero"),
+    (np.full((4, 4), np.nan), "finite"),
+])
+def test_degenerate_cov_sqrt_files_are_refused(tmp_path, matrix, message):
+    np.save(tmp_path / "bad.npy", matrix)
+    with pytest.raises(NoiseArgumentError, match=message):
+        _spec(sigma_scale=0.1, noise_cov_sqrt=str(tmp_path / "bad.npy"))
+
+
+def test_suspicious_cov_sqrt_files_are_warned_about(tmp_path):
+    rank_one = np.outer(np.arange(1.0, 9.0), np.arange(1.0, 9.0))
+    np.save(tmp_path / "flat.npy", rank_one)
+    with pytest.warns(UserWarning, match="effective rank 1.00"):
+        spec = _spec(sigma_scale=0.1, noise_cov_sqrt=str(tmp_path / "flat.npy"))
+    assert spec.to_record()["cov_sqrt_effective_rank"] == pytest.approx(1.0)
+    np.save(tmp_path / "indefinite.npy", np.diag([1.0, -1.0, 2.0, 3.0]))
+    with pytest.warns(UserWarning, match="not positive semi-definite"):
+        _spec(sigma_scale=0.1, noise_cov_sqrt=str(tmp_path / "indefinite.npy"))
 
 
 def test_noise_vectors_per_sequence_use_row_repeat_mod_k(toy, tmp_path):

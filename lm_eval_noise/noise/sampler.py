@@ -2,7 +2,8 @@
 
 Scaling (all modes give the noise an expected L2 norm `expected_norm`):
 - isotropic:  v = u * expected_norm / E||u||, u ~ N(0, I_d)          (exactly Gaussian)
-- cov_sqrt:   v = (C^1/2 u / ||C^1/2 u||) * ||u|| * expected_norm / E||u||
+- cov_sqrt:   v = (A u / ||A u||) * ||u|| * expected_norm / E||u||, A the file's matrix
+              (recipe B's cov_sqrt @ u; for the symmetric root A = C^1/2)
               (direction shaped by C, radial spread of an isotropic Gaussian)
 - vectors:    v = V_k / ||V_k|| * expected_norm                         (fixed directions)
 where E||u|| = sqrt(2) * Gamma((d+1)/2) / Gamma(d/2) is the chi mean.
@@ -62,7 +63,7 @@ class NoiseSampler:
         normals = gaussian(seeds, positions, self.dim)
         if self._cov_sqrt is not None:
             radius = normals.norm(dim=-1, keepdim=True)
-            shaped = normals @ self._cov_sqrt
+            shaped = normals @ self._cov_sqrt.T  # rows u^T A^T = (A u)^T
             # A direction C^1/2 u of exactly zero length is measure-zero; clamp guards it.
             normals = shaped * (radius / shaped.norm(dim=-1, keepdim=True).clamp_min(1e-30))
         return normals.mul_(self._gaussian_scale)

@@ -6,8 +6,10 @@ load. Checks that need the model (layer index, hidden size) live in `validate_fo
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,8 +36,11 @@ NOISE_ARGS = (
 )
 OWNED_ARGS = NOISE_ARGS + ("quantization",)
 # Prefixes that mark an argument as ours, so a typo such as `noise_scop` is caught
-# instead of being forwarded to from_pretrained.
+# instead of being forwarded to from_pretrained; near misses of our names without the
+# prefix (`sgma_scale`, `noisescope`) are caught by their similarity.
 _OWNED_PREFIXES = ("noise_", "sigma_")
+_NEAR_MISS = 0.8  # difflib ratio; no HFLM argument comes this close to one of ours
+NEARLY_ONE_DIMENSIONAL = 2.0  # effective rank below which a cov_sqrt shape is warned about
 
 
 class NoiseArgumentError(ValueError):
@@ -60,6 +65,7 @@ class NoiseSpec:
     vectors_path: str | None = None
     cov_sqrt: np.ndarray | None = field(default=None, repr=False, compare=False)
     vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
+    cov_sqrt_effective_rank: float | None = None  # of A A^T, recorded in the results JSON
 
     @property
     def active(self) -> bool:
@@ -78,6 +84,10 @@ class NoiseSpec:
         unknown = [k for k in args if k.startswith(_OWNED_PREFIXES) and k not in NOISE_ARGS]
         if unknown:
             raise NoiseArgumentError(unknown[0], args[unknown[0]], ", ".join(NOISE_ARGS))
+        for key in args:
+            close = difflib.get_close_matches(key, OWNED_ARGS + ("random_prefix",), n=1, cutoff=_NEAR_MISS)
+            if close and close[0] != key:
+                raise NoiseArgumentError(key, args[key], f"an hf-noise argument: did you mean {close[0]}?")
         raw = {k: args.pop(k) for k in NOISE_ARGS if k in args}
         site, layer = _parse_site(raw.get("noise_site", "embed"))
         spec = cls(
@@ -107,16 +117,15 @@ class NoiseSpec:
     def with_loaded_files(self) -> NoiseSpec:
         """Load and shape-check the .npy files that do not depend on the model."""
         cov = _load_matrix("noise_cov_sqrt", self.cov_sqrt_path) if self.cov_sqrt_path else None
-        if cov is not None and cov.shape[0] != cov.shape[1]:
-            raise NoiseArgumentError(
-                "noise_cov_sqrt", f"{self.cov_sqrt_path} (shape {cov.shape})", "a square (d x d) .npy matrix"
-            )
+        rank = None
+        if cov is not None:
+            rank = _check_cov_sqrt(cov, self.cov_sqrt_path)
         vecs = _load_matrix("noise_vectors", self.vectors_path) if self.vectors_path else None
         if vecs is not None and np.any(np.linalg.norm(vecs, axis=1) == 0):
             raise NoiseArgumentError(
                 "noise_vectors", self.vectors_path, "a (K x d) .npy matrix with no all-zero row"
             )
-        return replace(self, cov_sqrt=cov, vectors=vecs)
+        return replace(self, cov_sqrt=cov, vectors=vecs, cov_sqrt_effective_rank=rank)
 
     def validate_for_model(self, hidden_size: int, num_layers: int) -> NoiseSpec:
         """Check the model-dependent arguments; returns the spec with the layer made non-negative."""
@@ -150,6 +159,37 @@ class NoiseSpec:
         record["cov_sqrt_sha256"] = _sha256(self.cov_sqrt_path)
         record["vectors_sha256"] = _sha256(self.vectors_path)
         return record
+
+
+def _check_cov_sqrt(factor: np.ndarray, path: str) -> float:
+    """Refuse a square root A that cannot shape noise; warn on a suspicious one. Returns
+    the effective rank (participation ratio) of the covariance A A^T it stands for."""
+    if factor.shape[0] != factor.shape[1]:
+        raise NoiseArgumentError("noise_cov_sqrt", f"{path} (shape {factor.shape})", "a square (d x d) .npy matrix")
+    if not np.all(np.isfinite(factor)):
+        raise NoiseArgumentError("noise_cov_sqrt", path, "a matrix of finite numbers")
+    if not np.any(factor):
+        raise NoiseArgumentError("noise_cov_sqrt", path, "a matrix that is not all zero (it would add no noise)")
+    matrix = factor.astype(np.float32)
+    covariance = matrix @ matrix.T
+    rank = float(np.trace(covariance)) ** 2 / float(np.sum(covariance.astype(np.float64) ** 2))
+    if rank < NEARLY_ONE_DIMENSIONAL:
+        warnings.warn(f"hf-noise: noise_cov_sqrt={path} is nearly one-dimensional (effective rank {rank:.2f} "
+                      f"of {factor.shape[0]}): the noise will lie along about one direction", UserWarning, stacklevel=3)
+    if np.allclose(factor, factor.T) and not _positive_semidefinite(factor):
+        warnings.warn(f"hf-noise: noise_cov_sqrt={path} is symmetric but not positive semi-definite: is it a "
+                      "covariance's square root? (lm-eval-noise covariance writes cov_sqrt.npy)", UserWarning,
+                      stacklevel=3)
+    return rank
+
+
+def _positive_semidefinite(matrix: np.ndarray) -> bool:
+    jitter = 1e-6 * float(np.abs(np.diag(matrix)).max() or 1.0)
+    try:
+        np.linalg.cholesky(matrix.astype(np.float64) + jitter * np.eye(matrix.shape[0]))
+    except np.linalg.LinAlgError:
+        return False
+    return True
 
 
 def _parse_site(value: Any) -> tuple[str, int | None]:
