@@ -2,12 +2,12 @@
 server, outside the program's sandbox.
 
 Its server compiles the program's source itself (so a syntax error is known, not
-claimed) and the tests; it runs
-the task's own test code (trusted: the dataset's prompt and tests) and calls the
-candidate in the sandboxed program process over two pipes, receiving plain values
-only (see _wire). When `check(candidate)` returns, it writes the secret token to its
-result pipe. Every status it writes is its own: what the program said goes, capped,
-into `detail` and can only ever explain a failure.
+claimed) and the tests. It runs the task's own test code (trusted: the dataset's prompt
+and tests) and calls the candidate in the sandboxed program process over two pipes,
+receiving plain values only (see _wire). When `check(candidate)` returns, it writes the
+secret token to its result pipe. Every status it writes is its own: what the program
+said goes, capped, into `detail` and can only ever explain a failure. A builtin
+exception the candidate raised is raised again here as itself, as in one process.
 
 Standard library only.
 """
