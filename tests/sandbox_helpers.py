@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_noise.execution import isolation
+from lm_eval_noise.execution.cgroups import create_cgroup
 
 PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py gives programs uids above this
 # .ci/run demands the strongest level (LM_EVAL_NOISE_SANDBOX=namespaces): there a level
@@ -15,6 +16,14 @@ PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py gives programs uids above this
 NAMESPACES = os.environ.get("LM_EVAL_NOISE_SANDBOX") == "namespaces" or isolation.namespaces_work()
 needs_namespaces = pytest.mark.skipif(not NAMESPACES, reason="namespaces are not available here")
 LEVELS = (["namespaces"] if NAMESPACES else []) + ["none"]
+
+
+def cgroups_available() -> bool:
+    """Whether workers get a cgroup here (one is made and removed to find out)."""
+    group = create_cgroup(1 << 30, 64)
+    if group is not None:
+        group.remove()
+    return group is not None
 
 
 def leftovers(root: Path) -> set[str]:

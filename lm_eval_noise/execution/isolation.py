@@ -20,7 +20,6 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 LEVELS = ("namespaces", "none")
 _ENV_CHOICE = "LM_EVAL_NOISE_SANDBOX"
@@ -78,9 +77,6 @@ def hidden_paths() -> list[str]:
             if os.path.isdir(os.path.join(directory, name)):
                 hidden.add(os.path.realpath(os.path.join(directory, name)))
     return sorted(hidden)
-
-
-view = SimpleNamespace(python_path=python_path, read_only_paths=read_only_paths, hidden_paths=hidden_paths)
 
 
 # ---------------------------------------------------------------- detection

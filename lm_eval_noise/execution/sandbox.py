@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import _tree
+from . import _tree, _wire, isolation
 from .cgroups import Cgroup, create_cgroup
-from .isolation import Isolation, view
+from .isolation import Isolation
 
 SERVER = str(Path(__file__).resolve().with_name("_forkserver.py"))
 STATUSES = (
@@ -133,9 +133,9 @@ class Worker:
     def _start_servers(self) -> None:
         common = {"level": self.isolation.name, "root": self.root, "uid": self.uid,
                   "tmp_mb": self.limits.tmp_mb, "tmp_inodes": self.limits.tmp_inodes,
-                  "sys_path": view.python_path()}
+                  "sys_path": isolation.python_path()}
         if self.isolation.name == "namespaces":
-            common.update(read_only=view.read_only_paths(), hidden=view.hidden_paths())
+            common.update(read_only=isolation.read_only_paths(), hidden=isolation.hidden_paths())
         self.program_server = _ForkServer({**common, "role": "program"})
         self.checker_server = _ForkServer({**common, "role": "checker"})
 
@@ -331,8 +331,6 @@ def _classify_untested(report: bytes, ran: dict) -> ExecutionResult:
 
 
 def _first_message(data: bytes):
-    from . import _wire
-
     if len(data) < 4:
         return None
     size = int.from_bytes(data[:4], "big")

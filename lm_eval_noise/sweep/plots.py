@@ -30,6 +30,10 @@ def family(entry: dict) -> str:
     return entry["method"] if entry["method"] in ("temperature", "greedy") else entry["name"]
 
 
+def _temperature_runs(runs: list[dict]) -> list[dict]:
+    return sorted((e for e in runs if e["method"] == "temperature"), key=lambda e: e["gen_kwargs"].get("temperature", 0))
+
+
 def _point(entry: dict, x_metric: str, y_metric: str):
     x, y = entry["metrics"].get(x_metric), entry["metrics"].get(y_metric)
     if not x or not y or not x["n"] or not y["n"]:
@@ -63,8 +67,7 @@ def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
         return False
     figure, axes = plt.subplots(1, len(y_metrics), figsize=(max(8.0, 6.5 * len(y_metrics)), 5), squeeze=False)
     for axis, y_metric in zip(axes[0], y_metrics):
-        temperatures = sorted((e for e in runs if e["method"] == "temperature"),
-                              key=lambda e: e["gen_kwargs"].get("temperature", 0))
+        temperatures = _temperature_runs(runs)
         _curve(axis, temperatures, "distinct_2", y_metric, "temperature (T increasing)",
                color=_TEMPERATURE_COLOUR, marker="o", linestyle="-", zorder=3)
         for entry in temperatures:
@@ -110,8 +113,7 @@ def _against_scale(plt, board: dict, path: Path) -> bool:
     if not noisy or not metrics:
         return False
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.3 * len(metrics), 4.5), squeeze=False)
-    temperatures = sorted((e for e in runs if e["method"] == "temperature"),
-                          key=lambda e: e["gen_kwargs"].get("temperature", 0))
+    temperatures = _temperature_runs(runs)
     for axis, metric in zip(axes[0], metrics):
         families: dict[str, list] = {}
         for entry in noisy:
