@@ -104,6 +104,7 @@ def test_page_in_a_headless_browser(runs, tmp_path):
             assert all(abs(a - b) <= 1 for a, b in zip(shown, expected_rgb(logprob))), (logprob, shown)
         assert page.locator(".row").first.locator(".tok").nth(1).inner_text() == " <b>"  # text, not markup
         assert "</script>" in page.locator(".prompt").first.inner_text()
+        assert "noise.site=layer:1" in page.locator(".run").first.get_attribute("title")  # full settings on hover
         page.screenshot(path=str(tmp_path / "page1.png"), full_page=True)
         page.click("#next")
         assert page.locator("#page").inner_text() == "page 2 of 2" and page.locator(".row").count() == 4

@@ -5,7 +5,8 @@ from `--scores` (the output of `lm-eval-noise score`) or, without it, from sampl
 task that scores in the run (lmsys_chat_noise). Each run's noise settings come from
 the results JSON lm-eval wrote next to its samples. The page embeds everything (no
 network, no CDN): answers sorted from the worst mean token log-prob, `--top-n` per run,
-filters by run and noise scale, pages of 10, tokens coloured by log-prob (value on hover).
+filters by run and noise scale, pages of 10, tokens coloured by log-prob (value on hover),
+each run's full settings on hovering its name.
 """
 
 from __future__ import annotations
