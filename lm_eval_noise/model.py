@@ -1,15 +1,17 @@
 """HFNoiseLM, registered as `hf-noise`: lm-eval's HFLM plus Gaussian noise.
 
-How rows find their noise. Each request gets a sample seed from its content and
-repeat index (seeding.py) when it enters `generate_until` / `loglikelihood` /
-`loglikelihood_rolling`. HFLM then sorts and batches requests its own way; the seeds
-follow the rows through two narrow points:
+The noise of a row is a function of (noise_seed, its request's content, its repeat index,
+the position): `sample_seed` gives the seed, the hooks (noise/hooks.py) take positions
+from each forward call. This adapter only tells the hooks which seed each row of a
+batch carries. HFLM sorts and batches requests its own way; the seeds find their rows
+through two narrow points:
 - generation: HFLM calls `tok_batch_encode(contexts)` right before `_model_generate`,
-  so the batch's context strings pick up their seeds there (FIFO per string);
-- scoring: `_model_call` gets a right-padded token tensor, and each row is matched to
-  its registered input tokens (FIFO per token sequence).
-Equal rows are interchangeable, and HFLM's sort is stable, so the assignment is the
-same for any batch size or request order.
+  so the batch's context strings pick up their seeds there (FIFO per string; equal
+  strings differ only by repeat index, and HFLM's stable sort keeps their order);
+- scoring: `_model_call` gets right-padded token rows, each looked up by its tokens in
+  a table built from the requests. For loglikelihood the seed comes from the context
+  alone, so every request with the same model input has the same noise: the choices
+  of a question share one draw (a paired comparison), and HFLM's logits cache stays on.
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ import copy
 import logging
 import weakref
 from collections import defaultdict, deque
+from dataclasses import dataclass
 
 import lm_eval.models  # noqa: F401  (register the built-in models before ours; see _autoregister)
-from lm_eval import utils as lm_utils
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from . import __version__
-from .noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
-from .noise.rng import derive_seed
+from .noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec, sample_seed
 from .noise.sites import count_layers
 from .noise.spec import QUANTIZATIONS
 from .quantization import bitsandbytes_config
-from .seeding import random_prefix, request_seeds
+from .seeding import random_prefix, repeat_indices, request_seeds
 
 _log = logging.getLogger(__name__)
 # Models alive in this process, by `pretrained`, so a reference scorer can reuse the
@@ -44,8 +45,27 @@ def live_model(pretrained: str):
     return None if lm is None else (lm.model, lm.tokenizer)
 
 
+@dataclass(frozen=True)
+class _Row:
+    """The noise of one model-input row: its sample seed, repeat index and how many of
+    its positions are prompt (context)."""
+
+    seed: int
+    repeat: int
+    prompt_length: int
+
+
 @register_model("hf-noise")
 class HFNoiseLM(HFLM):
+    """HFLM with noise. Private HFLM methods overridden, and why:
+    - `_create_model`: check the layer and file shapes against the config, and add the
+      quantization config, before the weights load;
+    - `_model_call`, `_model_generate`: the model call, wrapped in the noise hooks (as
+      lm-eval's hf_steered.py does);
+    - `_loglikelihood_tokens`: the only place a scoring row's tokens meet its request;
+    - `_detect_batch_size`: its probe rows belong to no request.
+    """
+
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
         # Parse and validate everything we own before HFLM loads anything.
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
@@ -62,26 +82,24 @@ class HFNoiseLM(HFLM):
                 "quantization", quantization, "none when `pretrained` is an already-loaded model"
             )
         self.quantization = quantization
-        if self.noise_spec.active:
-            if kwargs.get("logits_cache"):
-                _log.warning("hf-noise: logits_cache is turned off while noise is on")
-            # Requests must never share a noisy forward pass.
-            kwargs["logits_cache"] = False
         super().__init__(pretrained=pretrained, **kwargs)
 
-        self.noise: NoiseInjector | None = None
-        if self.noise_spec.active:
-            if self.backend != "causal":
-                raise NoiseArgumentError("backend", self.backend, "causal (hf-noise needs a decoder-only LM)")
-            self.noise = NoiseInjector(
+        if self.backend != "causal" and self.noise_spec.active:
+            raise NoiseArgumentError("backend", self.backend, "causal (hf-noise needs a decoder-only LM)")
+        # Built even without noise, so every run records its site's reference norm.
+        self.injector: NoiseInjector | None = None
+        if self.backend == "causal":
+            self.injector = NoiseInjector(
                 self.model, self.noise_spec, tokenizer=self.tokenizer, max_length=self.max_length
             )
-            _log.info(f"hf-noise: {self.noise.record()}")
+            _log.info(f"hf-noise: {self.injector.record()}")
+        self.noise = self.injector if self.noise_spec.active else None
         self._generation_rows: dict[str, deque] = {}
         self._generation_batch: list[tuple[int, int]] | None = None
-        self._scoring_pending: deque = deque()
-        self._scoring_rows: dict[tuple, deque] = {}
-        self._calibrating = False
+        self._scoring_repeat = 0
+        self._scoring_table: dict[tuple, _Row] | None = None
+        self._probing = False
+        self._prompt_reference_norms: dict[str, float] = {}
         if isinstance(pretrained, str):
             _LIVE[pretrained] = self
 
@@ -104,7 +122,7 @@ class HFNoiseLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        noise = self.noise.record() if self.noise else self.noise_spec.to_record()
+        noise = self.injector.record() if self.injector else self.noise_spec.to_record()
         info["noise"] = {
             "active": self.noise is not None,
             **noise,
@@ -112,6 +130,9 @@ class HFNoiseLM(HFLM):
             "random_prefix": self.random_prefix,
             "lm_eval_noise_version": __version__,
         }
+        if self.noise_spec.reference == "prompt":
+            info["noise"]["noise_per_reference"] = self.injector.norm_per_reference()
+            info["noise"]["prompt_reference_norms"] = self._prompt_reference_norms
         return info
 
     # --- generation ----------------------------------------------------------------
@@ -131,6 +152,7 @@ class HFNoiseLM(HFLM):
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
         finally:
             self._generation_rows = {}
+            self._gather_prompt_reference_norms()
 
     def tok_batch_encode(self, strings, *args, **kwargs):
         if self._generation_rows:  # inside generate_until: this batch is about to be generated
@@ -159,110 +181,114 @@ class HFNoiseLM(HFLM):
             device=self.noise.device,
         )
         with self.noise.attached(batch):
-            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+            output = super()._model_generate(context, max_length, stop, **generation_kwargs)
+        if batch.norms is not None:  # noise_reference=prompt: each sample's own norm
+            for (seed, _), norm in zip(rows, batch.norms.tolist()):
+                self._prompt_reference_norms[str(seed)] = norm / self.noise.norm_per_reference()
+        return output
+
+    def _gather_prompt_reference_norms(self) -> None:
+        """Rank 0 writes the results JSON: give it every rank's per-sample norms."""
+        if self.world_size > 1 and self.noise_spec.reference == "prompt":
+            for part in self.gather_object(self._prompt_reference_norms) or []:
+                self._prompt_reference_norms.update(part)
 
     # --- scoring -------------------------------------------------------------------
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        if self.noise is None:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        seeds = request_seeds(requests, self.noise_spec.seed, _loglikelihood_content)
-        self._scoring_pending = deque((None, seed, repeat) for seed, repeat in seeds)
-        try:
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._scoring_pending = deque()
+        return self._by_repeat(super().loglikelihood, requests, disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        if self.noise is None:
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
-        seeds = request_seeds(requests, self.noise_spec.seed, _rolling_content)
-        pending = deque()
-        for request, (seed, repeat) in zip(requests, seeds):
-            for index, window in enumerate(self._rolling_windows(request.args[0])):
-                pending.append((window, derive_seed(seed, index), repeat))
-        self._scoring_pending = pending
-        try:
-            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm)
-        finally:
-            self._scoring_pending = deque()
+        return self._by_repeat(super().loglikelihood_rolling, requests, disable_tqdm)
 
-    def _rolling_windows(self, string: str):
-        """The (context, continuation) token windows HFLM.loglikelihood_rolling makes."""
-        return map(
-            lm_utils.make_disjoint_window,
-            lm_utils.get_rolling_token_windows(
-                token_list=self.tok_encode(string),
-                prefix_token=self.prefix_token_id,
-                max_seq_len=self.max_length,
-                context_len=1,
-            ),
-        )
+    def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
+        """Score requests in one pass per repeat index (the seed's third part), so every
+        row of a pass is named by its tokens."""
+        if self.noise is None:
+            return score(requests, disable_tqdm=disable_tqdm)
+        repeats = repeat_indices(requests)
+        results = [None] * len(requests)
+        for repeat in sorted(set(repeats)):
+            indices = [i for i, r in enumerate(repeats) if r == repeat]
+            self._scoring_repeat = repeat
+            for index, result in zip(indices, score([requests[i] for i in indices], disable_tqdm=disable_tqdm)):
+                results[index] = result
+        self._scoring_repeat = 0
+        return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
         if self.noise is None:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        rows = defaultdict(deque)
-        for _, context, continuation in requests:
-            seed, repeat = self._next_scoring_seed(context, continuation)
-            # The model input HFLM builds, and how many of its positions are context.
-            model_input = (context + continuation)[-(self.max_length + 1) :][:-1]
-            prompt_length = max(0, len(model_input) - (len(continuation) - 1))
-            rows[tuple(model_input)].append((seed, repeat, prompt_length))
-        self._scoring_rows = rows
-        try:
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        finally:
-            self._scoring_rows = {}
+        keyed = [self._scoring_row(*request) for request in requests]
+        results = [None] * len(requests)
+        for indices, table in _unambiguous_passes(keyed):
+            self._scoring_table = table
+            try:
+                scored = super()._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm, override_bs)
+            finally:
+                self._scoring_table = None
+            for index, result in zip(indices, scored):
+                results[index] = result
+        return results
 
-    def _next_scoring_seed(self, context, continuation) -> tuple[int, int]:
-        if not self._scoring_pending:
-            if self.world_size > 1:  # HFLM pads ranks with copies of a window; discarded
-                return 0, 0
-            raise RuntimeError("hf-noise: a scoring request arrived without a seed")
-        expected, seed, repeat = self._scoring_pending.popleft()
-        if expected is not None and (list(expected[0]), list(expected[1])) != (
-            list(context),
-            list(continuation),
-        ):
-            raise RuntimeError(
-                "hf-noise: lm-eval's rolling windows differ from the ones noise seeds were "
-                "assigned to; this lm-eval version is not supported"
-            )
-        return seed, repeat
+    def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, _Row]:
+        """(the row's tokens without trailing zeros, its noise) for one token request."""
+        if key is None:  # a rolling window (HFLM passes no key): its tokens are its content
+            content = ("loglikelihood_rolling", [*context, *continuation])
+        else:  # (context, continuation) strings: the seed comes from the context alone
+            content = ("loglikelihood", key[0])
+        seed = sample_seed(self.noise_spec.seed, content, self._scoring_repeat)
+        # The row HFLM._loglikelihood_tokens feeds a causal model: truncated on the left.
+        model_input = (context + continuation)[-(self.max_length + 1) :][:-1]
+        prompt_length = max(0, len(model_input) - (len(continuation) - 1))
+        return _rstrip_zeros(model_input), _Row(seed, self._scoring_repeat, prompt_length)
 
     def _detect_batch_size(self, *args, **kwargs):
-        # Batch-size probing runs the model on dummy rows; give them dummy seeds so the
-        # probe measures memory with the noise hook in place.
-        self._calibrating = True
+        # The probe runs the model on dummy rows; they get seed 0, so the probe measures
+        # memory with the noise hook in place.
+        self._probing = True
         try:
             return super()._detect_batch_size(*args, **kwargs)
         finally:
-            self._calibrating = False
+            self._probing = False
 
     def _model_call(self, inps, attn_mask=None, labels=None):
         if self.noise is None:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-        rows = [self._scoring_row(tokens) for tokens in inps.tolist()]
-        seeds, repeats, prompt_lengths = zip(*rows)
+        rows = [self._row_of(tokens) for tokens in inps.tolist()]
         batch = NoiseBatch.build(
-            seeds, repeats, prompt_lengths=prompt_lengths, device=self.noise.device
+            [row.seed for row in rows],
+            [row.repeat for row in rows],
+            prompt_lengths=[row.prompt_length for row in rows],
+            device=self.noise.device,
         )
         with self.noise.attached(batch):
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
 
-    def _scoring_row(self, tokens: list[int]) -> tuple[int, int, int]:
-        """(seed, repeat, prompt length) of one right-padded row (HFLM pads with 0)."""
-        if self._calibrating:
-            return 0, 0, len(tokens)
-        trailing_zeros = len(tokens) - len(_rstrip_zeros(tokens))
-        # Longest candidate first: HFLM sorts rows longest first, so a row that really
-        # ends in token 0 is matched before a shorter one sharing its prefix.
-        for length in range(len(tokens), len(tokens) - trailing_zeros - 1, -1):
-            queue = self._scoring_rows.get(tuple(tokens[:length]))
-            if queue:
-                return queue.popleft()
-        raise RuntimeError("hf-noise: a model input arrived that no request registered")
+    def _row_of(self, tokens: list[int]) -> _Row:
+        """The noise of one right-padded row (HFLM pads with 0)."""
+        if self._probing:
+            return _Row(0, 0, len(tokens))
+        row = (self._scoring_table or {}).get(_rstrip_zeros(tokens))
+        if row is None:
+            raise RuntimeError("hf-noise: a model input arrived that no request registered")
+        return row
+
+
+def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]):
+    """Split requests into passes in which a row's tokens name its noise: requests with
+    the same tokens but different noise (the same tokens split differently into context
+    and continuation, or one ending in token 0 beside its padded twin) go to different
+    passes. Yields (request indices, {tokens: row}); almost always a single pass."""
+    passes: list[tuple[list[int], dict]] = []
+    for index, (tokens, row) in enumerate(keyed):
+        for indices, table in passes:
+            if table.setdefault(tokens, row) == row:
+                indices.append(index)
+                break
+        else:
+            passes.append(([index], {tokens: row}))
+    yield from passes
 
 
 def _prefixed(request, prefix: str):
@@ -277,16 +303,8 @@ def _generation_content(request) -> tuple:
     return ("generate_until", request.args[0])
 
 
-def _loglikelihood_content(request) -> tuple:
-    return ("loglikelihood", *request.args)
-
-
-def _rolling_content(request) -> tuple:
-    return ("loglikelihood_rolling", request.args[0])
-
-
-def _rstrip_zeros(tokens: list[int]) -> list[int]:
+def _rstrip_zeros(tokens: list[int]) -> tuple:
     end = len(tokens)
     while end and tokens[end - 1] == 0:
         end -= 1
-    return tokens[:end]
+    return tuple(tokens[:end])

@@ -104,8 +104,69 @@ def test_sigma_zero_equals_plain_hf(toy_path):
     )
 
 
-def test_noise_turns_off_the_logits_cache(toy_path):
-    assert make_lm(toy_path, sigma_scale=0.1, logits_cache=True).logits_cache is False
+# Continuations that are one token under the toy tokenizer: their model inputs are equal.
+SINGLE_TOKEN_CHOICES = (" a", " b", " A", " 2")
+QUESTION = "Question: How many legs does a spider have?\nAnswer:"
+
+
+def _choices(choices, context=QUESTION, task="toy", doc_id=0):
+    from lm_eval.api.instance import Instance
+
+    return [Instance("loglikelihood", {}, (context, c), i, (task, doc_id, 1)) for i, c in enumerate(choices)]
+
+
+def _scores(lm, requests) -> dict[str, float]:
+    return {r.args[1]: ll for r, (ll, _) in zip(requests, lm.loglikelihood(requests))}
+
+
+@pytest.mark.parametrize("logits_cache", [True, False])
+def test_single_token_choices_score_the_same_alone_and_in_any_order(toy_path, logits_cache):
+    """Choices whose model inputs are equal used to swap seeds with each other, so a
+    choice's score depended on which other choices were in the run."""
+    lm = make_lm(toy_path, batch_size=3, sigma_scale=1.0, logits_cache=logits_cache)
+    assert all(len(lm.tok_encode(c)) == 1 for c in SINGLE_TOKEN_CHOICES)
+    alone = {c: _scores(lm, _choices([c]))[c] for c in SINGLE_TOKEN_CHOICES}
+    assert len(set(alone.values())) == len(alone)  # the choices really differ
+    for order in (SINGLE_TOKEN_CHOICES, SINGLE_TOKEN_CHOICES[::-1], (" 2", " a", " A", " b"), (" b", " 2")):
+        together = _scores(lm, _choices(order))
+        assert together == pytest.approx({c: alone[c] for c in order}, rel=1e-5)
+
+
+def test_choices_of_one_question_share_their_noise(toy_path):
+    """Seed from the context alone: every choice's row gets the noise of
+    sample_seed(noise_seed, ("loglikelihood", context), 0), position by position, so
+    each score equals a direct forward with that seed (rebuilt from the seed rule)."""
+    import torch
+
+    from lm_eval_noise.noise import inject_noise, sample_seed
+
+    lm = make_lm(toy_path, batch_size=4, sigma_scale=1.0, noise_seed=5)
+    choices = (" a", " yes", " no thanks")
+    scores = _scores(lm, _choices(choices))
+    seed = sample_seed(5, ("loglikelihood", QUESTION), 0)
+    for choice in choices:
+        context, continuation = lm._encode_pair(QUESTION, choice)
+        tokens = torch.tensor([context + continuation])
+        with torch.no_grad(), inject_noise(lm.model, lm.noise_spec, [seed], injector=lm.noise,
+                                           prompt_lengths=[len(context)]):
+            logprobs = torch.log_softmax(lm.model(tokens[:, :-1]).logits.float(), dim=-1)
+        targets = tokens[0, len(context):]
+        direct = logprobs[0, len(context) - 1 :].gather(1, targets[:, None]).sum().item()
+        assert scores[choice] == pytest.approx(direct, abs=1e-4)
+
+
+def test_equal_content_in_different_tasks_scores_the_same(toy_path):
+    lm = make_lm(toy_path, batch_size=2, sigma_scale=1.0)
+    first = _choices((" a", " yes"), task="task_one", doc_id=3)
+    second = _choices((" a", " yes"), task="task_two", doc_id=8)
+    scores = [ll for ll, _ in lm.loglikelihood(first + second)]
+    assert scores[:2] == pytest.approx(scores[2:], rel=1e-6)
+    assert scores[:2] == pytest.approx([ll for ll, _ in lm.loglikelihood(first)], rel=1e-5)
+
+
+def test_logits_cache_stays_as_asked_under_noise(toy_path):
+    assert make_lm(toy_path, sigma_scale=0.1).logits_cache is True
+    assert make_lm(toy_path, sigma_scale=0.1, logits_cache=False).logits_cache is False
 
 
 def test_identical_content_gets_identical_noise(toy_path):

@@ -26,7 +26,8 @@ def _spec(**args) -> NoiseSpec:
 
 
 def added_noise(model, injector, input_ids, seeds, **batch):
-    """The tensor the hook added at its site, [B, T, d], for one plain forward."""
+    """The tensor the hook added at its site, [B, T, d], for one plain forward (given
+    `attention_mask`, the model gets it too: positions come from the model's call)."""
     outputs = []
 
     def capture(module, inputs, output):
@@ -37,7 +38,7 @@ def added_noise(model, injector, input_ids, seeds, **batch):
             with inject_noise(model, injector.spec, seeds, injector=injector, **batch) if noisy else nullcontext():
                 handle = injector.module.register_forward_hook(capture)  # after the noise hook
                 try:
-                    model(input_ids=input_ids)
+                    model(input_ids=input_ids, attention_mask=batch.get("attention_mask"))
                 finally:
                     handle.remove()
     clean, noised = outputs
@@ -179,7 +180,7 @@ def test_decoder_layers_returning_tuples_get_the_same_noise_as_tensors(toy):
     extra = object()
     results = []
     for output in (hidden, (hidden, extra)):
-        hook = hooks_module._NoiseHook(injector.sampler, hooks_module.NoiseBatch.build([1, 2]), "all")
+        hook = hooks_module._NoiseHook(injector, hooks_module.NoiseBatch.build([1, 2]))
         results.append(hook(injector.module, (hidden,), output))
     as_tensor, as_tuple = results
     assert isinstance(as_tuple, tuple) and as_tuple[1] is extra
@@ -262,8 +263,8 @@ def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
     shapes = []
     sample = injector.sampler.sample
 
-    def recording_sample(seeds, repeats, positions):
-        out = sample(seeds, repeats, positions)
+    def recording_sample(seeds, repeats, positions, norms=None):
+        out = sample(seeds, repeats, positions, norms)
         shapes.append(tuple(out.shape))
         return out
 
@@ -306,3 +307,36 @@ def test_noise_is_regenerated_from_the_sample_seed_alone(toy):
     fresh = NoiseSampler(spec, injector.reference_norm, noise.shape[-1], torch.device("cpu"))
     again = fresh.sample(torch.tensor([456]), torch.tensor([0]), torch.arange(10)[None])
     assert torch.allclose(again[0], noise[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("site", ["embed", "layer:1"])
+def test_generation_without_cache_gets_the_same_noise_as_with_it(toy, site):
+    """Positions come from the forward call, not a per-hook counter: without a KV cache
+    every step recomputes positions 0..p, and each gets the noise it got the first time."""
+    model, tokenizer = toy
+    spec = _spec(sigma_scale=1.5, noise_site=site, noise_positions="generated")
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    tokenizer.padding_side = "left"
+    batch = tokenizer(["def add(a, b):", "The quick brown fox jumps"], return_tensors="pt", padding=True)
+    outputs = []
+    for use_cache in (True, False):
+        with inject_noise(model, spec, [3, 4], attention_mask=batch["attention_mask"], injector=injector):
+            outputs.append(model.generate(**batch, max_new_tokens=8, do_sample=False, use_cache=use_cache,
+                                          pad_token_id=tokenizer.pad_token_id))
+    clean = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert torch.equal(outputs[0], outputs[1])
+    assert not torch.equal(outputs[0], clean)
+
+
+def test_a_second_forward_in_one_block_gets_the_same_noise(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.5, noise_positions="generated"), tokenizer=tokenizer)
+    ids = _ids(tokenizer, rows=2, length=12)
+    with torch.no_grad(), inject_noise(model, injector.spec, [1, 2], prompt_lengths=[5, 8], injector=injector):
+        first = model(input_ids=ids).logits
+        second = model(input_ids=ids).logits
+    clean = model(input_ids=ids).logits.detach()
+    assert torch.equal(first, second)
+    # The prompt stays clean: logits at prompt positions equal the noiseless ones.
+    assert torch.allclose(first[0, :5], clean[0, :5]) and torch.allclose(first[1, :8], clean[1, :8])
+    assert not torch.allclose(first[0, 5:], clean[0, 5:])

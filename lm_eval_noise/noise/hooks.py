@@ -1,9 +1,13 @@
-"""The forward hook that adds noise, and the context managers that attach it.
+"""The forward hooks that add noise, and the context managers that attach them.
 
-A hook is attached only around one batch's model call or `generate` (as lm-eval's
-`hf_steered.py` does), so the model is clean outside. Within a batch the hook counts
-the positions it has seen, so position p gets the same noise whether it arrives in
-the prefill or in a cached decoding step of shape [B, 1, d].
+Hooks are attached only around one batch's model call or `generate` (as lm-eval's
+`hf_steered.py` does), so the model is clean outside. Two hooks work together:
+- a pre-hook on the model body reads, from the arguments of each forward call, which
+  positions it computes: the 2-D attention mask (left padding, cached steps: the mask
+  covers past and current tokens, as `generate` passes it) or else the KV cache's length;
+- the noise hook on the site adds noise for those positions.
+So position p gets the same noise in a prefill, a cached step, a forward without cache
+or a second call inside one block.
 """
 
 from __future__ import annotations
@@ -20,23 +24,27 @@ from .spec import NoiseSpec
 
 # Bound on noise elements generated at once during a long prefill (int64 hash temporaries).
 _MAX_CHUNK_ELEMENTS = 1 << 22
+_NO_BOUNDARY = torch.iinfo(torch.int64).max
 
 
 @dataclass
 class NoiseBatch:
-    """Per-row facts the hook needs, all int64 [B] on the model's device.
+    """Per-row facts the hooks need, on the model's device.
 
-    pad_offsets: left-padding length (position p of a row is padded index p + offset);
-    prompt_lengths: positions < this are prompt, the rest generated/continuation.
+    seeds, repeats: int64 [B]; prompt_lengths: int64 [B], positions below are prompt, the
+    rest generated (or continuation); norms: float32 [B] noise norm per row, None for the
+    spec's own; with `noise_reference=prompt` the hook fills it from the prompt it sees.
     """
 
     seeds: torch.Tensor
     repeats: torch.Tensor
-    pad_offsets: torch.Tensor
     prompt_lengths: torch.Tensor
+    norms: torch.Tensor | None = None
 
     @classmethod
     def build(cls, seeds, repeats=None, attention_mask=None, prompt_lengths=None, device=None):
+        """`attention_mask` (left-padded, as for `generate`) gives each row's prompt length
+        when `prompt_lengths` is not given; with neither, every position is prompt."""
         seeds = torch.as_tensor(seeds, dtype=torch.int64, device=device)
         size = seeds.shape[0]
         repeats = (
@@ -44,19 +52,14 @@ class NoiseBatch:
             if repeats is None
             else torch.as_tensor(repeats, dtype=torch.int64, device=device)
         )
-        if attention_mask is not None:  # left-padded prompts, as generate() expects
-            mask = attention_mask.to(device=device, dtype=torch.int64)
-            real = mask.sum(dim=1)
-            pad_offsets = mask.shape[1] - real
-            if prompt_lengths is None:
-                prompt_lengths = real
-        else:
-            pad_offsets = torch.zeros(size, dtype=torch.int64, device=device)
         if prompt_lengths is None:
-            # No prompt boundary known: every position counts as prompt.
-            prompt_lengths = torch.full((size,), torch.iinfo(torch.int64).max, device=device)
+            prompt_lengths = (
+                torch.full((size,), _NO_BOUNDARY, dtype=torch.int64)
+                if attention_mask is None
+                else attention_mask.to(torch.int64).sum(dim=1)
+            )
         prompt_lengths = torch.as_tensor(prompt_lengths, dtype=torch.int64, device=device)
-        return cls(seeds, repeats, pad_offsets, prompt_lengths)
+        return cls(seeds, repeats, prompt_lengths)
 
 
 class NoiseInjector:
@@ -75,6 +78,7 @@ class NoiseInjector:
                 raise ValueError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
             self.module = layers[self.spec.layer]
             self.reference_norm = sites.layer_reference_norm(model, self.module, tokenizer, max_length)
+        self.body = sites.body(model)
         device = sites.unwrap(model).get_input_embeddings().weight.device
         self.sampler = NoiseSampler(self.spec, self.reference_norm, dim, device)
         self.device = device
@@ -88,28 +92,67 @@ class NoiseInjector:
             "hidden_size": self.sampler.dim,
         }
 
+    def norm_per_reference(self) -> float:
+        """Noise norm per unit of reference norm (for `noise_reference=prompt`)."""
+        return self.sampler.expected_norm / self.reference_norm
+
     @contextmanager
     def attached(self, batch: NoiseBatch):
         """Add noise to every forward of `self.model` inside the block, for `batch`'s rows."""
-        hook = _NoiseHook(self.sampler, batch, self.spec.positions)
-        handle = self.module.register_forward_hook(hook)
+        hook = _NoiseHook(self, batch)
+        handles = [
+            self.body.register_forward_pre_hook(hook.read_positions, with_kwargs=True),
+            self.module.register_forward_hook(hook),
+        ]
         try:
             yield hook
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
+
+
+def call_positions(kwargs: dict, rows: int, length: int, device) -> torch.Tensor:
+    """Absolute positions [B, T] a forward call computes (-1 for padding): from the 2-D
+    attention mask when given (its last T columns are this call's tokens), else
+    counting on from the KV cache's length."""
+    mask = kwargs.get("attention_mask")  # causal-LM heads pass it to the body by name
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] >= length:
+        mask = mask.to(device=device, dtype=torch.int64)
+        positions = mask.cumsum(dim=1) - 1
+        positions = positions.masked_fill(mask == 0, -1)
+        return positions[:, mask.shape[1] - length :]
+    cache = kwargs.get("past_key_values")
+    start = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
+    return torch.arange(start, start + length, device=device).expand(rows, length)
 
 
 class _NoiseHook:
-    def __init__(self, sampler: NoiseSampler, batch: NoiseBatch, positions: str):
-        self.sampler = sampler
+    def __init__(self, injector: NoiseInjector, batch: NoiseBatch):
+        self.injector = injector
+        self.sampler = injector.sampler
+        self.spec = injector.spec
         self.batch = batch
-        self.positions = positions
-        self.cursor = 0  # padded index of the next position this hook will see
+        self._positions: torch.Tensor | None = None  # of the body's current forward
+
+    def read_positions(self, module, args, kwargs):
+        # Read now, before the forward runs: its layers append to the KV cache.
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs.get("inputs_embeds")
+        rows, length = tokens.shape[:2]
+        self._positions = call_positions(kwargs, rows, length, tokens.device)
 
     def __call__(self, module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
         noised = self._add_noise(hidden)
         return (noised, *output[1:]) if isinstance(output, tuple) else noised
+
+    def _positions_of(self, hidden: torch.Tensor) -> torch.Tensor:
+        rows, length = hidden.shape[:2]
+        if self._positions is None or tuple(self._positions.shape) != (rows, length):
+            # The site ran outside a forward of the model body: a plain position count.
+            return torch.arange(length, device=hidden.device).expand(rows, length)
+        return self._positions.to(hidden.device)
 
     def _add_noise(self, hidden: torch.Tensor) -> torch.Tensor:
         rows, length, dim = hidden.shape
@@ -118,29 +161,45 @@ class _NoiseHook:
                 f"hf-noise: the model was called with {rows} rows but the noise batch has "
                 f"{self.batch.seeds.shape[0]}"
             )
-        start = self.cursor
-        self.cursor += length
+        positions = self._positions_of(hidden)
+        if self.spec.reference == "prompt" and self.batch.norms is None:
+            self.batch.norms = self._prompt_norms(hidden, positions)
         out = hidden.clone()
         step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
         for chunk_start in range(0, length, step):
-            chunk_end = min(length, chunk_start + step)
-            padded = torch.arange(start + chunk_start, start + chunk_end, device=hidden.device)
-            positions = padded[None, :] - self.batch.pad_offsets[:, None]  # [B, T]
-            mask = self._mask(positions)
-            noise = self.sampler.sample(self.batch.seeds, self.batch.repeats, positions)
-            noise = noise * mask[..., None]
-            out[:, chunk_start:chunk_end] += noise.to(out.dtype)
+            chunk = slice(chunk_start, min(length, chunk_start + step))
+            chunk_positions = positions[:, chunk]
+            noise = self.sampler.sample(
+                self.batch.seeds, self.batch.repeats, chunk_positions, self.batch.norms
+            )
+            out[:, chunk] += (noise * self._multiplier(chunk_positions)[..., None]).to(out.dtype)
         return out
 
-    def _mask(self, positions: torch.Tensor) -> torch.Tensor:
-        """Which (row, position) pairs get noise: real tokens in the chosen region."""
+    def _multiplier(self, positions: torch.Tensor) -> torch.Tensor:
+        """Per (row, position): 0 where no noise goes (padding, the excluded region),
+        else the schedule's factor over generated positions."""
+        generated_index = positions - self.batch.prompt_lengths[:, None]
         mask = positions >= 0
-        prompt = positions < self.batch.prompt_lengths[:, None]
-        if self.positions == "prompt":
-            mask &= prompt
-        elif self.positions == "generated":
-            mask &= ~prompt
-        return mask
+        if self.spec.positions == "prompt":
+            mask &= generated_index < 0
+        elif self.spec.positions == "generated":
+            mask &= generated_index >= 0
+        multiplier = mask.to(torch.float32)
+        factor = self.spec.schedule.factor(generated_index)
+        return multiplier if factor is None else multiplier * factor
+
+    def _prompt_norms(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Recipe A's reference per row: the mean L2 norm of the site's clean output over
+        the row's prompt tokens (for the embed site, mean_i ||E(x_i)||), times the noise
+        per unit of reference. Measured in the first call, which holds the whole prompt."""
+        in_prompt = (positions >= 0) & (positions < self.batch.prompt_lengths[:, None])
+        if self.spec.site == "layer":  # as for the calibration: the first position is an outlier
+            in_prompt &= (positions > 0) | (self.batch.prompt_lengths[:, None] == 1)
+        if not torch.all(in_prompt.any(dim=1)):
+            raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
+        norms = hidden.detach().float().norm(dim=-1) * in_prompt
+        reference = norms.sum(dim=1) / in_prompt.sum(dim=1)
+        return reference * self.injector.norm_per_reference()
 
 
 @contextmanager
@@ -157,9 +216,10 @@ def inject_noise(
 ):
     """Add `spec`'s noise to `model` inside the block, one sample seed per batch row.
 
-    Pass the (left-padded) attention mask you give to `generate` so positions are
-    counted from each row's first real token; positions beyond the prompt then count
-    as generated. Reuse an `injector` across batches to measure the reference norm once.
+    Positions are read from each forward call (pass the attention mask to the model as
+    usual). `attention_mask` or `prompt_lengths` here tells where each row's prompt ends,
+    for `noise_positions`, schedules and `noise_reference=prompt`. Reuse an `injector`
+    across batches to measure the reference norm once.
 
         spec = NoiseSpec(sigma_scale=0.1)
         with inject_noise(model, spec, seeds=[1, 2], attention_mask=mask):

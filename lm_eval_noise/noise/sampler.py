@@ -1,12 +1,16 @@
 """NoiseSampler: turns (sample seeds, positions) into scaled noise vectors for one spec.
 
-Scaling (all modes give the noise an expected L2 norm `expected_norm`):
-- isotropic:  v = u * expected_norm / E||u||, u ~ N(0, I_d)          (exactly Gaussian)
-- cov_sqrt:   v = (A u / ||A u||) * ||u|| * expected_norm / E||u||, A the file's matrix
-              (recipe B's cov_sqrt @ u; for the symmetric root A = C^1/2)
-              (direction shaped by C, radial spread of an isotropic Gaussian)
-- vectors:    v = V_k / ||V_k|| * expected_norm                         (fixed directions)
-where E||u|| = sqrt(2) * Gamma((d+1)/2) / Gamma(d/2) is the chi mean.
+Two rules (u ~ N(0, I_d), A the cov_sqrt file's matrix, n the norm):
+- `sigma_scale` (recipe A, Gaussian): expected L2 norm n.
+    isotropic:  v = u * n / E||u||                                     (exactly Gaussian)
+    cov_sqrt:   v = (A u / ||A u||) * ||u|| * n / E||u||   (direction shaped by A A^T,
+                radial spread of an isotropic Gaussian)
+- `noise_norm` (recipe B, exact): every vector has L2 norm exactly n.
+    isotropic:  v = u / ||u|| * n
+    cov_sqrt:   v = A u / ||A u|| * n                    (recipe B's cov_sqrt @ u)
+- vectors:      v = V_k / ||V_k|| * n under either rule (fixed directions, exact norm)
+where E||u|| = sqrt(2) * Gamma((d+1)/2) / Gamma(d/2) is the chi mean. For the
+symmetric root A = C^1/2, A u ~ N(0, C).
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ class NoiseSampler:
         self.spec = spec
         self.dim = dim
         self.expected_norm = expected_noise_norm(spec, reference_norm, dim)
-        self._gaussian_scale = self.expected_norm / chi_mean(dim)
         self._cov_sqrt = (
             None if spec.cov_sqrt is None else torch.as_tensor(spec.cov_sqrt, device=device)
         )
@@ -48,25 +51,35 @@ class NoiseSampler:
             vectors = torch.as_tensor(spec.vectors, device=device)
             self._directions = vectors / vectors.norm(dim=1, keepdim=True)
 
-    def sample(
-        self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor
-    ) -> torch.Tensor:
-        """float32 noise [B, T, d] for seeds/repeats [B] and absolute positions [B, T].
+    def sample(self, seeds, repeats, positions, norms: torch.Tensor | None = None) -> torch.Tensor:
+        """float32 noise [B, T, d] for seeds/repeats [B] and absolute positions [B, T];
+        `norms` [B] replaces `expected_norm` row by row (a per-sample reference).
 
         Per-sequence scope ignores `positions` and returns [B, 1, d], to be broadcast.
         """
+        unit = self.unit(seeds, repeats, positions)
+        if norms is None:
+            return unit.mul_(self.expected_norm)
+        return unit.mul_(norms.to(unit.dtype)[:, None, None])
+
+    def unit(self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Noise of norm exactly 1 (`spec.exact_norm`) or of expected norm 1 (Gaussian).
+        The direction does not depend on the norm, so a norm sweep keeps each sample's
+        directions and only rescales them."""
         per_sequence = self.spec.scope == "per_sequence"
         if per_sequence:
             positions = torch.full_like(seeds, SEQUENCE_POSITION)[:, None]
         if self._directions is not None:
             return self._fixed_directions(seeds, repeats, positions, per_sequence)
         normals = gaussian(seeds, positions, self.dim)
+        radius = normals.norm(dim=-1, keepdim=True)
         if self._cov_sqrt is not None:
-            radius = normals.norm(dim=-1, keepdim=True)
-            shaped = normals @ self._cov_sqrt.T  # rows u^T A^T = (A u)^T
-            # A direction C^1/2 u of exactly zero length is measure-zero; clamp guards it.
-            normals = shaped * (radius / shaped.norm(dim=-1, keepdim=True).clamp_min(1e-30))
-        return normals.mul_(self._gaussian_scale)
+            normals = normals @ self._cov_sqrt.T  # rows u^T A^T = (A u)^T
+        # A direction of exactly zero length is measure-zero; the clamp guards it.
+        direction = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        if self.spec.exact_norm:
+            return direction
+        return direction.mul_(radius / chi_mean(self.dim))
 
     def _fixed_directions(self, seeds, repeats, positions, per_sequence) -> torch.Tensor:
         count = self._directions.shape[0]
@@ -76,4 +89,4 @@ class NoiseSampler:
             index = (repeats % count)[:, None]
         else:
             index = uniform_index(seeds, positions, count)
-        return self._directions[index] * self.expected_norm
+        return self._directions[index].clone()

@@ -39,6 +39,14 @@ def unwrap(model: nn.Module) -> nn.Module:
     return get_base() if callable(get_base) else model
 
 
+def body(model: nn.Module) -> nn.Module:
+    """The module that runs the embedding and the decoder stack (LlamaModel in
+    LlamaForCausalLM): its forward receives the attention mask and the KV cache."""
+    base = unwrap(model)
+    inner = getattr(base, "base_model", base)
+    return inner if isinstance(inner, nn.Module) else base
+
+
 def text_config(model: nn.Module):
     config = unwrap(model).config
     return config.get_text_config() if hasattr(config, "get_text_config") else config

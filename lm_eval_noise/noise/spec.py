@@ -16,9 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from .schedule import FORMS as SCHEDULE_FORMS
+from .schedule import Schedule
+
 SIGMA_MODES = ("norm", "coordinate")
 SCOPES = ("per_token", "per_sequence")
 POSITIONS = ("all", "prompt", "generated")
+REFERENCES = ("vocab", "prompt")
 QUANTIZATIONS = ("none", "int8", "int4")
 SITE_FORMS = ("embed", "layer:L")
 
@@ -33,6 +37,8 @@ NOISE_ARGS = (
     "noise_seed",
     "noise_cov_sqrt",
     "noise_vectors",
+    "noise_reference",
+    "noise_schedule",
 )
 OWNED_ARGS = NOISE_ARGS + ("quantization",)
 # Prefixes that mark an argument as ours, so a typo such as `noise_scop` is caught
@@ -66,6 +72,8 @@ class NoiseSpec:
     cov_sqrt: np.ndarray | None = field(default=None, repr=False, compare=False)
     vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
     cov_sqrt_effective_rank: float | None = None  # of A A^T, recorded in the results JSON
+    reference: str = "vocab"
+    schedule: Schedule = field(default_factory=Schedule)
 
     @property
     def active(self) -> bool:
@@ -73,6 +81,12 @@ class NoiseSpec:
         if self.noise_norm is not None:
             return self.noise_norm > 0
         return self.sigma_scale > 0
+
+    @property
+    def exact_norm(self) -> bool:
+        """True when every vector has exactly the stated norm (recipe B): `noise_norm`
+        given, or fixed `noise_vectors` directions. Else Gaussian (recipe A)."""
+        return self.noise_norm is not None or self.vectors_path is not None
 
     @property
     def site_name(self) -> str:
@@ -105,6 +119,8 @@ class NoiseSpec:
             seed=_integer("noise_seed", raw.get("noise_seed", 0)),
             cov_sqrt_path=_optional_path(raw.get("noise_cov_sqrt")),
             vectors_path=_optional_path(raw.get("noise_vectors")),
+            reference=_choice("noise_reference", raw.get("noise_reference", "vocab"), REFERENCES),
+            schedule=_schedule(raw.get("noise_schedule", "constant")),
         )
         if spec.cov_sqrt_path and spec.vectors_path:
             raise NoiseArgumentError(
@@ -153,9 +169,11 @@ class NoiseSpec:
     def to_record(self) -> dict[str, Any]:
         """JSON-ready settings, with file hashes, for the results JSON."""
         record = {
-            k: v for k, v in asdict(self).items() if k not in ("cov_sqrt", "vectors", "site", "layer")
+            k: v for k, v in asdict(self).items()
+            if k not in ("cov_sqrt", "vectors", "site", "layer", "schedule")
         }
         record["site"] = self.site_name
+        record["schedule"] = self.schedule.name
         record["cov_sqrt_sha256"] = _sha256(self.cov_sqrt_path)
         record["vectors_sha256"] = _sha256(self.vectors_path)
         return record
@@ -204,6 +222,15 @@ def _parse_site(value: Any) -> tuple[str, int | None]:
         except NoiseArgumentError:
             pass
     raise NoiseArgumentError("noise_site", value, valid)
+
+
+def _schedule(value: Any) -> Schedule:
+    try:
+        return Schedule.parse(value)
+    except ValueError:
+        raise NoiseArgumentError(
+            "noise_schedule", value, ", ".join(SCHEDULE_FORMS) + " (N, H > 0; N, K integers)"
+        ) from None
 
 
 def _non_negative(name: str, value: Any) -> float:
