@@ -13,6 +13,7 @@ COMMANDS = {
     "sweep": (".sweep", "a grid of methods through the harness -> leaderboard, table, plots"),
     "score": (".score_cli", "reference log-probs of the answers in --log_samples files"),
     "covariance": (".covariance", "residual covariance at a layer and its square root, for noise_cov_sqrt"),
+    "norms": (".norms", "reference norm of the embedding and of every layer, to choose noise_norm"),
     "vectors": (".vectors", "export the per-sequence noise vector of every sample of a run"),
     "viz": (".viz", "one self-contained HTML page of the worst answers by reference log-prob"),
     "demo": (".demo", "the whole pipeline on a tiny model trained in seconds, offline"),

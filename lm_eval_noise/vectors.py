@@ -4,8 +4,9 @@ Nothing is read from the model: a sample's seed is a function of (noise_seed, th
 logged prompt, its repeat index), and the vector follows from the seed and the noise
 settings in the results JSON (`config.noise`, reference norm included). Writes
 OUTPUT.npy (one row per generated sample, float32) and OUTPUT.json (per row: file,
-doc_id, repeat, seed). A row, saved alone as noise_vectors= with noise_norm= its
-norm and per_sequence scope, reproduces that sample's generation.
+doc_id, repeat, seed, and with noise_reference=prompt the sample's reference norm).
+A row, saved alone as noise_vectors= with noise_norm= its norm, per_sequence scope and
+the run's noise_schedule, reproduces that sample's generation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def spec_from_record(record: dict) -> NoiseSpec:
         "sigma_mode": record["sigma_mode"], "noise_site": record["site"], "noise_scope": record["scope"],
         "noise_positions": record["positions"], "noise_seed": record["seed"],
         "noise_cov_sqrt": record["cov_sqrt_path"], "noise_vectors": record["vectors_path"],
+        # Absent from records written before these arguments existed: their defaults.
+        "noise_reference": record.get("reference", "vocab"), "noise_schedule": record.get("schedule", "constant"),
     }
     for key, digest in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
         path = record.get(key)
@@ -53,7 +56,13 @@ def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray,
     sampler = NoiseSampler(spec, record["reference_norm"], record["hidden_size"], torch.device("cpu"))
     seeds = torch.tensor([row["seed"] for row in rows], dtype=torch.int64)
     repeats = torch.tensor([row["repeat"] for row in rows], dtype=torch.int64)
-    vectors = sampler.sample(seeds, repeats, torch.zeros((len(rows), 1), dtype=torch.int64))[:, 0]
+    norms = None
+    if spec.reference == "prompt":  # each sample's noise norm follows its own prompt
+        recorded = record["prompt_reference_norms"]
+        for row in rows:
+            row["prompt_reference_norm"] = recorded[str(row["seed"])]
+        norms = torch.tensor([row["prompt_reference_norm"] for row in rows]) * record["noise_per_reference"]
+    vectors = sampler.sample(seeds, repeats, torch.zeros((len(rows), 1), dtype=torch.int64), norms)[:, 0]
     return vectors.numpy().astype(np.float32), rows
 
 

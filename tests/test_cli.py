@@ -151,7 +151,8 @@ def test_package_tasks_dir_is_found():
     assert tasks_dir().is_dir()
 
 
-def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, task_dir, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"noise_reference": "prompt", "noise_schedule": "exp:3"}])
+def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, task_dir, tmp_path, extra):
     import numpy as np
     from helpers import make_lm
     from lm_eval.api.instance import Instance
@@ -160,6 +161,7 @@ def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, 
 
     path = toy_paths["gpt2"]
     args = f"pretrained={path},sigma_scale=2.0,noise_scope=per_sequence,noise_seed=7"
+    args += "".join(f",{key}={value}" for key, value in extra.items())
     out = tmp_path / "run"
     _, samples = run_cli("lm_eval", "hf-noise", args, task_dir, out, tasks="toy_gen")
     results_file = next(out.rglob("results_*.json"))
@@ -173,7 +175,7 @@ def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, 
         sample = logged[row["doc_id"]]
         np.save(tmp_path / "one.npy", vector[None])
         lm = make_lm(path, noise_norm=float(np.linalg.norm(vector)), noise_scope="per_sequence",
-                     noise_vectors=str(tmp_path / "one.npy"))
+                     noise_vectors=str(tmp_path / "one.npy"), noise_schedule=extra.get("noise_schedule", "constant"))
         prompt, gen_kwargs = sample["arguments"]["gen_args_0"]["arg_0"], sample["arguments"]["gen_args_0"]["arg_1"]
         request = Instance("generate_until", {}, (prompt, gen_kwargs), 0, ("toy_gen", row["doc_id"], 1))
         assert lm.generate_until([request]) == [sample["resps"][0][row["repeat"]]]
@@ -188,3 +190,22 @@ def test_vectors_refuses_a_per_token_run(noisy_run, tmp_path, capsys):
     assert main(["vectors", "--results", str(tmp_path / "results.json"),
                  "--samples", str(tmp_path / "samples.jsonl")]) == 2
     assert "only per_sequence runs" in capsys.readouterr().err
+
+
+def test_norms_prints_the_reference_norm_of_every_site(toy_paths, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_eval_noise.cli import main
+    from lm_eval_noise.noise import NoiseInjector, NoiseSpec
+
+    path = toy_paths["llama"]
+    assert main(["norms", "--model", path, "--device", "cpu", "--json"]) == 0
+    norms = json.loads(capsys.readouterr().out)
+    assert list(norms) == ["embed", "layer:0", "layer:1"]
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    for site, norm in norms.items():  # the very norm a run at that site records
+        spec = NoiseSpec.from_model_args({"sigma_scale": 0.1, "noise_site": site})
+        assert NoiseInjector(model, spec, tokenizer=tokenizer).reference_norm == pytest.approx(norm, rel=1e-5)
+    assert main(["norms", "--model", path, "--device", "cpu"]) == 0
+    assert "layer:1" in capsys.readouterr().out
+    assert main(["norms", "--model", str(Path(path) / "missing"), "--device", "cpu"]) == 2

@@ -175,3 +175,29 @@ def test_identical_content_gets_identical_noise(toy_path):
     twice = generation_requests(prompts=[PROMPTS[0], PROMPTS[0]], max_gen_toks=8)
     first, second = lm.generate_until(twice)
     assert first == second
+
+
+def test_prompt_reference_is_recorded_per_sample_and_independent_of_batching(toy_path):
+    from lm_eval_noise.noise import sample_seed
+
+    requests = generation_requests(repeats=2, max_gen_toks=6)
+    args = {"sigma_scale": 0.5, "noise_reference": "prompt", "sigma_mode": "coordinate"}
+    runs = {bs: make_lm(toy_path, batch_size=bs, **args) for bs in (1, 3)}
+    outputs = {bs: lm.generate_until(requests) for bs, lm in runs.items()}
+    assert outputs[1] == outputs[3]
+    lm = runs[3]
+    recorded = lm.get_model_info()["noise"]["prompt_reference_norms"]
+    table = lm.model.get_input_embeddings().weight.detach().norm(dim=-1)
+    for prompt in PROMPTS:
+        tokens = lm.tok_encode(prompt)
+        for repeat in range(2):
+            seed = sample_seed(0, ("generate_until", prompt), repeat)
+            assert recorded[str(seed)] == pytest.approx(table[tokens].mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("site", ["embed", "layer:-1"])
+def test_a_run_without_noise_records_its_sites_reference_norm(toy_path, site):
+    quiet = make_lm(toy_path, sigma_scale=0, noise_site=site).get_model_info()["noise"]
+    noisy = make_lm(toy_path, sigma_scale=0.3, noise_site=site).get_model_info()["noise"]
+    assert quiet["active"] is False and noisy["active"] is True
+    assert quiet["reference_norm"] == pytest.approx(noisy["reference_norm"]) and quiet["reference_norm"] > 0

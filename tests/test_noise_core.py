@@ -99,11 +99,44 @@ def test_coordinate_mode_has_per_coordinate_std_sigma_times_reference(toy):
     assert injector.sampler.expected_norm == pytest.approx(0.05 * injector.reference_norm * chi_mean(dim))
 
 
-def test_noise_norm_is_absolute(toy):
+@pytest.mark.parametrize("shape", ["isotropic", "cov_sqrt", "vectors"])
+def test_noise_norm_is_exact_for_every_vector(toy, tmp_path, shape):
+    """Recipe B: a unit direction times noise_norm, whatever shapes the direction."""
     model, tokenizer = toy
-    injector = NoiseInjector(model, _spec(noise_norm=2.5, sigma_scale=0.9), tokenizer=tokenizer)
+    dim = model.get_input_embeddings().embedding_dim
+    files = {}
+    if shape == "cov_sqrt":
+        np.save(tmp_path / "a.npy", np.random.default_rng(0).normal(size=(dim, dim)).astype(np.float32))
+        files["noise_cov_sqrt"] = str(tmp_path / "a.npy")
+    elif shape == "vectors":
+        np.save(tmp_path / "v.npy", np.random.default_rng(0).normal(size=(5, dim)).astype(np.float32))
+        files["noise_vectors"] = str(tmp_path / "v.npy")
+    injector = NoiseInjector(model, _spec(noise_norm=2.5, sigma_scale=0.9, **files), tokenizer=tokenizer)
+    norms = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8)).norm(dim=-1)
+    assert torch.allclose(norms, torch.full_like(norms, 2.5), rtol=1e-3)
+
+
+def test_sigma_scale_noise_is_gaussian_with_the_stated_expected_norm(toy):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, _spec(sigma_scale=0.4), tokenizer=tokenizer)
     noise = added_noise(model, injector, _ids(tokenizer, rows=8), seeds=range(8))
-    assert noise.norm(dim=-1).mean().item() == pytest.approx(2.5, rel=0.02)
+    norms = noise.norm(dim=-1).flatten()
+    assert norms.mean().item() == pytest.approx(0.4 * injector.reference_norm, rel=0.02)
+    assert norms.std().item() > 0.03 * norms.mean().item()  # chi spread, not one fixed length
+    coordinates = (noise.flatten() / (0.4 * injector.reference_norm / chi_mean(noise.shape[-1]))).numpy()
+    assert np.std(coordinates) == pytest.approx(1.0, rel=0.03)
+    assert abs(float(np.mean(coordinates ** 4)) - 3.0) < 0.15  # Gaussian kurtosis
+
+
+@pytest.mark.parametrize("args", [{"noise_norm": 1.0}, {"sigma_scale": 0.2}])
+def test_a_norm_sweep_keeps_each_samples_directions(toy, args):
+    model, tokenizer = toy
+    key = next(iter(args))
+    noises = []
+    for factor in (1.0, 3.0):
+        injector = NoiseInjector(model, _spec(**{key: args[key] * factor}), tokenizer=tokenizer)
+        noises.append(added_noise(model, injector, _ids(tokenizer, rows=2, length=6), seeds=[7, 8]))
+    assert torch.allclose(noises[1], 3.0 * noises[0], rtol=1e-4, atol=1e-6)
 
 
 def test_per_token_noise_differs_across_positions_and_rows(toy):
@@ -340,3 +373,73 @@ def test_a_second_forward_in_one_block_gets_the_same_noise(toy):
     # The prompt stays clean: logits at prompt positions equal the noiseless ones.
     assert torch.allclose(first[0, :5], clean[0, :5]) and torch.allclose(first[1, :8], clean[1, :8])
     assert not torch.allclose(first[0, 5:], clean[0, 5:])
+
+
+@pytest.mark.parametrize("mode", ["norm", "coordinate"])
+def test_prompt_reference_scales_each_row_by_its_own_prompt(toy, mode):
+    """Recipe A: sigma = sigma_scale x mean_i ||E(x_i)|| over the row's prompt tokens
+    (padding excluded), in place of the vocabulary mean; the directions stay the same."""
+    model, tokenizer = toy
+    ids = torch.tensor([[0, 0, 5, 17, 99, 230, 301, 7], [11, 12, 13, 14, 15, 16, 17, 18]])
+    mask = (torch.arange(8)[None] >= torch.tensor([[2], [0]])).long()
+    prompt_lengths = [4, 5]  # real prompt tokens: 4 after 2 pads, and the first 5
+    noises = {}
+    for reference in ("vocab", "prompt"):
+        spec = _spec(sigma_scale=0.3, sigma_mode=mode, noise_reference=reference)
+        injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+        noises[reference] = added_noise(model, injector, ids, seeds=[1, 2], attention_mask=mask,
+                                        prompt_lengths=prompt_lengths)
+    table = model.get_input_embeddings().weight.detach().norm(dim=-1)
+    for row, prompt in enumerate([ids[0, 2:6], ids[1, :5]]):
+        ratio = table[prompt].mean() / injector.reference_norm
+        real = mask[row].bool()
+        assert torch.allclose(noises["prompt"][row, real], ratio * noises["vocab"][row, real], rtol=1e-4, atol=1e-6)
+        assert torch.all(noises["prompt"][row, ~real] == 0)
+
+
+def test_prompt_reference_with_an_absolute_norm_is_refused():
+    with pytest.raises(NoiseArgumentError, match="noise_reference"):
+        _spec(noise_norm=1.0, noise_reference="prompt")
+
+
+@pytest.mark.parametrize("schedule, factors", [
+    ("linear:4", [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]),
+    ("exp:2", [1.0, 2 ** -0.5, 0.5, 2 ** -1.5, 0.25, 2 ** -2.5]),
+    ("first:2", [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+])
+def test_schedules_scale_generated_positions_only(toy, schedule, factors):
+    model, tokenizer = toy
+    ids = _ids(tokenizer, rows=1, length=10)
+    noise = {}
+    for name in ("constant", schedule):
+        injector = NoiseInjector(model, _spec(sigma_scale=0.5, noise_schedule=name), tokenizer=tokenizer)
+        noise[name] = added_noise(model, injector, ids, seeds=[4], prompt_lengths=[4])
+    assert torch.equal(noise[schedule][0, :4], noise["constant"][0, :4])  # the prompt: full noise
+    want = torch.tensor(factors)[:, None] * noise["constant"][0, 4:]
+    assert torch.allclose(noise[schedule][0, 4:], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["linear", "linear:0", "linear:2.5", "exp:-1", "first:x", "cosine:3", "constant:1"])
+def test_malformed_schedules_are_refused(bad):
+    with pytest.raises(NoiseArgumentError, match="noise_schedule"):
+        _spec(sigma_scale=0.1, noise_schedule=bad)
+
+
+def test_noise_below_bf16_rounding_is_warned_about_at_load(toy_path):
+    import warnings
+
+    tokenizer = AutoTokenizer.from_pretrained(toy_path)
+    half = AutoModelForCausalLM.from_pretrained(toy_path, dtype=torch.bfloat16).eval()
+    with pytest.warns(UserWarning, match="rounded away"):
+        NoiseInjector(half, _spec(sigma_scale=0.001), tokenizer=tokenizer)
+    full = AutoModelForCausalLM.from_pretrained(toy_path).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        NoiseInjector(half, _spec(sigma_scale=0.05), tokenizer=tokenizer)
+        NoiseInjector(full, _spec(sigma_scale=0.001), tokenizer=tokenizer)
+    # The warning is right: in bf16 most of that small noise really does vanish.
+    ids = _ids(tokenizer, rows=2, length=16)
+    with pytest.warns(UserWarning):
+        small = NoiseInjector(half, _spec(sigma_scale=0.001), tokenizer=tokenizer)
+    added = added_noise(half, small, ids, seeds=[1, 2]).float()
+    assert (added == 0).float().mean() > 0.5

@@ -15,6 +15,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import math
+import warnings
+
 import torch
 from torch import nn
 
@@ -82,6 +85,8 @@ class NoiseInjector:
         device = sites.unwrap(model).get_input_embeddings().weight.device
         self.sampler = NoiseSampler(self.spec, self.reference_norm, dim, device)
         self.device = device
+        if self.spec.active:
+            warn_if_rounded_away(self.sampler.expected_norm, self.reference_norm, dim, _site_dtype(self.module))
 
     def record(self) -> dict:
         """Everything needed to rerun: settings, resolved site, reference and noise norms."""
@@ -109,6 +114,30 @@ class NoiseInjector:
         finally:
             for handle in handles:
                 handle.remove()
+
+
+def _site_dtype(module: nn.Module) -> torch.dtype:
+    floats = [p.dtype for p in module.parameters() if p.dtype.is_floating_point]
+    return floats[0] if floats else torch.float32
+
+
+def warn_if_rounded_away(noise_norm: float, reference_norm: float, dim: int, dtype: torch.dtype) -> bool:
+    """Warn when the noise per coordinate is below half a unit in the last place of a
+    typical activation (its RMS coordinate, reference_norm / sqrt(d)) in `dtype`: then
+    most of it is lost when the sum is rounded back to the model's precision."""
+    if not dtype.is_floating_point or noise_norm <= 0 or reference_norm <= 0:
+        return False
+    typical = reference_norm / math.sqrt(dim)
+    half_ulp = torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(typical)) / 2
+    per_coordinate = noise_norm / math.sqrt(dim)
+    if per_coordinate >= half_ulp:
+        return False
+    warnings.warn(
+        f"hf-noise: in {str(dtype).removeprefix('torch.')} the noise ({per_coordinate:.3g} per coordinate, "
+        f"{noise_norm / reference_norm:.2%} of the reference norm) is below half the rounding step of "
+        f"typical activations ({half_ulp:.3g}): most of it is rounded away. Use a larger noise or "
+        "dtype=float32.", UserWarning, stacklevel=3)
+    return True
 
 
 def call_positions(kwargs: dict, rows: int, length: int, device) -> torch.Tensor:

@@ -91,21 +91,39 @@ def embedding_reference_norm(model: nn.Module) -> float:
 
 
 def layer_reference_norm(model: nn.Module, layer: nn.Module, tokenizer, max_length: int) -> float:
+    return layer_reference_norms(model, [layer], tokenizer, max_length)[0]
+
+
+def layer_reference_norms(model: nn.Module, layers, tokenizer, max_length: int) -> list[float]:
+    """The reference norm of each of `layers`, from one forward over the calibration text."""
     ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt")["input_ids"]
     ids = ids[:, : min(_CALIBRATION_MAX_TOKENS, max_length)]
+    if ids.shape[1] < 2:
+        raise ValueError("hf-noise: calibration text is too short for this tokenizer")
     device = unwrap(model).get_input_embeddings().weight.device
-    captured: list[torch.Tensor] = []
+    norms: dict[int, float] = {}
 
-    def capture(module, inputs, output):
-        captured.append((output[0] if isinstance(output, tuple) else output).detach())
+    def capture(index):
+        def hook(module, inputs, output):
+            hidden = (output[0] if isinstance(output, tuple) else output).detach()
+            norms[index] = hidden[0, 1:].float().norm(dim=-1).mean().item()  # drop the first position
+        return hook
 
-    handle = layer.register_forward_hook(capture)
+    handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad():
             model(input_ids=ids.to(device))
     finally:
-        handle.remove()
-    hidden = captured[0][0, 1:].float()  # drop the first position
-    if hidden.shape[0] == 0:
-        raise ValueError("hf-noise: calibration text is too short for this tokenizer")
-    return hidden.norm(dim=-1).mean().item()
+        for handle in handles:
+            handle.remove()
+    return [norms[i] for i in range(len(layers))]
+
+
+def reference_norms(model: nn.Module, tokenizer, max_length: int = 2048) -> dict[str, float]:
+    """{site: reference norm} for `embed` and every `layer:L`: the unit of sigma_scale at
+    each site, and the scale against which to choose an absolute noise_norm."""
+    layers = decoder_layers(model)
+    norms = {"embed": embedding_reference_norm(model)}
+    for index, norm in enumerate(layer_reference_norms(model, layers, tokenizer, max_length)):
+        norms[f"layer:{index}"] = norm
+    return norms

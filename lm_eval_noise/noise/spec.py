@@ -122,6 +122,10 @@ class NoiseSpec:
             reference=_choice("noise_reference", raw.get("noise_reference", "vocab"), REFERENCES),
             schedule=_schedule(raw.get("noise_schedule", "constant")),
         )
+        if spec.reference == "prompt" and spec.noise_norm is not None:
+            raise NoiseArgumentError(
+                "noise_reference", "prompt", "vocab when noise_norm is given (an absolute norm has no reference)"
+            )
         if spec.cov_sqrt_path and spec.vectors_path:
             raise NoiseArgumentError(
                 "noise_vectors",
