@@ -83,6 +83,7 @@ class HFNoiseLM(HFLM):
             )
         self.quantization = quantization
         super().__init__(pretrained=pretrained, **kwargs)
+        self._shard_on_cpu()
 
         if self.backend != "causal" and self.noise_spec.active:
             raise NoiseArgumentError("backend", self.backend, "causal (hf-noise needs a decoder-only LM)")
@@ -102,6 +103,17 @@ class HFNoiseLM(HFLM):
         self._prompt_reference_norms: dict[str, float] = {}
         if isinstance(pretrained, str):
             _LIVE[pretrained] = self
+
+    def _shard_on_cpu(self) -> None:
+        """Data parallel on CPU. Under `accelerate launch --cpu --num_processes N`, HFLM
+        0.4.13 keeps the accelerator but shards requests only when it counts more than
+        one GPU, so every process would run the whole evaluation. Set the rank and world
+        size (HFLM's private `_rank`, `_world_size`) as it does for GPUs."""
+        accelerator = getattr(self, "accelerator", None)
+        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
+            if self.device.type == "cpu":
+                self._rank = accelerator.process_index
+                self._world_size = accelerator.num_processes
 
     # --- loading -------------------------------------------------------------------
 
@@ -138,6 +150,7 @@ class HFNoiseLM(HFLM):
     # --- generation ----------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        _warn_if_padded(requests)
         seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
         if self.random_prefix:
             requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
@@ -204,6 +217,7 @@ class HFNoiseLM(HFLM):
     def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
         """Score requests in one pass per repeat index (the seed's third part), so every
         row of a pass is named by its tokens."""
+        _warn_if_padded(requests)
         if self.noise is None:
             return score(requests, disable_tqdm=disable_tqdm)
         repeats = repeat_indices(requests)
@@ -289,6 +303,18 @@ def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]):
         else:
             passes.append(([index], {tokens: row}))
     yield from passes
+
+
+def _warn_if_padded(requests) -> None:
+    """lm-eval 0.4.13 evens out data-parallel ranks by sending a rank's last request
+    again, and appends those answers to that request's own (also under --model hf)."""
+    extra = sum(index >= (getattr(request, "repeats", None) or 1)
+                for request, index in zip(requests, repeat_indices(requests)))
+    if extra:
+        _log.warning(
+            f"hf-noise: lm-eval padded this process with {extra} copies of its last request; their answers are "
+            "appended to that document's samples. Use a number of documents divisible by the number of processes."
+        )
 
 
 def _prefixed(request, prefix: str):

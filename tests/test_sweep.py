@@ -38,12 +38,13 @@ methods:
   min_p: {temperature: 1.0, min_p: [0.05, 0.1]}
   top_k: {temperature: [0.7, 1.0], top_k: 20}
   random_prefix: {length: [8, 32]}
-  noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-2"], scope: [per_token, per_sequence]}
+  noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-2"], scope: [per_token, per_sequence],
+          schedule: [constant, "exp:16"]}
   residual: {layer: 3, noise_norm: [4, 8], vectors: [1, 5]}
   custom: [{name: prompt-only, model_args: {sigma_scale: 0.1, noise_positions: prompt}}]
 """))
     names = [run.name for run in sweep.runs]
-    assert len(names) == 1 + 2 + 2 + 2 + 2 + 2 + 8 + 4 + 1
+    assert len(names) == 1 + 2 + 2 + 2 + 2 + 2 + 16 + 4 + 1
     assert {"greedy", "temperature-0.2", "nucleus-t1-p0.95", "noise-layer-2-per_sequence-sigma0.05",
             "residual-layer3-norm8-k5", "prompt-only"} <= set(names)
     by_name = {run.name: run for run in sweep.runs}
@@ -54,6 +55,8 @@ methods:
     assert by_name["topk-t0.7-20"].gen_kwargs["top_k"] == 20
     assert by_name["prefix-32"].model_args["random_prefix"] == 32 and not by_name["prefix-32"].gen_kwargs["do_sample"]
     assert by_name["noise-embed-per_token-sigma0.1"].model_args["sigma_scale"] == 0.1
+    assert "noise_schedule" not in by_name["noise-embed-per_token-sigma0.1"].model_args
+    assert by_name["noise-embed-per_token-sigma0.1-exp16"].model_args["noise_schedule"] == "exp:16"
     residual = by_name["residual-layer3-norm4-k1"].model_args
     assert (residual["noise_site"], residual["noise_scope"], residual["noise_norm"]) == ("layer:3", "per_sequence", 4.0)
     assert len({run.run_id for run in sweep.runs}) == len(sweep.runs)

@@ -16,7 +16,8 @@
       min_p: {temperature: 1.0, min_p: [0.05, 0.1]}
       top_k: {temperature: 1.0, top_k: [20, 50]}
       random_prefix: {length: [8, 32]}   # a random string before each sample, greedy
-      noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence]}
+      noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence],
+              schedule: [constant, "exp:16"]}   # schedule: optional, as noise_schedule
       residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}
       custom:                    # anything else: named runs with their own args
         - {name: low-noise-prompt-only, model_args: {sigma_scale: 0.05, noise_positions: prompt}}
@@ -108,13 +109,16 @@ def _method_runs(method: str, spec) -> list[tuple[str, dict, dict, float | None]
                 for length in _as_list(spec.get("length", [16]))]
     if method == "noise":
         runs = []
-        for sigma, site, scope in itertools.product(
+        axes = ("sigma_scale", "site", "scope", "schedule")
+        for sigma, site, scope, schedule in itertools.product(
             _as_list(spec.get("sigma_scale", [0.1])), _as_list(spec.get("site", "embed")),
-            _as_list(spec.get("scope", "per_token")),
+            _as_list(spec.get("scope", "per_token")), _as_list(spec.get("schedule", "constant")),
         ):
             args = {"sigma_scale": float(sigma), "noise_site": str(site), "noise_scope": scope,
-                    **{k: v for k, v in spec.items() if k not in ("sigma_scale", "site", "scope")}}
-            runs.append((f"noise-{site}-{scope}-sigma{_fmt(sigma)}".replace(":", ""), args, dict(_GREEDY), float(sigma)))
+                    **({} if schedule == "constant" else {"noise_schedule": str(schedule)}),
+                    **{k: v for k, v in spec.items() if k not in axes}}
+            name = f"noise-{site}-{scope}-sigma{_fmt(sigma)}" + ("" if schedule == "constant" else f"-{schedule}")
+            runs.append((name.replace(":", ""), args, dict(_GREEDY), float(sigma)))
         return runs
     if method == "residual":
         if "layer" not in spec:
