@@ -213,3 +213,16 @@ def test_lm_evals_rank_padding_is_warned_about(toy_path, caplog):
         assert "padded" not in caplog.text
         lm.generate_until(requests + requests[-2:])  # what lm-eval sends a padded rank
     assert "padded this process with 2 copies" in caplog.text
+
+
+def test_generated_noise_cannot_change_a_one_token_continuation(toy_path):
+    """README, "What noise cannot change": the first continuation token is predicted
+    from the context, so noise on continuation positions leaves it as without noise."""
+    requests = _choices(SINGLE_TOKEN_CHOICES + (" yes",))
+    plain = _scores(HFLM(pretrained=toy_path, device="cpu", batch_size=2), requests)
+    noisy = _scores(make_lm(toy_path, batch_size=2, sigma_scale=2.0, noise_positions="generated"), requests)
+    everywhere = _scores(make_lm(toy_path, batch_size=2, sigma_scale=2.0), requests)
+    for choice in SINGLE_TOKEN_CHOICES:
+        assert noisy[choice] == pytest.approx(plain[choice], rel=1e-6)
+        assert everywhere[choice] != pytest.approx(plain[choice], rel=1e-3)
+    assert noisy[" yes"] != pytest.approx(plain[" yes"], rel=1e-3)  # its second token is affected
