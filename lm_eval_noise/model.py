@@ -17,6 +17,7 @@ through two narrow points:
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import weakref
 from collections import defaultdict, deque
@@ -63,7 +64,8 @@ class HFNoiseLM(HFLM):
     - `_model_call`, `_model_generate`: the model call, wrapped in the noise hooks (as
       lm-eval's hf_steered.py does);
     - `_loglikelihood_tokens`: the only place a scoring row's tokens meet its request;
-    - `_detect_batch_size`: its probe rows belong to no request.
+    - `_detect_batch_size`: its probe rows belong to no request;
+    - `_rank`, `_world_size` (attributes): set for data parallel on CPU (_shard_on_cpu).
     """
 
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
@@ -105,10 +107,10 @@ class HFNoiseLM(HFLM):
             _LIVE[pretrained] = self
 
     def _shard_on_cpu(self) -> None:
-        """Data parallel on CPU. Under `accelerate launch --cpu --num_processes N`, HFLM
-        0.4.13 keeps the accelerator but shards requests only when it counts more than
-        one GPU, so every process would run the whole evaluation. Set the rank and world
-        size (HFLM's private `_rank`, `_world_size`) as it does for GPUs."""
+        """Data parallel on CPU. With N accelerate processes on the CPU (gloo), HFLM 0.4.13
+        keeps the accelerator but shards requests only when it counts more than one GPU,
+        so every process would run the whole evaluation. Set the rank and world size as
+        it does for GPUs."""
         accelerator = getattr(self, "accelerator", None)
         if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
             if self.device.type == "cpu":
@@ -157,15 +159,25 @@ class HFNoiseLM(HFLM):
                         for request, (seed, _) in zip(requests, seeds)]
         if self.noise is None:
             return super().generate_until(requests, disable_tqdm=disable_tqdm)
-        rows: dict[str, deque] = defaultdict(deque)
-        for request, row in zip(requests, seeds):
-            rows[request.args[0]].append(row)
-        self._generation_rows = rows
+        # One call per gen_kwargs: HFLM runs its gen_kwargs groups one after another, so
+        # a context's seed queue must never be shared between groups.
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
+        results = [None] * len(requests)
         try:
-            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+            for indices in groups.values():
+                rows: dict[str, deque] = defaultdict(deque)
+                for index in indices:
+                    rows[requests[index].args[0]].append(seeds[index])
+                self._generation_rows = rows
+                answers = super().generate_until([requests[i] for i in indices], disable_tqdm=disable_tqdm)
+                for index, answer in zip(indices, answers):
+                    results[index] = answer
         finally:
             self._generation_rows = {}
-            self._gather_prompt_reference_norms()
+        self._gather_prompt_reference_norms()
+        return results
 
     def tok_batch_encode(self, strings, *args, **kwargs):
         if self._generation_rows:  # inside generate_until: this batch is about to be generated
@@ -195,10 +207,13 @@ class HFNoiseLM(HFLM):
         )
         with self.noise.attached(batch):
             output = super()._model_generate(context, max_length, stop, **generation_kwargs)
-        if batch.norms is not None:  # noise_reference=prompt: each sample's own norm
-            for (seed, _), norm in zip(rows, batch.norms.tolist()):
-                self._prompt_reference_norms[str(seed)] = norm / self.noise.norm_per_reference()
+        self._record_prompt_reference(batch)
         return output
+
+    def _record_prompt_reference(self, batch: NoiseBatch) -> None:
+        if batch.norms is not None:  # noise_reference=prompt: each sample's own norm
+            for seed, norm in zip(batch.seeds.tolist(), batch.norms.tolist()):
+                self._prompt_reference_norms[str(seed)] = norm / self.noise.norm_per_reference()
 
     def _gather_prompt_reference_norms(self) -> None:
         """Rank 0 writes the results JSON: give it every rank's per-sample norms."""
@@ -249,13 +264,30 @@ class HFNoiseLM(HFLM):
         """(the row's tokens without trailing zeros, its noise) for one token request."""
         if key is None:  # a rolling window (HFLM passes no key): its tokens are its content
             content = ("loglikelihood_rolling", [*context, *continuation])
-        else:  # (context, continuation) strings: the seed comes from the context alone
-            content = ("loglikelihood", key[0])
+        else:  # the seed comes from the context's tokens alone (as HFLM split the pair)
+            content = ("loglikelihood", list(context))
         seed = sample_seed(self.noise_spec.seed, content, self._scoring_repeat)
         # The row HFLM._loglikelihood_tokens feeds a causal model: truncated on the left.
         model_input = (context + continuation)[-(self.max_length + 1) :][:-1]
         prompt_length = max(0, len(model_input) - (len(continuation) - 1))
         return _rstrip_zeros(model_input), _Row(seed, self._scoring_repeat, prompt_length)
+
+    def _batch_scheduler(self, pos, n_reordered_requests):
+        # HFLM computes pos // int(len(requests) / N) for batch_size=auto:N, a division by
+        # zero for fewer than N requests; scoring in passes makes short calls common.
+        if len(n_reordered_requests) < self.batch_schedule:
+            return self._detect_batch_size(n_reordered_requests, pos)
+        return super()._batch_scheduler(pos, n_reordered_requests)
+
+    def set_cache_hook(self, cache_hook) -> None:
+        # lm-eval's --use_cache keys answers by request text alone: under noise the
+        # repeats of a prompt would share one answer, and runs with other noise settings
+        # would be served this run's answers.
+        if getattr(cache_hook, "dbdict", None) is not None and getattr(self, "noise", None) is not None:
+            raise NoiseArgumentError(
+                "--use_cache", "set", "off while noise is on (lm-eval's cache ignores repeats and noise settings)"
+            )
+        super().set_cache_hook(cache_hook)
 
     def _detect_batch_size(self, *args, **kwargs):
         # The probe runs the model on dummy rows; they get seed 0, so the probe measures
@@ -277,7 +309,10 @@ class HFNoiseLM(HFLM):
             device=self.noise.device,
         )
         with self.noise.attached(batch):
-            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+            logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+        if not self._probing:
+            self._record_prompt_reference(batch)
+        return logits
 
     def _row_of(self, tokens: list[int]) -> _Row:
         """The noise of one right-padded row (HFLM pads with 0)."""
@@ -293,7 +328,7 @@ def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]):
     """Split requests into passes in which a row's tokens name its noise: requests with
     the same tokens but different noise (the same tokens split differently into context
     and continuation, or one ending in token 0 beside its padded twin) go to different
-    passes. Yields (request indices, {tokens: row}); almost always a single pass."""
+    passes. Yields (request indices, {tokens: row}); one pass unless such pairs exist."""
     passes: list[tuple[list[int], dict]] = []
     for index, (tokens, row) in enumerate(keyed):
         for indices, table in passes:

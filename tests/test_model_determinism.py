@@ -134,8 +134,9 @@ def test_single_token_choices_score_the_same_alone_and_in_any_order(toy_path, lo
 
 def test_choices_of_one_question_share_their_noise(toy_path):
     """Seed from the context alone: every choice's row gets the noise of
-    sample_seed(noise_seed, ("loglikelihood", context), 0), position by position, so
-    each score equals a direct forward with that seed (rebuilt from the seed rule)."""
+    sample_seed(noise_seed, ("loglikelihood", context tokens), 0), position by
+    position, so each score equals a direct forward with that seed (rebuilt from the
+    seed rule)."""
     import torch
 
     from lm_eval_noise.noise import inject_noise, sample_seed
@@ -143,9 +144,9 @@ def test_choices_of_one_question_share_their_noise(toy_path):
     lm = make_lm(toy_path, batch_size=4, sigma_scale=1.0, noise_seed=5)
     choices = (" a", " yes", " no thanks")
     scores = _scores(lm, _choices(choices))
-    seed = sample_seed(5, ("loglikelihood", QUESTION), 0)
     for choice in choices:
         context, continuation = lm._encode_pair(QUESTION, choice)
+        seed = sample_seed(5, ("loglikelihood", context), 0)
         tokens = torch.tensor([context + continuation])
         with torch.no_grad(), inject_noise(lm.model, lm.noise_spec, [seed], injector=lm.noise,
                                            prompt_lengths=[len(context)]):
@@ -220,9 +221,61 @@ def test_generated_noise_cannot_change_a_one_token_continuation(toy_path):
     from the context, so noise on continuation positions leaves it as without noise."""
     requests = _choices(SINGLE_TOKEN_CHOICES + (" yes",))
     plain = _scores(HFLM(pretrained=toy_path, device="cpu", batch_size=2), requests)
-    noisy = _scores(make_lm(toy_path, batch_size=2, sigma_scale=2.0, noise_positions="generated"), requests)
-    everywhere = _scores(make_lm(toy_path, batch_size=2, sigma_scale=2.0), requests)
+    noisy = _scores(make_lm(toy_path, batch_size=2, sigma_scale=8.0, noise_positions="generated"), requests)
+    everywhere = _scores(make_lm(toy_path, batch_size=2, sigma_scale=8.0), requests)
     for choice in SINGLE_TOKEN_CHOICES:
         assert noisy[choice] == pytest.approx(plain[choice], rel=1e-6)
-        assert everywhere[choice] != pytest.approx(plain[choice], rel=1e-3)
-    assert noisy[" yes"] != pytest.approx(plain[" yes"], rel=1e-3)  # its second token is affected
+        assert abs(everywhere[choice] - plain[choice]) > 1e-3  # noise on the context does change it
+    assert abs(noisy[" yes"] - plain[" yes"]) > 1e-3  # its second token is affected
+
+
+def _generation(prompt, doc_id, repeats=1, **gen_kwargs):
+    from lm_eval.api.instance import Instance
+
+    kwargs = {"until": ["\n\n"], "max_gen_toks": 8, "do_sample": False, **gen_kwargs}
+    return Instance("generate_until", {}, (prompt, kwargs), 0, ("toy", doc_id, repeats))
+
+
+def test_repeats_keep_their_noise_beside_equal_prompts_with_other_gen_kwargs(toy_path):
+    """HFLM runs gen_kwargs groups one after another; a seed queue shared between the
+    groups swapped a prompt's repeats when the same prompt came in another group first."""
+    lm = make_lm(toy_path, batch_size=1, sigma_scale=2.0)
+    first, second, third = (_generation("The quick brown fox", i, repeats=2 if i == 1 else 1,
+                                        max_gen_toks=9 if i == 1 else 8) for i in range(3))
+    alone = lm.generate_until([second, second])
+    mixed = lm.generate_until([first, second, second, third])
+    assert alone[0] != alone[1]
+    assert mixed[1:3] == alone
+
+
+def test_batch_size_auto_n_scores_calls_shorter_than_n(toy_path):
+    """batch_size=auto:N divided by len(requests) // N inside HFLM: zero for a short
+    scoring pass (repeats make one pass per repeat index)."""
+    requests = loglikelihood_requests(prompts=PROMPTS[:1], repeats=2)  # passes of 2 requests
+    scores = [ll for ll, _ in make_lm(toy_path, batch_size="auto:3", sigma_scale=0.5).loglikelihood(requests)]
+    assert scores == pytest.approx([ll for ll, _ in make_lm(toy_path, sigma_scale=0.5).loglikelihood(requests)],
+                                   rel=1e-5)
+
+
+def test_lm_evals_response_cache_is_refused_under_noise(toy_path, tmp_path):
+    from lm_eval.api.model import CachingLM
+
+    with pytest.raises(ValueError, match="use_cache"):
+        CachingLM(make_lm(toy_path, sigma_scale=0.5), str(tmp_path / "cache.db"))
+    CachingLM(make_lm(toy_path, sigma_scale=0), str(tmp_path / "plain.db"))  # no noise: allowed
+
+
+def test_beam_search_shares_each_prompts_noise_across_its_beams(toy_path):
+    requests = [_generation(p, i, num_beams=2) for i, p in enumerate(PROMPTS)]
+    plain = make_lm(toy_path, batch_size=3).generate_until(requests)
+    noisy = {bs: make_lm(toy_path, batch_size=bs, sigma_scale=2.0).generate_until(requests) for bs in (1, 3)}
+    assert noisy[1] == noisy[3] and noisy[1] != plain
+
+
+def test_scoring_records_prompt_reference_norms(toy_path):
+    lm = make_lm(toy_path, sigma_scale=0.5, noise_reference="prompt")
+    lm.loglikelihood(_choices((" a", " yes")))
+    recorded = lm.get_model_info()["noise"]["prompt_reference_norms"]
+    context, _ = lm._encode_pair(QUESTION, " a")
+    table = lm.model.get_input_embeddings().weight.detach().norm(dim=-1)
+    assert list(recorded.values()) == pytest.approx([table[context].mean().item()], rel=1e-5)

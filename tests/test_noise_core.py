@@ -443,3 +443,15 @@ def test_noise_below_bf16_rounding_is_warned_about_at_load(toy_path):
         small = NoiseInjector(half, _spec(sigma_scale=0.001), tokenizer=tokenizer)
     added = added_noise(half, small, ids, seeds=[1, 2]).float()
     assert (added == 0).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("args, argument", [
+    ({"noise_norm": 1.0, "reference": "prompt"}, "noise_reference"),
+    ({"sigma_scale": -1.0}, "sigma_scale"),
+    ({"sigma_scale": 0.1, "scope": "per_seq"}, "noise_scope"),
+    ({"sigma_scale": 0.1, "site": "layer"}, "noise_site"),
+    ({"sigma_scale": 0.1, "schedule": "cosine:2"}, "noise_schedule"),
+])
+def test_a_spec_built_directly_is_validated_too(args, argument):
+    with pytest.raises(NoiseArgumentError, match=argument):
+        NoiseSpec(**args)

@@ -64,6 +64,13 @@ class NoiseBatch:
         prompt_lengths = torch.as_tensor(prompt_lengths, dtype=torch.int64, device=device)
         return cls(seeds, repeats, prompt_lengths)
 
+    def expanded(self, factor: int) -> NoiseBatch:
+        """Each row `factor` times in a row: `generate` with num_beams or
+        num_return_sequences runs that many copies of every prompt, which share its noise."""
+        def repeat(tensor):
+            return None if tensor is None else tensor.repeat_interleave(factor, dim=0)
+        return NoiseBatch(repeat(self.seeds), repeat(self.repeats), repeat(self.prompt_lengths), repeat(self.norms))
+
 
 class NoiseInjector:
     """Owns the hooked module, the reference norm and the sampler for one model."""
@@ -162,6 +169,7 @@ class _NoiseHook:
         self.spec = injector.spec
         self.batch = batch
         self._positions: torch.Tensor | None = None  # of the body's current forward
+        self._expanded: NoiseBatch | None = None  # the batch for beams / return sequences
 
     def read_positions(self, module, args, kwargs):
         # Read now, before the forward runs: its layers append to the KV cache.
@@ -185,29 +193,35 @@ class _NoiseHook:
 
     def _add_noise(self, hidden: torch.Tensor) -> torch.Tensor:
         rows, length, dim = hidden.shape
-        if rows != self.batch.seeds.shape[0]:
-            raise RuntimeError(
-                f"hf-noise: the model was called with {rows} rows but the noise batch has "
-                f"{self.batch.seeds.shape[0]}"
-            )
+        batch = self._batch_for(rows)
         positions = self._positions_of(hidden)
-        if self.spec.reference == "prompt" and self.batch.norms is None:
-            self.batch.norms = self._prompt_norms(hidden, positions)
+        if self.spec.reference == "prompt" and batch.norms is None:
+            batch.norms = self._prompt_norms(batch, hidden, positions)
+            if batch is not self.batch:  # keep one norm per sample for the record
+                self.batch.norms = batch.norms[:: rows // self.batch.seeds.shape[0]]
         out = hidden.clone()
         step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
         for chunk_start in range(0, length, step):
             chunk = slice(chunk_start, min(length, chunk_start + step))
             chunk_positions = positions[:, chunk]
-            noise = self.sampler.sample(
-                self.batch.seeds, self.batch.repeats, chunk_positions, self.batch.norms
-            )
-            out[:, chunk] += (noise * self._multiplier(chunk_positions)[..., None]).to(out.dtype)
+            noise = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, batch.norms)
+            out[:, chunk] += (noise * self._multiplier(batch, chunk_positions)[..., None]).to(out.dtype)
         return out
 
-    def _multiplier(self, positions: torch.Tensor) -> torch.Tensor:
+    def _batch_for(self, rows: int) -> NoiseBatch:
+        size = self.batch.seeds.shape[0]
+        if rows == size:
+            return self.batch
+        if rows % size:
+            raise RuntimeError(f"hf-noise: the model was called with {rows} rows but the noise batch has {size}")
+        if self._expanded is None or self._expanded.seeds.shape[0] != rows:
+            self._expanded = self.batch.expanded(rows // size)
+        return self._expanded
+
+    def _multiplier(self, batch: NoiseBatch, positions: torch.Tensor) -> torch.Tensor:
         """Per (row, position): 0 where no noise goes (padding, the excluded region),
         else the schedule's factor over generated positions."""
-        generated_index = positions - self.batch.prompt_lengths[:, None]
+        generated_index = positions - batch.prompt_lengths[:, None]
         mask = positions >= 0
         if self.spec.positions == "prompt":
             mask &= generated_index < 0
@@ -217,13 +231,13 @@ class _NoiseHook:
         factor = self.spec.schedule.factor(generated_index)
         return multiplier if factor is None else multiplier * factor
 
-    def _prompt_norms(self, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _prompt_norms(self, batch: NoiseBatch, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Recipe A's reference per row: the mean L2 norm of the site's clean output over
         the row's prompt tokens (for the embed site, mean_i ||E(x_i)||), times the noise
         per unit of reference. Measured in the first call, which holds the whole prompt."""
-        in_prompt = (positions >= 0) & (positions < self.batch.prompt_lengths[:, None])
+        in_prompt = (positions >= 0) & (positions < batch.prompt_lengths[:, None])
         if self.spec.site == "layer":  # as for the calibration: the first position is an outlier
-            in_prompt &= (positions > 0) | (self.batch.prompt_lengths[:, None] == 1)
+            in_prompt &= (positions > 0) | (batch.prompt_lengths[:, None] == 1)
         if not torch.all(in_prompt.any(dim=1)):
             raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
         norms = hidden.detach().float().norm(dim=-1) * in_prompt

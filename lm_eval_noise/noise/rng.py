@@ -1,6 +1,6 @@
 """The seeding rule and a counter-based Gaussian generator.
 
-Determinism contract (DESIGN.md): a sample's noise depends only on
+Determinism contract (README, "Determinism"): a sample's noise depends only on
 (noise_seed, the request's content, its repeat index, the token position).
 
 - `sample_seed` hashes the first three into one 63-bit integer, the sample's seed.
@@ -42,7 +42,7 @@ def sample_seed(noise_seed: int, content: tuple, repeat_index: int) -> int:
 
 
 def derive_seed(seed: int, index: int) -> int:
-    """A child seed, e.g. for the n-th rolling window of a sample."""
+    """A child seed: stream `index` of `seed` (e.g. a sample's random prefix)."""
     return sample_seed(seed, ("child",), index)
 
 

@@ -75,6 +75,24 @@ class NoiseSpec:
     reference: str = "vocab"
     schedule: Schedule = field(default_factory=Schedule)
 
+    def __post_init__(self):
+        # The same checks for a spec built directly (the Python API) as from model args.
+        _non_negative("sigma_scale", self.sigma_scale)
+        if self.noise_norm is not None:
+            _non_negative("noise_norm", self.noise_norm)
+        _choice("sigma_mode", self.sigma_mode, SIGMA_MODES)
+        _choice("noise_scope", self.scope, SCOPES)
+        _choice("noise_positions", self.positions, POSITIONS)
+        _choice("noise_reference", self.reference, REFERENCES)
+        if self.site not in ("embed", "layer") or (self.site == "layer") != isinstance(self.layer, int):
+            raise NoiseArgumentError("noise_site", self.site_name, "embed, or layer:L with an integer L")
+        if not isinstance(self.schedule, Schedule):
+            object.__setattr__(self, "schedule", _schedule(self.schedule))
+        if self.reference == "prompt" and self.noise_norm is not None:
+            raise NoiseArgumentError(
+                "noise_reference", "prompt", "vocab when noise_norm is given (an absolute norm has no reference)"
+            )
+
     @property
     def active(self) -> bool:
         """False when no noise is added at all (outputs must equal plain `hf`)."""
@@ -122,10 +140,6 @@ class NoiseSpec:
             reference=_choice("noise_reference", raw.get("noise_reference", "vocab"), REFERENCES),
             schedule=_schedule(raw.get("noise_schedule", "constant")),
         )
-        if spec.reference == "prompt" and spec.noise_norm is not None:
-            raise NoiseArgumentError(
-                "noise_reference", "prompt", "vocab when noise_norm is given (an absolute norm has no reference)"
-            )
         if spec.cov_sqrt_path and spec.vectors_path:
             raise NoiseArgumentError(
                 "noise_vectors",
