@@ -112,10 +112,11 @@ class HFNoiseLM(HFLM):
         so every process would run the whole evaluation. Set the rank and world size as
         it does for GPUs."""
         accelerator = getattr(self, "accelerator", None)
-        if accelerator is not None and accelerator.num_processes > 1 and self._world_size == 1:
-            if self.device.type == "cpu":
-                self._rank = accelerator.process_index
-                self._world_size = accelerator.num_processes
+        if accelerator is None or accelerator.num_processes == 1 or self._world_size > 1:
+            return
+        if self.device.type == "cpu":
+            self._rank = accelerator.process_index
+            self._world_size = accelerator.num_processes
 
     # --- loading -------------------------------------------------------------------
 
@@ -243,6 +244,7 @@ class HFNoiseLM(HFLM):
             for index, result in zip(indices, score([requests[i] for i in indices], disable_tqdm=disable_tqdm)):
                 results[index] = result
         self._scoring_repeat = 0
+        self._gather_prompt_reference_norms()
         return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
