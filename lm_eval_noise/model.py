@@ -6,12 +6,13 @@ from each forward call. This adapter only tells the hooks which seed each row of
 batch carries. HFLM sorts and batches requests its own way; the seeds find their rows
 through two narrow points:
 - generation: HFLM calls `tok_batch_encode(contexts)` right before `_model_generate`,
-  so the batch's context strings pick up their seeds there (FIFO per string; equal
-  strings differ only by repeat index, and HFLM's stable sort keeps their order);
+  so the batch's context strings pick up their seeds there, first in first out per
+  string. HFLM is called once per gen_kwargs group, so within a call equal strings
+  differ only by repeat index, and HFLM's stable sort keeps their order;
 - scoring: `_model_call` gets right-padded token rows, each looked up by its tokens in
-  a table built from the requests. For loglikelihood the seed comes from the context
-  alone, so every request with the same model input has the same noise: the choices
-  of a question share one draw (a paired comparison), and HFLM's logits cache stays on.
+  a table built from the requests. For loglikelihood the seed comes from the context's
+  tokens alone, so the choices of a question share one draw (a paired comparison), and
+  requests with the same model input have the same noise: HFLM's logits cache stays on.
 """
 
 from __future__ import annotations
