@@ -166,16 +166,15 @@ class HFNoiseLM(HFLM):
         groups: dict[str, list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
             groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
-        results = [None] * len(requests)
+
+        def generate(_, indices):
+            self._generation_rows = defaultdict(deque)
+            for index in indices:
+                self._generation_rows[requests[index].args[0]].append(seeds[index])
+            return super(HFNoiseLM, self).generate_until([requests[i] for i in indices], disable_tqdm=disable_tqdm)
+
         try:
-            for indices in groups.values():
-                rows: dict[str, deque] = defaultdict(deque)
-                for index in indices:
-                    rows[requests[index].args[0]].append(seeds[index])
-                self._generation_rows = rows
-                answers = super().generate_until([requests[i] for i in indices], disable_tqdm=disable_tqdm)
-                for index, answer in zip(indices, answers):
-                    results[index] = answer
+            results = _in_parts(len(requests), groups.items(), generate)
         finally:
             self._generation_rows = {}
         self._gather_prompt_reference_norms()
@@ -237,14 +236,18 @@ class HFNoiseLM(HFLM):
         _warn_if_padded(requests)
         if self.noise is None:
             return score(requests, disable_tqdm=disable_tqdm)
-        repeats = repeat_indices(requests)
-        results = [None] * len(requests)
-        for repeat in sorted(set(repeats)):
-            indices = [i for i, r in enumerate(repeats) if r == repeat]
+        passes: dict[int, list[int]] = defaultdict(list)
+        for index, repeat in enumerate(repeat_indices(requests)):
+            passes[repeat].append(index)
+
+        def score_pass(repeat, indices):
             self._scoring_repeat = repeat
-            for index, result in zip(indices, score([requests[i] for i in indices], disable_tqdm=disable_tqdm)):
-                results[index] = result
-        self._scoring_repeat = 0
+            return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
+
+        try:
+            results = _in_parts(len(requests), passes.items(), score_pass)
+        finally:
+            self._scoring_repeat = 0
         self._gather_prompt_reference_norms()
         return results
 
@@ -252,16 +255,17 @@ class HFNoiseLM(HFLM):
         if self.noise is None:
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         keyed = [self._scoring_row(*request) for request in requests]
-        results = [None] * len(requests)
-        for indices, table in _unambiguous_passes(keyed):
+
+        def score_pass(table, indices):
             self._scoring_table = table
-            try:
-                scored = super()._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm, override_bs)
-            finally:
-                self._scoring_table = None
-            for index, result in zip(indices, scored):
-                results[index] = result
-        return results
+            return super(HFNoiseLM, self)._loglikelihood_tokens(
+                [requests[i] for i in indices], disable_tqdm, override_bs
+            )
+
+        try:
+            return _in_parts(len(requests), _unambiguous_passes(keyed), score_pass)
+        finally:
+            self._scoring_table = None
 
     def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, _Row]:
         """(the row's tokens without trailing zeros, its noise) for one token request."""
@@ -327,20 +331,30 @@ class HFNoiseLM(HFLM):
         return row
 
 
-def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]):
+def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]) -> list[tuple[dict, list[int]]]:
     """Split requests into passes in which a row's tokens name its noise: requests with
     the same tokens but different noise (the same tokens split differently into context
     and continuation, or one ending in token 0 beside its padded twin) go to different
-    passes. Yields (request indices, {tokens: row}); one pass unless such pairs exist."""
-    passes: list[tuple[list[int], dict]] = []
+    passes. Returns ({tokens: row}, request indices) per pass; one unless such pairs exist."""
+    passes: list[tuple[dict, list[int]]] = []
     for index, (tokens, row) in enumerate(keyed):
-        for indices, table in passes:
+        for table, indices in passes:
             if table.setdefault(tokens, row) == row:
                 indices.append(index)
                 break
         else:
-            passes.append(([index], {tokens: row}))
-    yield from passes
+            passes.append(({tokens: row}, [index]))
+    return passes
+
+
+def _in_parts(count: int, parts, call) -> list:
+    """Results of `count` requests computed part by part: `call(key, indices)` answers
+    the requests at `indices` for each (key, indices) of `parts`; back in request order."""
+    results = [None] * count
+    for key, indices in parts:
+        for index, result in zip(indices, call(key, indices), strict=True):
+            results[index] = result
+    return results
 
 
 def _warn_if_padded(requests) -> None:
