@@ -12,11 +12,10 @@ or a second call inside one block.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
-
 import math
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -128,23 +127,22 @@ def _site_dtype(module: nn.Module) -> torch.dtype:
     return floats[0] if floats else torch.float32
 
 
-def warn_if_rounded_away(noise_norm: float, reference_norm: float, dim: int, dtype: torch.dtype) -> bool:
+def warn_if_rounded_away(noise_norm: float, reference_norm: float, dim: int, dtype: torch.dtype) -> None:
     """Warn when the noise per coordinate is below half a unit in the last place of a
     typical activation (its RMS coordinate, reference_norm / sqrt(d)) in `dtype`: then
     most of it is lost when the sum is rounded back to the model's precision."""
     if not dtype.is_floating_point or noise_norm <= 0 or reference_norm <= 0:
-        return False
+        return
     typical = reference_norm / math.sqrt(dim)
     half_ulp = torch.finfo(dtype).eps * 2.0 ** math.floor(math.log2(typical)) / 2
     per_coordinate = noise_norm / math.sqrt(dim)
     if per_coordinate >= half_ulp:
-        return False
+        return
     warnings.warn(
         f"hf-noise: in {str(dtype).removeprefix('torch.')} the noise ({per_coordinate:.3g} per coordinate, "
         f"{noise_norm / reference_norm:.2%} of the reference norm) is below half the rounding step of "
         f"typical activations ({half_ulp:.3g}): most of it is rounded away. Use a larger noise or "
         "dtype=float32.", UserWarning, stacklevel=3)
-    return True
 
 
 def call_positions(kwargs: dict, rows: int, length: int, device) -> torch.Tensor:

@@ -76,7 +76,7 @@ class NoiseSpec:
     schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self):
-        # The same checks for a spec built directly (the Python API) as from model args.
+        # One set of checks for a spec from model args and one built directly (Python API).
         _non_negative("sigma_scale", self.sigma_scale)
         if self.noise_norm is not None:
             _non_negative("noise_norm", self.noise_norm)
@@ -129,16 +129,16 @@ class NoiseSpec:
                 if raw.get("noise_norm") is None
                 else _non_negative("noise_norm", raw["noise_norm"])
             ),
-            sigma_mode=_choice("sigma_mode", raw.get("sigma_mode", "norm"), SIGMA_MODES),
+            sigma_mode=raw.get("sigma_mode", "norm"),
             site=site,
             layer=layer,
-            scope=_choice("noise_scope", raw.get("noise_scope", "per_token"), SCOPES),
-            positions=_choice("noise_positions", raw.get("noise_positions", "all"), POSITIONS),
+            scope=raw.get("noise_scope", "per_token"),
+            positions=raw.get("noise_positions", "all"),
             seed=_integer("noise_seed", raw.get("noise_seed", 0)),
             cov_sqrt_path=_optional_path(raw.get("noise_cov_sqrt")),
             vectors_path=_optional_path(raw.get("noise_vectors")),
-            reference=_choice("noise_reference", raw.get("noise_reference", "vocab"), REFERENCES),
-            schedule=_schedule(raw.get("noise_schedule", "constant")),
+            reference=raw.get("noise_reference", "vocab"),
+            schedule=raw.get("noise_schedule", "constant"),  # parsed in __post_init__
         )
         if spec.cov_sqrt_path and spec.vectors_path:
             raise NoiseArgumentError(
