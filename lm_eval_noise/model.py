@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import weakref
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
@@ -33,18 +32,10 @@ from .noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec, sam
 from .noise.sites import count_layers
 from .noise.spec import QUANTIZATIONS
 from .quantization import bitsandbytes_config
+from .scoring import asks_for_self_scoring, score_answers
 from .seeding import random_prefix, repeat_indices, request_seeds
 
 _log = logging.getLogger(__name__)
-# Models alive in this process, by `pretrained`, so a reference scorer can reuse the
-# weights instead of loading a second copy (outside its calls the model has no hooks).
-_LIVE: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-
-
-def live_model(pretrained: str):
-    """(model, tokenizer) of a live HFNoiseLM loaded from `pretrained`, or None."""
-    lm = _LIVE.get(pretrained)
-    return None if lm is None else (lm.model, lm.tokenizer)
 
 
 @dataclass(frozen=True)
@@ -67,6 +58,8 @@ class HFNoiseLM(HFLM):
     - `_loglikelihood_tokens`: the only place a scoring row's tokens meet its request;
     - `_detect_batch_size`: its probe rows belong to no request;
     - `_rank`, `_world_size` (attributes): set for data parallel on CPU (_shard_on_cpu).
+    `generate_until` also scores the answers of docs that ask for the evaluated model as
+    their reference (scoring.SELF_SCORING_KEY), so its weights are never loaded twice.
     """
 
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
@@ -104,8 +97,6 @@ class HFNoiseLM(HFLM):
         self._scoring_table: dict[tuple, _Row] | None = None
         self._probing = False
         self._prompt_reference_norms: dict[str, float] = {}
-        if isinstance(pretrained, str):
-            _LIVE[pretrained] = self
 
     def _shard_on_cpu(self) -> None:
         """Data parallel on CPU. With N accelerate processes on the CPU (gloo), HFLM 0.4.13
@@ -160,7 +151,7 @@ class HFNoiseLM(HFLM):
             requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
                         for request, (seed, _) in zip(requests, seeds)]
         if self.noise is None:
-            return super().generate_until(requests, disable_tqdm=disable_tqdm)
+            return self._self_scored(requests, super().generate_until(requests, disable_tqdm=disable_tqdm))
         # One call per gen_kwargs: HFLM runs its gen_kwargs groups one after another, so
         # a context's seed queue must never be shared between groups.
         groups: dict[str, list[int]] = defaultdict(list)
@@ -178,7 +169,21 @@ class HFNoiseLM(HFLM):
         finally:
             self._generation_rows = {}
         self._gather_prompt_reference_norms()
-        return results
+        return self._self_scored(requests, results)
+
+    def _self_scored(self, requests, answers: list[str]) -> list[str]:
+        """The answers, with those whose doc asks the evaluated model to score them
+        (scoring.SELF_SCORING_KEY) scored under this model's weights and carrying their
+        score. Noise is off here: the hooks are attached only inside generation calls."""
+        wanted = [i for i, request in enumerate(requests) if asks_for_self_scoring(request.doc)]
+        if not wanted:
+            return answers
+        scored = score_answers(self.model, self.tokenizer, [requests[i].doc for i in wanted],
+                               [answers[i] for i in wanted])
+        answers = list(answers)
+        for i, answer in zip(wanted, scored):
+            answers[i] = answer
+        return answers
 
     def tok_batch_encode(self, strings, *args, **kwargs):
         if self._generation_rows:  # inside generate_until: this batch is about to be generated

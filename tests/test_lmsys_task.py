@@ -60,7 +60,24 @@ def _run(lm, task, metadata):
     )
 
 
-def test_chat_task_scores_answers_with_the_live_model_by_default(chats_file, toy_paths, monkeypatch):
+def _records(out, task):
+    return [json.loads(record) for sample in out["samples"][task] for record in sample["filtered_resps"][0]]
+
+
+def _rescored(path, out, task, **load_kwargs):
+    """Each logged answer scored again under a freshly loaded copy of `path`, without noise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    docs, answers = [], []
+    for sample in out["samples"][task]:
+        docs += [sample["doc"]] * len(sample["resps"][0])
+        answers += sample["resps"][0]
+    return [answer.record for answer in scoring.score_answers(model, tokenizer, docs, answers)]
+
+
+def test_chat_task_scores_answers_with_the_evaluated_model_by_default(chats_file, toy_paths, monkeypatch):
     loads = []
     monkeypatch.setattr(scoring, "load_reference", lambda *a, **k: loads.append(a) or pytest.fail("reloaded"))
     path = toy_paths["llama"]
@@ -73,9 +90,45 @@ def test_chat_task_scores_answers_with_the_live_model_by_default(chats_file, toy
     assert metrics["ref_logprob_mean,reference"] < 0
     sample = out["samples"]["lmsys_chat_noise_n5"][0]
     assert sample["arguments"][0][0].startswith("<s>user: ")  # chat template applied
-    records = [json.loads(r) for r in sample["filtered_resps"][0]]
-    assert len(records) == 5 and len(records[0]["token_logprobs"]) == records[0]["num_tokens"]
+    records = _records(out, "lmsys_chat_noise_n5")
+    assert len(records) == 15 and len(records[0]["token_logprobs"]) == records[0]["num_tokens"]
     assert loads == []
+    # The scores are the model's without noise: a fresh copy gives the same numbers.
+    monkeypatch.undo()
+    for record, expected in zip(records, _rescored(path, out, "lmsys_chat_noise_n5"), strict=True):
+        assert record["tokens"] == expected["tokens"]
+        assert record["token_logprobs"] == pytest.approx(expected["token_logprobs"], abs=1e-4)
+
+
+def test_each_evaluated_model_scores_with_its_own_weights(chats_file, toy_paths):
+    """Two models from one path in one process (float32 and bfloat16): each run's answers
+    are scored by the model that produced them, not by whichever was loaded last."""
+    import torch
+
+    path = toy_paths["llama"]
+    metadata = {"pretrained": path, "lmsys_path": chats_file, "num_prompts": 2, "max_prompt_len": 40}
+    float32 = make_lm(path, sigma_scale=0.3, batch_size=4, dtype="float32")
+    bfloat16 = make_lm(path, sigma_scale=0.3, batch_size=4, dtype="bfloat16")
+    for lm, dtype in ((float32, torch.float32), (bfloat16, torch.bfloat16)):
+        out = _run(lm, "lmsys_chat_noise", metadata)
+        expected = _rescored(path, out, "lmsys_chat_noise", dtype=dtype)
+        for record, own in zip(_records(out, "lmsys_chat_noise"), expected, strict=True):
+            assert record["token_logprobs"] == pytest.approx(own["token_logprobs"], abs=1e-4)
+
+
+def test_plain_hf_loads_the_evaluated_model_to_score(chats_file, toy_paths, monkeypatch):
+    """--model hf returns plain strings: the filter loads the evaluated model by name."""
+    from lm_eval.models.huggingface import HFLM
+
+    loads = []
+    real = scoring.load_reference
+    monkeypatch.setattr(scoring, "load_reference", lambda *a, **k: loads.append(a) or real(*a, **k))
+    path = toy_paths["llama"]
+    metadata = {"pretrained": path, "lmsys_path": chats_file, "num_prompts": 2, "max_prompt_len": 40}
+    out = _run(HFLM(pretrained=path, device="cpu", batch_size=4), "lmsys_chat_noise", metadata)
+    assert loads == [(path,)]
+    for record, expected in zip(_records(out, "lmsys_chat_noise"), _rescored(path, out, "lmsys_chat_noise"), strict=True):
+        assert record["token_logprobs"] == pytest.approx(expected["token_logprobs"], abs=1e-4)
 
 
 def test_chat_task_reference_model_is_chosen_through_metadata(chats_file, toy_paths):

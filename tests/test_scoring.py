@@ -95,3 +95,15 @@ def test_score_command_rejects_a_malformed_samples_file(toy_path, tmp_path, caps
     bad.write_text('{"doc_id": 0}\n')
     assert main(["score", "--samples", str(bad), "--reference-model", toy_path]) == 2
     assert "bad.jsonl:1: not a generate_until sample" in capsys.readouterr().err
+
+
+def test_a_scored_answer_is_a_string_that_keeps_its_score_through_pickle():
+    import pickle
+
+    from lm_eval_noise.scoring import ScoredAnswer
+
+    answer = ScoredAnswer("Paris.", {"logprob_total": -1.5})
+    restored = pickle.loads(pickle.dumps(answer))  # lm-eval's request cache pickles answers
+    assert restored == "Paris." and isinstance(restored, str)
+    assert restored.record == {"logprob_total": -1.5}
+    assert json.dumps([restored]) == '["Paris."]'  # logged samples see the plain text

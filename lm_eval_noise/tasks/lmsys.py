@@ -52,10 +52,13 @@ def load_lmsys(
     import datasets
     from transformers import AutoTokenizer
 
+    from ..scoring import SELF_SCORING_KEY
+
     tokenizer_name = tokenizer or pretrained
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
         raise ValueError("lmsys_chat_noise needs the model's `pretrained` (or `tokenizer`) to apply max_prompt_len")
     reference = reference_model or pretrained
+    own_reference = reference == pretrained  # scored by the evaluated model, noise off
     # A GGUF checkpoint (gguf_file= in model_args) holds the tokenizer too.
     counter = AutoTokenizer.from_pretrained(tokenizer_name, **({"gguf_file": gguf_file} if gguf_file else {}))
     docs = []
@@ -74,49 +77,46 @@ def load_lmsys(
             "language": row.get("language"),
             "prompt": prompt,
             "reference_model": reference,
-            "reference_gguf_file": gguf_file if reference == pretrained else None,
+            "reference_gguf_file": gguf_file if own_reference else None,
+            SELF_SCORING_KEY: own_reference,
         })
     return {"test": datasets.Dataset.from_list(docs)}
 
 
-def _reference(name: str, gguf_file: str | None = None):
-    from ..model import live_model
-    from ..scoring import load_reference
-
-    return live_model(name) or load_reference(name, gguf_file=gguf_file)
-
-
-def _formatted(tokenizer, prompt: str) -> str:
-    """The prompt as a chat model sees it: the reference's own chat template with the
-    generation prompt (what --apply_chat_template does), or the raw text without one."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    return prompt
-
-
 def score_with_reference(resps, docs):
-    """Filter: every answer of every prompt scored under the reference model, in batches;
-    per prompt, one JSON record per answer (response, tokens, per-token log-probs)."""
-    from ..scoring import score_responses
+    """Filter: per prompt, one JSON record per answer (response, tokens, per-token
+    log-probs under the reference). Answers that hf-noise already scored with its own
+    weights keep that score; the others are scored here in batches under the reference
+    loaded by name (with --model hf and the default reference: the evaluated model,
+    loaded a second time)."""
+    from ..scoring import (
+        ScoredAnswer,
+        asks_for_self_scoring,
+        load_reference,
+        score_answers,
+    )
 
-    model, tokenizer = _reference(docs[0]["reference_model"], docs[0].get("reference_gguf_file"))
-    prompts, responses, owners = [], [], []
-    for index, (answers, doc) in enumerate(zip(resps, docs)):
-        for answer in answers:
-            prompts.append(_formatted(tokenizer, doc["prompt"]))
-            responses.append(answer)
-            owners.append(index)
-    scored = score_responses(model, tokenizer, prompts, responses, progress=True)
-    records = [[] for _ in docs]
-    for owner, response, score in zip(owners, responses, scored):
-        records[owner].append(json.dumps({"response": response, **score.to_record()}))
-    return records
+    answers = [(doc, answer) for doc, doc_answers in zip(docs, resps) for answer in doc_answers]
+    unscored = [i for i, (doc, answer) in enumerate(answers)
+                if not (isinstance(answer, ScoredAnswer) and asks_for_self_scoring(doc))]
+    if unscored:
+        model, tokenizer = load_reference(docs[0]["reference_model"], gguf_file=docs[0].get("reference_gguf_file"))
+        scored = score_answers(model, tokenizer, [answers[i][0] for i in unscored], [answers[i][1] for i in unscored])
+        for i, answer in zip(unscored, scored):
+            answers[i] = (answers[i][0], answer)
+    records = iter(json.dumps({"response": str(answer), **answer.record}) for _, answer in answers)
+    return [[next(records) for _ in doc_answers] for doc_answers in resps]
 
 
 def process_results(doc, results) -> dict[str, float]:
-    from ..metrics import distinct_n, edit_distance, is_degenerate, pairwise_bleu, response_length, self_bleu
+    from ..metrics import (
+        distinct_n,
+        edit_distance,
+        is_degenerate,
+        pairwise_bleu,
+        response_length,
+        self_bleu,
+    )
 
     records = [json.loads(record) for record in results[0]]
     responses = [r["response"] for r in records]
