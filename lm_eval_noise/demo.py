@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
+import yaml
+from tqdm import tqdm
 
 PROBLEMS = ("HumanEval/53", "HumanEval/23", "HumanEval/45", "HumanEval/34")
-TRAIN_SECONDS = 60.0
+TRAIN_STEPS = 1000  # a step count, not a time budget: the same model on any machine (~20 s)
 TARGET_LOSS = 0.02
 
 
@@ -44,8 +45,10 @@ def train_demo_model(path: Path, problems: list[dict], seed: int = 0) -> float:
         labels[row, : len(tokens)] = torch.tensor(tokens)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    start, loss = time.monotonic(), float("inf")
-    while loss > TARGET_LOSS and time.monotonic() - start < TRAIN_SECONDS:
+    loss = float("inf")
+    for _ in tqdm(range(TRAIN_STEPS), desc="Training", leave=False):
+        if loss <= TARGET_LOSS:
+            break
         optimizer.zero_grad()
         output = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels)
         output.loss.backward()
@@ -57,20 +60,18 @@ def train_demo_model(path: Path, problems: list[dict], seed: int = 0) -> float:
     return loss
 
 
-SWEEP = """name: demo
-models: [{{pretrained: {model}}}]
-tasks: [humaneval_noise]
-samples: 4
-baseline: temperature-1.5
-batch_size: "4"
-device: cpu
-metadata: {{humaneval_path: {problems}}}
-gen_kwargs: {{max_gen_toks: 64}}
-methods:
-  greedy: {{}}
-  temperature: {{temperature: [1.5]}}
-  noise: {{sigma_scale: [0.5], site: [embed], scope: [per_sequence]}}
-"""
+def sweep_config(model: Path, problems: Path) -> dict:
+    """The demo's sweep: greedy, temperature 1.5 and per-sequence embedding noise."""
+    return {
+        "name": "demo", "models": [{"pretrained": str(model)}], "tasks": ["humaneval_noise"],
+        "samples": 4, "baseline": "temperature-1.5", "batch_size": "4", "device": "cpu",
+        "metadata": {"humaneval_path": str(problems)}, "gen_kwargs": {"max_gen_toks": 64},
+        "methods": {
+            "greedy": {},
+            "temperature": {"temperature": [1.5]},
+            "noise": {"sigma_scale": [0.5], "site": ["embed"], "scope": ["per_sequence"]},
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[2/3] sweep: greedy, temperature 1.5, embedding noise ...", file=sys.stderr)
     config = output / "sweep.yaml"
-    config.write_text(SWEEP.format(model=output / "model", problems=output / "problems.jsonl"))
+    config.write_text(yaml.safe_dump(sweep_config(output / "model", output / "problems.jsonl"), sort_keys=False))
     sweep = load_sweep(config)
     outcomes = run_sweep(sweep, output, echo=False)
     board = write_report(sweep, outcomes, output)

@@ -8,7 +8,7 @@ from lm_eval_noise.cli import main
 
 
 def test_demo_writes_leaderboard_plots_and_viewer(tmp_path):
-    out = tmp_path / "demo"
+    out = tmp_path / "demo: #1"  # YAML-significant characters in the path
     assert main(["demo", "-o", str(out)]) == 0
     board = json.loads((out / "leaderboard.json").read_text())
     runs = {entry["name"]: entry for entry in board["runs"]}
