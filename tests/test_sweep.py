@@ -66,10 +66,20 @@ methods:
     ("models: [m]\ntasks: [t]\n", "`methods` is required"),
     ("models: [m]\ntasks: [t]\nmethods: {greedy: {}, beam: {}}\n", "unknown method 'beam'"),
     ("models: [m]\ntasks: [t]\nbaseline: nope\nmethods: {greedy: {}}\n", "baseline 'nope' is not a run"),
-    ("models: [m]\ntasks: [t]\nmethods: {residual: {noise_norm: [1]}}\n", "needs `layer`"),
+    ("models: [m]\ntasks: [t]\nmethods: {residual: {noise_norm: [1]}}\n", "methods.residual: `layer` is required"),
     ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a}, {name: a}]}\n", "share a name"),
     ("- just a list\n", "a YAML mapping"),
     ("models: [m]\ntasks: [t]\nverdict: {margin: 1}\nmethods: {greedy: {}}\n", "unknown keys \\['margin'\\]"),
+    ("models: [m]\ntasks: [t]\nsample: 4\nmethods: {greedy: {}}\n",
+     "unknown key\\(s\\) sample; valid: models, tasks, methods, name, samples,"),
+    ("models: [m]\ntasks: [t]\nmethods: {temperature: {temp: [1.0]}}\n",
+     "methods.temperature: unknown key\\(s\\) temp; valid: temperature$"),
+    ("models: [m]\ntasks: [t]\nmethods: {noise: {sigma_scale: [0.1], noise_positons: prompt}}\n",
+     "methods.noise: unknown key\\(s\\) noise_positons; valid: sigma_scale, site, scope, schedule, model_args"),
+    ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a, model_arg: {}}]}\n", "methods.custom\\[0\\]: unknown key"),
+    ("models: [m]\ntasks: [t]\nmethods: {temperature: {temperature: [hot]}}\n", "methods.temperature: could not convert"),
+    ("models: [m]\ntasks: [t]\nmethods: {greedy: [1, 2]}\n", "methods.greedy: expected a mapping with keys \\(none\\)"),
+    ("models: [m]\ntasks: [t]\nsamples: many\nmethods: {greedy: {}}\n", "`samples` is an integer >= 1, not 'many'"),
 ])
 def test_bad_configs_are_refused_with_a_clear_message(tmp_path, text, message):
     with pytest.raises(SweepConfigError, match=message):

@@ -17,7 +17,8 @@
       top_k: {temperature: 1.0, top_k: [20, 50]}
       random_prefix: {length: [8, 32]}   # a random string before each sample, greedy
       noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence],
-              schedule: [constant, "exp:16"]}   # schedule: optional, as noise_schedule
+              schedule: [constant, "exp:16"],    # schedule: optional, as noise_schedule
+              model_args: {noise_positions: generated}}  # optional: other hf-noise args
       residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}
       custom:                    # anything else: named runs with their own args
         - {name: low-noise-prompt-only, model_args: {sigma_scale: 0.05, noise_positions: prompt}}
@@ -31,14 +32,13 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from .verdict import THRESHOLDS, thresholds
 
-METHODS = ("greedy", "temperature", "nucleus", "min_p", "top_k", "random_prefix", "noise", "residual", "custom")
 _GREEDY = {"do_sample": False}
 
 
@@ -88,101 +88,214 @@ def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _method_runs(method: str, spec) -> list[tuple[str, dict, dict, float | None]]:
-    """(name, model_args, gen_kwargs, noise scale) for each grid point of one method."""
-    if method == "greedy":
+def _checked(cls, mapping, where: str):
+    """`cls(**mapping)`, refusing unknown and missing keys by name."""
+    names = [f.name for f in fields(cls)]
+    if mapping is None:
+        mapping = {}
+    if not isinstance(mapping, dict):
+        raise SweepConfigError(f"{where}: expected a mapping with keys {', '.join(names) or '(none)'}")
+    unknown = sorted(set(map(str, mapping)) - set(names))
+    if unknown:
+        raise SweepConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(names) or '(none)'}")
+    for f in fields(cls):
+        if f.default is MISSING and f.default_factory is MISSING and mapping.get(f.name) in (None, [], {}):
+            raise SweepConfigError(f"{where}: `{f.name}` is required")
+    return cls(**mapping)
+
+
+# One dataclass per method: its keys are the config keys, `points()` its grid as
+# (name, model_args, gen_kwargs, noise scale for the plots).
+Point = tuple[str, dict, dict, float | None]
+
+
+@dataclass(frozen=True)
+class Greedy:
+    def points(self) -> list[Point]:
         return [("greedy", {}, dict(_GREEDY), None)]
-    if method == "temperature":
+
+
+@dataclass(frozen=True)
+class Temperature:
+    temperature: object = (0.8,)
+
+    def points(self) -> list[Point]:
         return [(f"temperature-{_fmt(t)}", {}, {"do_sample": True, "temperature": float(t), "top_p": 1.0}, None)
-                for t in _as_list(spec.get("temperature", [0.8]))]
-    if method == "nucleus":
+                for t in _as_list(self.temperature)]
+
+
+@dataclass(frozen=True)
+class Nucleus:
+    temperature: object = 1.0
+    top_p: object = 0.95
+
+    def points(self) -> list[Point]:
         return [(f"nucleus-t{_fmt(t)}-p{_fmt(p)}", {}, {"do_sample": True, "temperature": float(t), "top_p": float(p)}, None)
-                for t, p in itertools.product(_as_list(spec.get("temperature", 1.0)), _as_list(spec.get("top_p", 0.95)))]
-    if method in ("min_p", "top_k"):  # truncation samplers: keep tokens by min_p or by rank
-        cast = float if method == "min_p" else int
-        return [(f"{method.replace('_', '')}-t{_fmt(t)}-{_fmt(v)}", {},
-                 {"do_sample": True, "temperature": float(t), "top_p": 1.0, method: cast(v)}, None)
-                for t, v in itertools.product(_as_list(spec.get("temperature", 1.0)),
-                                              _as_list(spec.get(method, 0.1 if method == "min_p" else 50)))]
-    if method == "random_prefix":  # training-free seed conditioning (Nagarajan et al., 2025)
+                for t, p in itertools.product(_as_list(self.temperature), _as_list(self.top_p))]
+
+
+@dataclass(frozen=True)
+class MinP:  # truncation sampler: keep tokens above min_p x the top probability
+    temperature: object = 1.0
+    min_p: object = 0.1
+
+    def points(self) -> list[Point]:
+        return [(f"minp-t{_fmt(t)}-{_fmt(v)}", {}, {"do_sample": True, "temperature": float(t), "top_p": 1.0,
+                                                     "min_p": float(v)}, None)
+                for t, v in itertools.product(_as_list(self.temperature), _as_list(self.min_p))]
+
+
+@dataclass(frozen=True)
+class TopK:  # truncation sampler: keep the k most likely tokens
+    temperature: object = 1.0
+    top_k: object = 50
+
+    def points(self) -> list[Point]:
+        return [(f"topk-t{_fmt(t)}-{_fmt(v)}", {}, {"do_sample": True, "temperature": float(t), "top_p": 1.0,
+                                                     "top_k": int(v)}, None)
+                for t, v in itertools.product(_as_list(self.temperature), _as_list(self.top_k))]
+
+
+@dataclass(frozen=True)
+class RandomPrefix:  # training-free seed conditioning (Nagarajan et al., 2025)
+    length: object = (16,)
+
+    def points(self) -> list[Point]:
         return [(f"prefix-{int(length)}", {"random_prefix": int(length)}, dict(_GREEDY), None)
-                for length in _as_list(spec.get("length", [16]))]
-    if method == "noise":
-        runs = []
-        axes = ("sigma_scale", "site", "scope", "schedule")
+                for length in _as_list(self.length)]
+
+
+@dataclass(frozen=True)
+class Noise:
+    sigma_scale: object = (0.1,)
+    site: object = "embed"
+    scope: object = "per_token"
+    schedule: object = "constant"
+    model_args: dict = field(default_factory=dict)  # any other hf-noise model_args, for every point
+
+    def points(self) -> list[Point]:
+        points = []
         for sigma, site, scope, schedule in itertools.product(
-            _as_list(spec.get("sigma_scale", [0.1])), _as_list(spec.get("site", "embed")),
-            _as_list(spec.get("scope", "per_token")), _as_list(spec.get("schedule", "constant")),
+            _as_list(self.sigma_scale), _as_list(self.site), _as_list(self.scope), _as_list(self.schedule)
         ):
             args = {"sigma_scale": float(sigma), "noise_site": str(site), "noise_scope": scope,
-                    **({} if schedule == "constant" else {"noise_schedule": str(schedule)}),
-                    **{k: v for k, v in spec.items() if k not in axes}}
+                    **({} if schedule == "constant" else {"noise_schedule": str(schedule)}), **self.model_args}
             name = f"noise-{site}-{scope}-sigma{_fmt(sigma)}" + ("" if schedule == "constant" else f"-{schedule}")
-            runs.append((name.replace(":", ""), args, dict(_GREEDY), float(sigma)))
-        return runs
-    if method == "residual":
-        if "layer" not in spec:
-            raise SweepConfigError("methods.residual needs `layer`")
-        runs = []
-        for norm, count in itertools.product(_as_list(spec.get("noise_norm", [4.0])), _as_list(spec.get("vectors", [1]))):
-            args = {"noise_site": f"layer:{int(spec['layer'])}", "noise_scope": "per_sequence",
-                    "noise_norm": float(norm), "noise_seed": int(spec.get("seed", 0)),
-                    "noise_vectors": {"count": int(count), "seed": int(spec.get("seed", 0))}}
-            runs.append((f"residual-layer{int(spec['layer'])}-norm{_fmt(norm)}-k{count}", args, dict(_GREEDY), float(norm)))
-        return runs
-    if method == "custom":
-        runs = []
-        for entry in _as_list(spec):
-            if not isinstance(entry, dict) or "name" not in entry:
-                raise SweepConfigError("methods.custom entries need a `name`")
-            args = dict(entry.get("model_args") or {})
-            scale = args.get("noise_norm", args.get("sigma_scale"))
-            runs.append((str(entry["name"]), args, dict(entry.get("gen_kwargs") or _GREEDY),
-                         None if scale is None else float(scale)))
-        return runs
-    raise SweepConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+            points.append((name.replace(":", ""), args, dict(_GREEDY), float(sigma)))
+        return points
+
+
+@dataclass(frozen=True)
+class Residual:  # recipe B: fixed random unit vectors at one layer, one per sample
+    layer: int
+    noise_norm: object = (4.0,)
+    vectors: object = (1,)
+    seed: int = 0
+
+    def points(self) -> list[Point]:
+        layer, seed = int(self.layer), int(self.seed)
+        return [(f"residual-layer{layer}-norm{_fmt(norm)}-k{count}",
+                 {"noise_site": f"layer:{layer}", "noise_scope": "per_sequence", "noise_norm": float(norm),
+                  "noise_seed": seed, "noise_vectors": {"count": int(count), "seed": seed}},
+                 dict(_GREEDY), float(norm))
+                for norm, count in itertools.product(_as_list(self.noise_norm), _as_list(self.vectors))]
+
+
+@dataclass(frozen=True)
+class CustomRun:
+    name: str
+    model_args: dict = field(default_factory=dict)
+    gen_kwargs: dict = field(default_factory=lambda: dict(_GREEDY))
+
+    def points(self) -> list[Point]:
+        scale = self.model_args.get("noise_norm", self.model_args.get("sigma_scale"))
+        return [(str(self.name), dict(self.model_args), dict(self.gen_kwargs), None if scale is None else float(scale))]
+
+
+METHODS = {"greedy": Greedy, "temperature": Temperature, "nucleus": Nucleus, "min_p": MinP, "top_k": TopK,
+           "random_prefix": RandomPrefix, "noise": Noise, "residual": Residual, "custom": CustomRun}
+
+
+def _method_points(method: str, spec, where: str) -> list[Point]:
+    if method not in METHODS:
+        raise SweepConfigError(f"{where}: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    entries = [(f"{where}.{method}[{i}]", entry) for i, entry in enumerate(_as_list(spec))] \
+        if method == "custom" else [(f"{where}.{method}", spec)]
+    try:
+        return [point for at, entry in entries for point in _checked(METHODS[method], entry, at).points()]
+    except (TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, SweepConfigError):
+            raise
+        raise SweepConfigError(f"{where}.{method}: {error}") from None
+
+
+def _integer(value, key: str, path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SweepConfigError(f"{path}: `{key}` is an integer >= 1, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """The keys of a sweep config file (see the module docstring)."""
+
+    models: object
+    tasks: object
+    methods: dict
+    name: str | None = None
+    samples: int = 10
+    limit: int | None = None
+    baseline: str | None = None
+    verdict: dict | None = None
+    batch_size: object = "auto"
+    device: str | None = None
+    apply_chat_template: bool = False
+    metadata: dict = field(default_factory=dict)
+    model_args: dict = field(default_factory=dict)
+    gen_kwargs: dict = field(default_factory=dict)
+    viz: bool = False
 
 
 def load_sweep(path: str | Path) -> Sweep:
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as error:
         raise SweepConfigError(f"cannot read sweep config {path}: {error}") from None
-    if not isinstance(config, dict):
+    if not isinstance(raw, dict):
         raise SweepConfigError(f"{path}: a sweep config is a YAML mapping")
-    for key in ("models", "tasks", "methods"):
-        if not config.get(key):
-            raise SweepConfigError(f"{path}: `{key}` is required")
-    if not isinstance(config["methods"], dict):
+    config = _checked(SweepConfig, raw, str(path))
+    if not isinstance(config.methods, dict):
         raise SweepConfigError(f"{path}: `methods` maps method names to their grids")
-    shared_model_args = dict(config.get("model_args") or {})
-    shared_gen_kwargs = dict(config.get("gen_kwargs") or {})
+    for key in ("metadata", "model_args", "gen_kwargs"):
+        if not isinstance(getattr(config, key), dict):
+            raise SweepConfigError(f"{path}: `{key}` is a mapping")
     runs = []
-    for model in _as_list(config["models"]):
-        model = {"pretrained": model} if isinstance(model, str) else dict(model)
-        if "pretrained" not in model:
+    for model in _as_list(config.models):
+        model = {"pretrained": model} if isinstance(model, str) else model
+        if not isinstance(model, dict) or "pretrained" not in model:
             raise SweepConfigError(f"{path}: every model needs `pretrained`")
-        for task in _as_list(config["tasks"]):
-            for method, spec in config["methods"].items():
-                for name, model_args, gen_kwargs, scale in _method_runs(method, spec or {}):
+        for task in _as_list(config.tasks):
+            for method, spec in config.methods.items():
+                for name, model_args, gen_kwargs, scale in _method_points(method, spec, f"{path}: methods"):
                     runs.append(Run(
                         name=name, model=str(model["pretrained"]), task=str(task),
-                        model_args={**model, **shared_model_args, **model_args},
-                        gen_kwargs={**shared_gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
+                        model_args={**model, **config.model_args, **model_args},
+                        gen_kwargs={**config.gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
                     ))
     names = [(r.model, r.task, r.name) for r in runs]
     if len(set(names)) != len(names):
         raise SweepConfigError(f"{path}: two runs share a name; give custom runs distinct names")
-    baseline = config.get("baseline")
-    if baseline is not None and baseline not in {r.name for r in runs}:
-        raise SweepConfigError(f"{path}: baseline {baseline!r} is not a run; runs are {sorted({r.name for r in runs})}")
+    if config.baseline is not None and config.baseline not in {r.name for r in runs}:
+        raise SweepConfigError(
+            f"{path}: baseline {config.baseline!r} is not a run; runs are {sorted({r.name for r in runs})}")
     try:
-        limits = thresholds(config.get("verdict"))
+        limits = thresholds(config.verdict)
     except (ValueError, TypeError) as error:
         raise SweepConfigError(f"{path}: {error}") from None
+    limit = None if config.limit is None else _integer(config.limit, "limit", path)
     return Sweep(
-        name=str(config.get("name") or Path(path).stem), runs=runs, samples=int(config.get("samples", 10)),
-        limit=config.get("limit"), baseline=baseline, batch_size=str(config.get("batch_size", "auto")),
-        device=config.get("device"), apply_chat_template=bool(config.get("apply_chat_template", False)),
-        metadata=dict(config.get("metadata") or {}), viz=bool(config.get("viz", False)), verdict=limits,
+        name=str(config.name or Path(path).stem), runs=runs, samples=_integer(config.samples, "samples", path), limit=limit,
+        baseline=config.baseline, batch_size=str(config.batch_size), device=config.device,
+        apply_chat_template=bool(config.apply_chat_template), metadata=dict(config.metadata),
+        viz=bool(config.viz), verdict=limits,
     )
