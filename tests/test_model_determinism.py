@@ -76,6 +76,7 @@ def test_repeats_get_distinct_noise_draws(toy_path):
     per_prompt = [outputs[i : i + 4] for i in range(0, len(outputs), 4)]
     # Every prompt's four samples are not all identical, and most prompts have 4 distinct ones.
     assert all(len(set(samples)) > 1 for samples in per_prompt)
+    assert sum(len(set(samples)) == 4 for samples in per_prompt) > len(per_prompt) / 2
     scores = [ll for ll, _ in lm.loglikelihood(loglikelihood_requests(repeats=3))]
     assert all(len(set(scores[i : i + 3])) == 3 for i in range(0, len(scores), 3))
 

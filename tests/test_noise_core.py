@@ -75,18 +75,16 @@ def test_layer_reference_is_mean_residual_norm_on_calibration_text(toy):
 
     injector = NoiseInjector(model, _spec(sigma_scale=0.1, noise_site="layer:1"), tokenizer=tokenizer)
     ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt")["input_ids"][:, :256]
+    # The output of block 1, caught by a hook: the model's last hidden state (block 1 is
+    # the last of two) has the final norm applied.
+    captured = []
+    handle = decoder_layers(model)[1].register_forward_hook(
+        lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)
+    )
     with torch.no_grad():
-        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[2]  # after block 1
-    if len(decoder_layers(model)) == 2:
-        # The last hidden state has the final norm applied; compare before it with a hook.
-        captured = []
-        handle = decoder_layers(model)[1].register_forward_hook(
-            lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o)
-        )
-        with torch.no_grad():
-            model(input_ids=ids)
-        handle.remove()
-        hidden = captured[0]
+        model(input_ids=ids)
+    handle.remove()
+    hidden = captured[0]
     assert injector.reference_norm == pytest.approx(hidden[0, 1:].norm(dim=-1).mean().item(), rel=1e-5)
 
 

