@@ -10,9 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
+import pytest
 
-from lm_eval_noise.toymodels import ARCHITECTURES, save_toy_model  # noqa: E402
+from lm_eval_noise.demo.toymodels import ARCHITECTURES, save_toy_model
 
 
 @pytest.fixture(scope="session")

@@ -46,8 +46,22 @@ def rolling_requests(prompts=PROMPTS):
 
 
 def make_lm(path: str, **model_args):
-    from lm_eval_noise.model import HFNoiseLM
+    from lm_eval_noise.harness.model import HFNoiseLM
 
     model_args.setdefault("device", "cpu")
     model_args.setdefault("batch_size", 1)
     return HFNoiseLM(pretrained=path, **model_args)
+
+
+def direct_logprobs(model, tokenizer, prompt, response):
+    """Per-token log-probs of `response` after `prompt`, one unbatched forward pass."""
+    import torch
+
+    bos = prompt.startswith(tokenizer.bos_token)
+    prompt_ids = tokenizer(prompt, add_special_tokens=not bos)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return [logprobs[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(response_ids)]

@@ -156,7 +156,7 @@ def test_no_plugin_argument_reaches_from_pretrained(toy_path, monkeypatch, tmp_p
 @pytest.mark.parametrize("typo, meant", [("sgma_scale", "sigma_scale"), ("noisescope", "noise_scope"),
                                          ("quantisation", "quantization"), ("random_prefx", "random_prefix")])
 def test_a_near_miss_of_our_arguments_is_refused_before_loading(typo, meant):
-    from lm_eval_noise.model import HFNoiseLM
+    from lm_eval_noise.harness.model import HFNoiseLM
     from lm_eval_noise.noise import NoiseArgumentError
 
     with pytest.raises(NoiseArgumentError, match=f"did you mean {meant}"):

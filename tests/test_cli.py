@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_noise.resources import tasks_dir
+from lm_eval_noise.harness.task_configs import tasks_dir
 
 DOCS = [
     {"prompt": "def add(a, b):", "target": " return a + b"},
@@ -131,7 +131,7 @@ def test_sigma_zero_run_equals_hf_run_and_hf_still_works(toy_paths, task_dir, tm
 
 def test_entry_point_is_declared_for_later_harness_releases():
     entry_points = metadata.entry_points(group="lm_eval.models")
-    assert {ep.name: ep.value for ep in entry_points}["hf-noise"] == "lm_eval_noise.model:HFNoiseLM"
+    assert {ep.name: ep.value for ep in entry_points}["hf-noise"] == "lm_eval_noise.harness.model:HFNoiseLM"
 
 
 def test_registration_hook_is_installed_and_keeps_builtin_models():
@@ -166,9 +166,10 @@ def test_per_sequence_vectors_are_exported_and_reproduce_each_sample(toy_paths, 
     _, samples = run_cli("lm_eval", "hf-noise", args, task_dir, out, tasks="toy_gen")
     results_file = next(out.rglob("results_*.json"))
     samples_file = next(out.rglob("samples_toy_gen_*.jsonl"))
-    stem = tmp_path / "vectors"
-    assert main(["vectors", "--results", str(results_file), "--samples", str(samples_file), "-o", str(stem)]) == 0
-    vectors, index = np.load(stem.with_suffix(".npy")), json.loads(stem.with_suffix(".json").read_text())
+    folder = tmp_path / "vectors"
+    assert main(["vectors", "--results", str(results_file), "--samples", str(samples_file), "-o", str(folder)]) == 0
+    vectors = np.load(folder / "noise_vectors.npy")
+    index = json.loads((folder / "noise_vectors.json").read_text())
     assert vectors.shape == (9, 64) and len(index) == 9  # 3 docs x 3 repeats
     logged = {s["doc_id"]: s for s in samples["toy_gen"]}
     for row, vector in list(zip(index, vectors))[:4]:

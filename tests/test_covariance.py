@@ -10,9 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_eval_noise.cli import main
-from lm_eval_noise.covariance import psd_sqrt, read_prompts, residual_covariance
 from lm_eval_noise.noise import NoiseInjector, NoiseSpec
 from lm_eval_noise.noise.sites import decoder_layers
+from lm_eval_noise.tools.covariance import psd_sqrt, read_prompts, residual_covariance
 
 PROMPTS = ["def add(a, b):\n    return a + b", "The quick brown fox", "Knowledge is power.",
            "for i in range(10):\n    print(i)", "Question: How many legs does a spider have?", "x"]
@@ -23,7 +23,8 @@ def by_hand(model, tokenizer, prompts, layer):
     block = decoder_layers(model)[layer]
     for prompt in prompts:  # one at a time: no padding at all
         captured = []
-        handle = block.register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        handle = block.register_forward_hook(
+            lambda m, i, o, captured=captured: captured.append(o[0] if isinstance(o, tuple) else o))
         with torch.no_grad():
             model(input_ids=tokenizer(prompt, return_tensors="pt")["input_ids"])
         handle.remove()
@@ -78,7 +79,7 @@ def test_an_out_of_range_layer_is_refused(toy_path):
 
 
 def test_spectrum_shows_a_massive_dimension_and_shrinkage_spreads_it():
-    from lm_eval_noise.covariance import NEARLY_ONE_DIMENSIONAL, shrink, spectrum
+    from lm_eval_noise.tools.covariance import NEARLY_ONE_DIMENSIONAL, shrink, spectrum
 
     variances = np.full(64, 17.0)
     variances[7] = 1.1e6  # a massive-activation dimension, as on SmolLM2's layer 15

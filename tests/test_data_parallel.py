@@ -27,8 +27,8 @@ TASKS = {
 }
 # accelerate 1.15: `--cpu` launches a single process; ACCELERATE_USE_CPU with
 # --multi_gpu launches N processes that join a gloo group on the CPU.
-LAUNCH = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def _task_dir(root: Path, docs: list[dict]) -> Path:
@@ -60,6 +60,7 @@ def _run(launcher: list[str], task_dir: Path, out: Path, model_args: str):
     return results, samples, done.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_outputs_and_scores_of_one(toy_paths, tmp_path):
     (tmp_path / "tasks").mkdir()
     task_dir = _task_dir(tmp_path / "tasks", DOCS)

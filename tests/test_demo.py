@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lm_eval_noise.cli import main
 
 
+@pytest.mark.slow
 def test_demo_writes_leaderboard_plots_and_viewer(tmp_path):
     out = tmp_path / "demo: #1"  # YAML-significant characters in the path
     assert main(["demo", "-o", str(out)]) == 0

@@ -11,7 +11,7 @@ from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
-from lm_eval_noise.resources import tasks_dir
+from lm_eval_noise.harness.task_configs import tasks_dir
 from lm_eval_noise.tasks.humaneval import extract_code, load_humaneval
 
 WRONG = "    return None\n"

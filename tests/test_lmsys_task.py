@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import make_lm
+from helpers import direct_logprobs, make_lm
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
-from lm_eval_noise import scoring
-from lm_eval_noise.resources import tasks_dir
+from lm_eval_noise.harness.task_configs import tasks_dir
+from lm_eval_noise.metrics import coherence as scoring
 from lm_eval_noise.tasks.lmsys import first_user_turn, load_lmsys
 
 CHATS = [
@@ -65,16 +65,15 @@ def _records(out, task):
 
 
 def _rescored(path, out, task, **load_kwargs):
-    """Each logged answer scored again under a freshly loaded copy of `path`, without noise."""
+    """Each logged answer's per-token log-probs recomputed by hand under a freshly loaded
+    copy of `path`, without noise, after the chat-formatted prompt the model was given
+    (--apply_chat_template, the same template): one unbatched forward pass per answer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    docs, answers = [], []
-    for sample in out["samples"][task]:
-        docs += [sample["doc"]] * len(sample["resps"][0])
-        answers += sample["resps"][0]
-    return [answer.record for answer in scoring.score_answers(model, tokenizer, docs, answers)]
+    return [direct_logprobs(model, tokenizer, sample["arguments"][0][0], answer)
+            for sample in out["samples"][task] for answer in sample["resps"][0]]
 
 
 def test_chat_task_scores_answers_with_the_evaluated_model_by_default(chats_file, toy_paths, monkeypatch):
@@ -96,8 +95,7 @@ def test_chat_task_scores_answers_with_the_evaluated_model_by_default(chats_file
     # The scores are the model's without noise: a fresh copy gives the same numbers.
     monkeypatch.undo()
     for record, expected in zip(records, _rescored(path, out, "lmsys_chat_noise_n5"), strict=True):
-        assert record["tokens"] == expected["tokens"]
-        assert record["token_logprobs"] == pytest.approx(expected["token_logprobs"], abs=1e-4)
+        assert record["token_logprobs"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_each_evaluated_model_scores_with_its_own_weights(chats_file, toy_paths):
@@ -113,22 +111,26 @@ def test_each_evaluated_model_scores_with_its_own_weights(chats_file, toy_paths)
         out = _run(lm, "lmsys_chat_noise", metadata)
         expected = _rescored(path, out, "lmsys_chat_noise", dtype=dtype)
         for record, own in zip(_records(out, "lmsys_chat_noise"), expected, strict=True):
-            assert record["token_logprobs"] == pytest.approx(own["token_logprobs"], abs=1e-4)
+            assert record["token_logprobs"] == pytest.approx(own, abs=1e-4)
 
 
 def test_plain_hf_loads_the_evaluated_model_to_score(chats_file, toy_paths, monkeypatch):
-    """--model hf returns plain strings: the filter loads the evaluated model by name."""
+    """--model hf returns plain strings: the filter loads the evaluated model by name,
+    in the run's dtype (model_args reach the task's metadata, as the CLI does)."""
+    import torch
     from lm_eval.models.huggingface import HFLM
 
     loads = []
     real = scoring.load_reference
-    monkeypatch.setattr(scoring, "load_reference", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(scoring, "load_reference", lambda *a, **k: loads.append((a, k)) or real(*a, **k))
     path = toy_paths["llama"]
-    metadata = {"pretrained": path, "lmsys_path": chats_file, "num_prompts": 2, "max_prompt_len": 40}
-    out = _run(HFLM(pretrained=path, device="cpu", batch_size=4), "lmsys_chat_noise", metadata)
-    assert loads == [(path,)]
-    for record, expected in zip(_records(out, "lmsys_chat_noise"), _rescored(path, out, "lmsys_chat_noise"), strict=True):
-        assert record["token_logprobs"] == pytest.approx(expected["token_logprobs"], abs=1e-4)
+    metadata = {"pretrained": path, "dtype": "bfloat16", "lmsys_path": chats_file, "num_prompts": 2,
+                "max_prompt_len": 40}
+    out = _run(HFLM(pretrained=path, device="cpu", batch_size=4, dtype="bfloat16"), "lmsys_chat_noise", metadata)
+    assert loads == [((path,), {"dtype": "bfloat16", "gguf_file": None})]
+    expected_records = _rescored(path, out, "lmsys_chat_noise", dtype=torch.bfloat16)
+    for record, expected in zip(_records(out, "lmsys_chat_noise"), expected_records, strict=True):
+        assert record["token_logprobs"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_chat_task_reference_model_is_chosen_through_metadata(chats_file, toy_paths):

@@ -91,7 +91,8 @@ def test_distinct_n_equals_set_over_pooled_ngrams(seed):
     rng = random.Random(200 + seed)
     samples = random_samples(rng, rng.randint(1, 10))
     for n in (1, 2, 3):
-        grams = [g for s in samples for g in (ngrams(tokenize(s), n) if len(tokenize(s)) >= n else [tuple(tokenize(s))])]
+        grams = [g for s in samples
+                 for g in (ngrams(tokenize(s), n) if len(tokenize(s)) >= n else [tuple(tokenize(s))])]
         expected = len(set(grams)) / len(grams)
         assert distinct_n(samples, n) == pytest.approx(expected)
 
@@ -168,7 +169,8 @@ def test_pass_at_k_edge_cases():
 
 
 def test_compile_rate_matches_the_compile_builtin():
-    programs = ["def f():\n    return 1\n", "def f(:\n", "x = (", "print('ok')", "    indented = 1", "", "lambda: (yield)"]
+    programs = ["def f():\n    return 1\n", "def f(:\n", "x = (", "print('ok')", "    indented = 1", "",
+                "lambda: (yield)"]
 
     def compiles(source):
         try:

@@ -5,13 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import (
-    PROMPTS,
-    generation_requests,
-    loglikelihood_requests,
-    make_lm,
-    rolling_requests,
-)
+from helpers import PROMPTS, generation_requests, loglikelihood_requests, make_lm, rolling_requests
 from lm_eval.models.huggingface import HFLM
 
 NOISY = {"sigma_scale": 0.5}
@@ -210,7 +204,7 @@ def test_lm_evals_rank_padding_is_warned_about(toy_path, caplog):
     their answers to that request's samples: a document would get extra samples."""
     lm = make_lm(toy_path, sigma_scale=0.5)
     requests = generation_requests(prompts=PROMPTS[:2], repeats=2, max_gen_toks=2)
-    with caplog.at_level("WARNING", logger="lm_eval_noise.model"):
+    with caplog.at_level("WARNING", logger="lm_eval_noise.harness.model"):
         lm.generate_until(requests)
         assert "padded" not in caplog.text
         lm.generate_until(requests + requests[-2:])  # what lm-eval sends a padded rank
@@ -280,3 +274,22 @@ def test_scoring_records_prompt_reference_norms(toy_path):
     context, _ = lm._encode_pair(QUESTION, " a")
     table = lm.model.get_input_embeddings().weight.detach().norm(dim=-1)
     assert list(recorded.values()) == pytest.approx([table[context].mean().item()], rel=1e-5)
+
+
+def test_generation_progress_moves_every_step_and_changes_nothing(toy_path, monkeypatch):
+    """The tokens bar (harness/progress.py) advances at each decoding step, several times
+    per batch, and the answers are the same with it as without it."""
+    from lm_eval_noise.harness import progress
+
+    steps = []
+    original = progress.TokenCounter.put
+    monkeypatch.setattr(progress.TokenCounter, "put",
+                        lambda self, value: steps.append(int(value.numel())) or original(self, value))
+    lm = make_lm(toy_path, batch_size=4, sigma_scale=0.5)
+    requests = generation_requests(repeats=2, max_gen_toks=6)
+    with_bar = lm.generate_until(requests)
+    batches = -(-len(requests) // 4)
+    assert len(steps) > 2 * batches  # prompt + several steps per batch, not one tick per batch
+    steps.clear()
+    assert lm.generate_until(requests, disable_tqdm=True) == with_bar
+    assert steps == []  # no bar, no streamer

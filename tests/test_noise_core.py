@@ -284,6 +284,27 @@ def test_noise_vectors_per_sequence_use_row_repeat_mod_k(toy, tmp_path):
         assert torch.allclose(noise[row], expected, atol=1e-5)
 
 
+def test_noise_vectors_per_token_pick_a_row_per_position_from_the_seed(toy, tmp_path):
+    """Per token, each position adds one of the file's rows at exactly noise_norm: rows
+    vary across positions, and the choice is a function of (seed, position)."""
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    vectors = np.random.default_rng(0).normal(size=(4, dim)).astype(np.float32)
+    np.save(tmp_path / "vectors.npy", vectors)
+    spec = _spec(noise_norm=2.0, noise_scope="per_token", noise_vectors=str(tmp_path / "vectors.npy"))
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    ids = _ids(tokenizer, rows=2)
+    noise = added_noise(model, injector, ids, seeds=[5, 6])
+    unit = torch.from_numpy(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)) * 2.0
+    distance = (noise[:, :, None, :] - unit[None, None]).norm(dim=-1)  # [B, T, K]
+    chosen = distance.argmin(dim=-1)
+    assert distance.min(dim=-1).values.max() < 1e-4  # every position is exactly one scaled row
+    assert all(len(set(row.tolist())) >= 3 for row in chosen)  # rows vary along the sequence
+    assert not torch.equal(chosen[0], chosen[1])  # and with the seed
+    again = added_noise(model, injector, ids[:1], seeds=[5])
+    assert torch.allclose(again[0], noise[0], atol=1e-6)  # same seed, same rows
+
+
 def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
     """Noise is generated per step ([B, 1, d]) and in bounded chunks in the prefill,
     never for the whole generation at once."""
@@ -314,7 +335,7 @@ def test_embedding_scaled_inside_the_module_is_measured_after_the_scale():
     module's output, the tensor the noise is added to."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    from lm_eval_noise.toymodels import build_tokenizer
+    from lm_eval_noise.demo.toymodels import build_tokenizer
 
     config = Gemma3TextConfig(
         vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

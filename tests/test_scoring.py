@@ -6,10 +6,10 @@ import json
 import math
 
 import pytest
-import torch
+from helpers import direct_logprobs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_noise.scoring import score_responses
+from lm_eval_noise.metrics.coherence import score_responses
 
 PAIRS = [
     ("<s>user: hello\nassistant:", " Hi there, how can I help?"),
@@ -18,17 +18,6 @@ PAIRS = [
     ("The quick brown fox", ""),
     ("x", " jumps over the lazy dog. " * 5),
 ]
-
-
-def direct_logprobs(model, tokenizer, prompt, response):
-    bos = prompt.startswith(tokenizer.bos_token)
-    prompt_ids = tokenizer(prompt, add_special_tokens=not bos)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids + response_ids])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0].double()
-    logprobs = torch.log_softmax(logits, dim=-1)
-    return [logprobs[len(prompt_ids) - 1 + i, token].item() for i, token in enumerate(response_ids)]
 
 
 def test_batched_scores_equal_a_direct_computation(toy_path):
@@ -75,7 +64,7 @@ def test_score_command_writes_per_token_values_and_a_summary(toy_path, tmp_path,
 
     samples = tmp_path / "samples_chat.jsonl"
     _write_samples(samples, [(PAIRS[0][0], [PAIRS[0][1], " Hello!"]), (PAIRS[1][0], [PAIRS[1][1]])])
-    assert main(["score", "--samples", str(samples), "--reference-model", toy_path, "--batch-size", "2"]) == 0
+    assert main(["score", "--samples", str(samples), "--model", toy_path, "--batch-size", "2"]) == 0
     rows = [json.loads(line) for line in (tmp_path / "samples_chat.scores.jsonl").open()]
     assert [(r["doc_id"], r["repeat"]) for r in rows] == [(0, 0), (0, 1), (1, 0)]
     model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
@@ -93,14 +82,14 @@ def test_score_command_rejects_a_malformed_samples_file(toy_path, tmp_path, caps
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"doc_id": 0}\n')
-    assert main(["score", "--samples", str(bad), "--reference-model", toy_path]) == 2
+    assert main(["score", "--samples", str(bad), "--model", toy_path]) == 2
     assert "bad.jsonl:1: not a generate_until sample" in capsys.readouterr().err
 
 
 def test_a_scored_answer_is_a_string_that_keeps_its_score_through_pickle():
     import pickle
 
-    from lm_eval_noise.scoring import ScoredAnswer
+    from lm_eval_noise.metrics.coherence import ScoredAnswer
 
     answer = ScoredAnswer("Paris.", {"logprob_total": -1.5})
     restored = pickle.loads(pickle.dumps(answer))  # lm-eval's request cache pickles answers

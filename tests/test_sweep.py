@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_eval_noise.sweep import SweepConfigError, load_sweep
-from lm_eval_noise.sweep.report import bootstrap_mean_ci, paired_difference
+from lm_eval_noise.tools.sweep import SweepConfigError, load_sweep
+from lm_eval_noise.tools.sweep.report import bootstrap_mean_ci, paired_difference
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -48,7 +48,8 @@ methods:
     assert {"greedy", "temperature-0.2", "nucleus-t1-p0.95", "noise-layer-2-per_sequence-sigma0.05",
             "residual-layer3-norm8-k5", "prompt-only"} <= set(names)
     by_name = {run.name: run for run in sweep.runs}
-    assert by_name["temperature-0.8"].gen_kwargs == {"max_gen_toks": 64, "do_sample": True, "temperature": 0.8, "top_p": 1.0}
+    assert by_name["temperature-0.8"].gen_kwargs == {"max_gen_toks": 64, "do_sample": True, "temperature": 0.8,
+                                                     "top_p": 1.0}
     assert by_name["greedy"].model_args == {"pretrained": "some/model", "dtype": "bfloat16"}
     assert by_name["minp-t1-0.05"].gen_kwargs == {"max_gen_toks": 64, "do_sample": True, "temperature": 1.0,
                                                   "top_p": 1.0, "min_p": 0.05}
@@ -77,7 +78,8 @@ methods:
     ("models: [m]\ntasks: [t]\nmethods: {noise: {sigma_scale: [0.1], noise_positons: prompt}}\n",
      "methods.noise: unknown key\\(s\\) noise_positons; valid: sigma_scale, site, scope, schedule, model_args"),
     ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a, model_arg: {}}]}\n", "methods.custom\\[0\\]: unknown key"),
-    ("models: [m]\ntasks: [t]\nmethods: {temperature: {temperature: [hot]}}\n", "methods.temperature: could not convert"),
+    ("models: [m]\ntasks: [t]\nmethods: {temperature: {temperature: [hot]}}\n",
+     "methods.temperature: could not convert"),
     ("models: [m]\ntasks: [t]\nmethods: {greedy: [1, 2]}\n", "methods.greedy: expected a mapping with keys \\(none\\)"),
     ("models: [m]\ntasks: [t]\nsamples: many\nmethods: {greedy: {}}\n", "`samples` is an integer >= 1, not 'many'"),
 ])
@@ -126,6 +128,7 @@ def _sweep_command(config: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "lm_eval_noise", "sweep", "--config", str(config), "-o", str(out), "--quiet"]
 
 
+@pytest.mark.slow
 def test_sweep_end_to_end_survives_a_kill_and_resumes(toy_paths, tmp_path):
     config = write_config(tmp_path, f"""
 name: tiny
@@ -136,6 +139,7 @@ limit: 2
 baseline: greedy
 batch_size: "2"
 device: cpu
+viz: true
 gen_kwargs: {{max_gen_toks: 6}}
 methods:
   greedy: {{}}
@@ -168,6 +172,7 @@ methods:
     second = subprocess.run(_sweep_command(config, out), env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 1, second.stderr[-3000:]  # one run failed; the others went on
     assert "failed: broken: exit code" in second.stderr and "sigma_scale" in second.stderr
+    assert "viz: no run scored its answers" in second.stderr and not (out / "viz.html").exists()
     assert (partial[0] / "DONE.json").exists() and not (partial[0] / "leftover").exists()  # redone
     board = json.loads((out / "leaderboard.json").read_text())
     assert sorted(r["name"] for r in board["runs"]) == [
@@ -201,6 +206,31 @@ methods:
     assert {Path(p).name for p in board["plots"]} == {"pass_vs_diversity.png", "noise_scale.png"}
 
 
+def test_a_chat_sweep_with_viz_writes_the_viewer(toy_paths, tmp_path):
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"conversation_id": str(i), "language": "English", "conversation": [
+        {"role": "user", "content": text}]}) + "\n" for i, text in enumerate(["Name a colour.", "Say hello."])))
+    config = write_config(tmp_path, f"""
+name: chat
+models: [{{pretrained: {toy_paths['llama']}}}]
+tasks: [lmsys_chat_noise]
+samples: 2
+batch_size: "2"
+device: cpu
+viz: true
+metadata: {{lmsys_path: {chats}, num_prompts: 2}}
+gen_kwargs: {{max_gen_toks: 5}}
+methods:
+  noise: {{sigma_scale: [0.5], scope: [per_sequence]}}
+""")
+    out = tmp_path / "out"
+    done = subprocess.run(_sweep_command(config, out), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (out / "viz.html").read_text()
+    assert html.count('"doc_id": ') == 4  # a row per answer: 2 prompts x 2 samples
+
+
 @pytest.mark.parametrize("config", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_ready_made_configs_load(config):
     sweep = load_sweep(config)
@@ -210,7 +240,7 @@ def test_ready_made_configs_load(config):
 def test_task_variant_adds_pass_at_n_and_is_written_as_yaml(tmp_path):
     import yaml
 
-    from lm_eval_noise.sweep.runner import task_variant
+    from lm_eval_noise.tools.sweep.runner import task_variant
 
     folder = tmp_path / "odd: name #1"  # characters that break hand-written YAML
     name = task_variant(folder, "humaneval_noise", 5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lm_eval_noise.sweep.verdict import THRESHOLDS, _difference, matched_diversity, thresholds, verdict
+from lm_eval_noise.tools.sweep.verdict import THRESHOLDS, _difference, matched_diversity, thresholds, verdict
 
 
 def _interval(mean, low, high, n=20):
@@ -20,7 +20,8 @@ def _entries(pass_diff, distinct_diff, *, empty=0.0, compile_rate=0.9):
     noise = {"name": "noise", "metrics": {
         "pass@1": _interval(0.5, 0.4, 0.6), "empty_rate": _interval(empty, 0, empty),
         "degenerate_rate": _interval(empty, 0, empty), "compile_rate": _interval(compile_rate, 0, 1)},
-        "vs_temperature": {"temperature-0.8": {"pass@1": _interval(*pass_diff), "distinct_2": _interval(*distinct_diff)}}}
+        "vs_temperature": {"temperature-0.8": {"pass@1": _interval(*pass_diff),
+                                               "distinct_2": _interval(*distinct_diff)}}}
     return noise, temperature
 
 

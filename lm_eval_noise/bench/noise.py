@@ -9,7 +9,6 @@ measure of the cost than a throughput ratio on a shared machine.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
@@ -17,29 +16,13 @@ from contextlib import contextmanager, nullcontext
 import torch
 from tqdm import tqdm
 
-from .common import add_model_arguments, build_bench_model
+from .common import build_bench_model
 
 DEFAULT_VARIANTS = "embed:per_token,embed:per_sequence,layer:-2:per_token"
 _PROMPT_WORDS = (
     "Write a function that returns the sum of the squares of a list of numbers and "
     "explain how it handles empty input before you give an example of its use"
 ).split()
-
-
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise bench noise", description=__doc__)
-    add_model_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=16)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sigma-scale", type=float, default=0.1)
-    parser.add_argument(
-        "--variants",
-        default=DEFAULT_VARIANTS,
-        help="comma-separated SITE:SCOPE, SITE being embed or layer:L (default %(default)s)",
-    )
-    return parser.parse_args(argv)
 
 
 def _requests(count: int, new_tokens: int):
@@ -81,11 +64,10 @@ def _timed_hook(totals: dict, name: str):
         hooks._NoiseHook.__call__ = original
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+def run(args) -> int:
     from lm_eval.models.huggingface import HFLM
 
-    from ..model import HFNoiseLM
+    from ..harness.model import HFNoiseLM
 
     model, tokenizer = build_bench_model(args)
     common = {"pretrained": model, "tokenizer": tokenizer, "batch_size": args.batch_size}

@@ -4,28 +4,17 @@ per-answer log-softmax)."""
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from .common import add_model_arguments, build_bench_model
+from .common import build_bench_model
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise bench scoring", description=__doc__)
-    add_model_arguments(parser)
-    parser.add_argument("--answers", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    return parser.parse_args(argv)
+def run(args) -> int:
+    from ..metrics.coherence import encode_pair, padded_batches, score_responses
 
-
-def main(argv: list[str] | None = None) -> int:
-    from ..scoring import encode_pair, padded_batches, score_responses
-
-    args = _parse(argv)
     model, tokenizer = build_bench_model(args)
     words = "the model answers the question about a spider with eight legs and a web".split()
     prompts = [f"<s>user: question {i} " + " ".join(words[: 4 + i % 10]) + "\nassistant:" for i in range(args.answers)]
@@ -46,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     forward_only(), scoring()  # warm-up
     times = {"forward pass": [], "score_responses": []}
     for round_index in range(args.rounds):
-        for name, run in (("forward pass", forward_only), ("score_responses", scoring))[:: 1 if round_index % 2 == 0 else -1]:
+        runs = (("forward pass", forward_only), ("score_responses", scoring))
+        for name, run in runs[:: 1 if round_index % 2 == 0 else -1]:
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)

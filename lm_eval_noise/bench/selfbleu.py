@@ -4,17 +4,9 @@ median of 5 runs (milliseconds, so one run is at the mercy of the scheduler)."""
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
-
-
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise bench selfbleu", description=__doc__)
-    parser.add_argument("--sizes", default="100,200")
-    parser.add_argument("--tokens", type=int, default=60, help="tokens per sample")
-    return parser.parse_args(argv)
 
 
 def _samples(count: int, length: int, seed: int) -> list[str]:
@@ -37,10 +29,9 @@ def nltk_self_bleu(samples: list[str], order: int = 4) -> float:
     return sum(scores) / len(scores)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args) -> int:
     from ..metrics import self_bleu
 
-    args = _parse(argv)
     print(f"\nSelf-BLEU-4, {args.tokens} tokens per sample")
     print(f"{'n':>5}{'nltk s':>10}{'ours s':>10}{'speedup':>10}{'|difference|':>15}")
     for size in (int(s) for s in args.sizes.split(",")):

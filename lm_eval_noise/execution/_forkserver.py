@@ -120,7 +120,7 @@ class ProgramServer:
                 os.chdir(workdir)
                 home = workdir
             os.environ["HOME"] = os.environ["TMPDIR"] = home
-        except BaseException as error:  # noqa: BLE001 - never run a program we failed to confine
+        except BaseException as error:
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise
         os.close(failure)
@@ -234,7 +234,7 @@ def _wait(pid, timeout, output=None):
                 break
     finally:
         os.close(pidfd)
-    if timed_out or output and output.over_limit:
+    if timed_out or (output and output.over_limit):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -26,9 +26,10 @@ Degenerate sets never look diverse: identical samples, empty ones included, have
 with each other (so Self-BLEU and pairwise BLEU 1) and edit distance 0, where nltk
 would give two identical samples shorter than the BLEU order, or two empty ones, a
 BLEU below 1; k identical samples have distinct_n 1/k of one sample's (k empty ones:
-1/k, the least a set of k can have). Elsewhere the values are nltk's and Li et al.'s. With fewer than two samples, diversity between
-samples is undefined: self_bleu, pairwise_bleu and edit_distance return NaN there, and
-the task code leaves the metric out rather than report NaN.
+1/k, the least a set of k can have). Elsewhere the values are nltk's and Li et al.'s.
+With fewer than two samples, diversity between samples is undefined: self_bleu,
+pairwise_bleu and edit_distance return NaN there, and the task code leaves the metric
+out rather than report NaN.
 """
 
 from __future__ import annotations

@@ -83,10 +83,7 @@ class NoiseSampler:
 
     def _fixed_directions(self, seeds, repeats, positions, per_sequence) -> torch.Tensor:
         count = self._directions.shape[0]
-        if per_sequence:
-            # Repeat i of every prompt gets row i mod K: with repeats == K each prompt
-            # sees each vector once (the residual-stream runner's design).
-            index = (repeats % count)[:, None]
-        else:
-            index = uniform_index(seeds, positions, count)
+        # Per sequence, repeat i of every prompt gets row i mod K: with repeats == K each
+        # prompt sees each vector once (the residual-stream runner's design).
+        index = (repeats % count)[:, None] if per_sequence else uniform_index(seeds, positions, count)
         return self._directions[index].clone()

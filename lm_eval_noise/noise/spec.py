@@ -288,7 +288,7 @@ def _load_matrix(name: str, path: str) -> np.ndarray:
         raise NoiseArgumentError(name, path, valid + " (file not found)")
     try:
         matrix = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises several types for a malformed file
+    except Exception as exc:  # noqa: BLE001  (numpy raises several types for a malformed file)
         raise NoiseArgumentError(name, path, f"{valid} (could not read it: {exc})") from None
     if matrix.ndim != 2 or matrix.size == 0 or not np.issubdtype(matrix.dtype, np.number):
         raise NoiseArgumentError(name, f"{path} (shape {matrix.shape})", valid)

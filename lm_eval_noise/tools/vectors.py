@@ -11,16 +11,13 @@ the run's noise_schedule, reproduces that sample's generation.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .noise import NoiseSampler, NoiseSpec, sample_seed
+from ..noise import NoiseSampler, NoiseSpec, sample_seed
 from .samples import generation_samples
 
 
@@ -64,24 +61,3 @@ def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray,
         norms = torch.tensor([row["prompt_reference_norm"] for row in rows]) * record["noise_per_reference"]
     vectors = sampler.sample(seeds, repeats, torch.zeros((len(rows), 1), dtype=torch.int64), norms)[:, 0]
     return vectors.numpy().astype(np.float32), rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lm-eval-noise vectors", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", required=True, help="results_*.json of the run")
-    parser.add_argument("--samples", nargs="+", required=True, help="its samples_*.jsonl")
-    parser.add_argument("-o", "--output", default="noise_vectors", help="output path stem")
-    args = parser.parse_args(argv)
-    try:
-        results = json.loads(Path(args.results).read_text())
-        vectors, rows = export_vectors(results, [Path(p) for p in args.samples])
-    except (OSError, ValueError, KeyError) as error:
-        print(f"lm-eval-noise vectors: {error}", file=sys.stderr)
-        return 2
-    stem = Path(args.output)
-    np.save(stem.with_suffix(".npy"), vectors)
-    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1))
-    print(f"wrote {len(rows)} vectors of width {vectors.shape[1]} to {stem.with_suffix('.npy')} "
-          f"(index: {stem.with_suffix('.json')})")
-    return 0

@@ -130,7 +130,8 @@ class Nucleus:
     top_p: object = 0.95
 
     def points(self) -> list[Point]:
-        return [(f"nucleus-t{_fmt(t)}-p{_fmt(p)}", {}, {"do_sample": True, "temperature": float(t), "top_p": float(p)}, None)
+        return [(f"nucleus-t{_fmt(t)}-p{_fmt(p)}", {},
+                 {"do_sample": True, "temperature": float(t), "top_p": float(p)}, None)
                 for t, p in itertools.product(_as_list(self.temperature), _as_list(self.top_p))]
 
 
@@ -294,7 +295,8 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepConfigError(f"{path}: {error}") from None
     limit = None if config.limit is None else _integer(config.limit, "limit", path)
     return Sweep(
-        name=str(config.name or Path(path).stem), runs=runs, samples=_integer(config.samples, "samples", path), limit=limit,
+        name=str(config.name or Path(path).stem), runs=runs, samples=_integer(config.samples, "samples", path),
+        limit=limit,
         baseline=config.baseline, batch_size=str(config.batch_size), device=config.device,
         apply_chat_template=bool(config.apply_chat_template), metadata=dict(config.metadata),
         viz=bool(config.viz), verdict=limits,

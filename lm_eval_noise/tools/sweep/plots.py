@@ -31,7 +31,8 @@ def family(entry: dict) -> str:
 
 
 def _temperature_runs(runs: list[dict]) -> list[dict]:
-    return sorted((e for e in runs if e["method"] == "temperature"), key=lambda e: e["gen_kwargs"].get("temperature", 0))
+    temperature = [e for e in runs if e["method"] == "temperature"]
+    return sorted(temperature, key=lambda e: e["gen_kwargs"].get("temperature", 0))
 
 
 def _point(entry: dict, x_metric: str, y_metric: str):

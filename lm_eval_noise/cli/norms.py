@@ -1,4 +1,4 @@
-"""`lm-eval-noise norms`: the reference norm of every noise site of a model.
+"""`lm-eval-noise norms --model M`: the reference norm of every noise site of a model.
 
 The numbers a user needs to pick `noise_norm`: `sigma_scale=s` at a site means noise of
 (expected) norm s x that site's reference norm. embed: the mean embedding-row norm over
@@ -8,30 +8,22 @@ calibration text (first position excluded).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-
-from .noise.sites import reference_norms
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lm-eval-noise norms", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local path")
     parser.add_argument("--gguf-file", help="a GGUF checkpoint inside --model, as gguf_file= for --model hf")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", action="store_true", help="print {site: norm} as JSON")
-    args = parser.parse_args(argv)
 
-    from .scoring import load_reference
 
-    try:
-        model, tokenizer = load_reference(args.model, args.device, args.dtype, gguf_file=args.gguf_file)
-    except (OSError, ValueError) as error:
-        print(f"lm-eval-noise norms: cannot load {args.model}: {error}", file=sys.stderr)
-        return 2
+def run(args) -> int:
+    from ..metrics.coherence import load_reference
+    from ..noise.sites import reference_norms
+
+    model, tokenizer = load_reference(args.model, args.device, args.dtype, gguf_file=args.gguf_file)
     norms = reference_norms(model, tokenizer)
     if args.json:
         print(json.dumps(norms, indent=1))

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from ..resources import tasks_dir
+from ...harness.task_configs import tasks_dir
 from .grid import Run, Sweep, SweepConfigError
 
 
@@ -82,7 +82,8 @@ def _command(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> list[str]:
     model_args = dict(run.model_args)
     vectors = model_args.get("noise_vectors")
     if isinstance(vectors, dict):
-        model_args["noise_vectors"] = str(random_vectors(output / "vectors", run.model, vectors["count"], vectors["seed"]))
+        path = random_vectors(output / "vectors", run.model, vectors["count"], vectors["seed"])
+        model_args["noise_vectors"] = str(path)
     command = [
         sys.executable, "-m", "lm_eval_noise", "run", "--model", "hf-noise",
         "--model_args", json.dumps(model_args), "--tasks", task_variant(output / "tasks", run.task, sweep.samples),
@@ -117,6 +118,12 @@ def _run_logged(command: list[str], log: Path, echo: bool) -> int:
         code = process.wait()
         reader.join()
     return code
+
+
+def finished_outcomes(sweep: Sweep, output: Path) -> list[RunOutcome]:
+    """The runs already done (for --report-only), as skipped outcomes."""
+    return [RunOutcome(run, "skipped", output / "runs" / run.run_id) for run in sweep.runs
+            if (output / "runs" / run.run_id / "DONE.json").exists()]
 
 
 def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True) -> list[RunOutcome]:

@@ -100,7 +100,8 @@ def build_leaderboard(sweep, outcomes) -> dict:
             }
         entries.append(entry)
     _judge_noise_runs(entries, per_doc, sweep.verdict)
-    failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail} for o in outcomes if o.status == "failed"]
+    failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail}
+              for o in outcomes if o.status == "failed"]
     return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "verdict_thresholds": sweep.verdict,
             "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "runs": entries, "failed": failed}
 
@@ -139,7 +140,7 @@ def _by_doc(values: dict[str, dict[int, float]]) -> dict[int, dict[str, float]]:
 
 def _cell(interval: dict | None) -> str:
     if not interval:
-        return "–"
+        return "\u2013"  # an en dash: no interval
     if interval["n"] == 0:
         return "undefined"
     return f"{interval['mean']:.3f} [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}]"

@@ -11,14 +11,12 @@ each run's full settings on hovering its name.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
-from ..samples import generation_samples
+from .samples import generation_samples
 
-TEMPLATE = Path(__file__).with_name("template.html")
+TEMPLATE = Path(__file__).with_name("viz_template.html")
 PAGE_SIZE = 10
 
 
@@ -119,31 +117,3 @@ def render(rows: list[dict]) -> str:
     }
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # stay inside <script>
     return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lm-eval-noise viz", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", nargs="+", required=True, help="samples_*.jsonl of one or more runs")
-    parser.add_argument("--scores", nargs="*", default=[], help="output of lm-eval-noise score")
-    parser.add_argument("--top-n", type=int, default=100, help="worst answers kept per run")
-    parser.add_argument("-o", "--output", default="viz.html")
-    args = parser.parse_args(argv)
-    try:
-        rows = collect_rows([Path(p) for p in args.samples], [Path(p) for p in args.scores])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
-        print(f"lm-eval-noise viz: cannot read the inputs: {type(error).__name__}: {error}", file=sys.stderr)
-        return 2
-    if not rows:
-        print("lm-eval-noise viz: no scored answers; pass --scores from `lm-eval-noise score`, "
-              "or samples of a task that scores (lmsys_chat_noise)", file=sys.stderr)
-        return 2
-    shown = worst(rows, args.top_n)
-    Path(args.output).write_text(render(shown), encoding="utf-8")
-    print(f"wrote {args.output}: the {len(shown)} worst of {len(rows)} scored answers "
-          f"(at most {args.top_n} per run)")
-    for run in sorted({row["run"] for row in rows}):
-        total, kept = sum(r["run"] == run for r in rows), sum(r["run"] == run for r in shown)
-        if kept < total:
-            print(f"  {run}: {total - kept} better answers not shown")
-    return 0

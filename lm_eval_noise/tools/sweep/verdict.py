@@ -46,7 +46,7 @@ def thresholds(config: dict | None) -> dict:
 
 
 def is_noise_run(entry: dict) -> bool:
-    return entry["method"] in NOISE_METHODS or entry["method"] == "custom" and entry["noise_scale"] is not None
+    return entry["method"] in NOISE_METHODS or (entry["method"] == "custom" and entry["noise_scale"] is not None)
 
 
 def verdict(entry: dict, temperature: dict, limits: dict) -> dict:
@@ -63,7 +63,8 @@ def verdict(entry: dict, temperature: dict, limits: dict) -> dict:
     compiled, compiled_base = mean(entry, "compile_rate"), mean(temperature, "compile_rate")
     if compiled is not None and compiled_base is not None and compiled < compiled_base - limits["max_compile_drop"]:
         reasons.append(f"compile_rate {compiled:.2f} < {compiled_base:.2f} - {limits['max_compile_drop']}")
-    passed, diverse = entry["vs_temperature"][temperature["name"]].get(metric), entry["vs_temperature"][temperature["name"]].get("distinct_2")
+    against = entry["vs_temperature"][temperature["name"]]
+    passed, diverse = against.get(metric), against.get("distinct_2")
     if not passed or not diverse or passed["n"] == 0 or diverse["n"] == 0:
         return {"verdict": None, "reasons": ["no paired pass@k and Distinct-2"]}
     if diverse["ci_high"] <= 0:

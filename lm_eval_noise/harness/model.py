@@ -23,16 +23,17 @@ import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
-import lm_eval.models  # noqa: F401  (register the built-in models before ours; see _autoregister)
+import lm_eval.models  # noqa: F401  (register the built-in models before ours; see registration.py)
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from . import __version__
-from .noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec, sample_seed
-from .noise.sites import count_layers
-from .noise.spec import QUANTIZATIONS
+from .. import __version__
+from ..metrics.coherence import asks_for_self_scoring, score_answers
+from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec, sample_seed
+from ..noise.sites import count_layers
+from ..noise.spec import QUANTIZATIONS
+from .progress import TokenCounter, token_progress
 from .quantization import bitsandbytes_config
-from .scoring import asks_for_self_scoring, score_answers
 from .seeding import random_prefix, repeat_indices, request_seeds
 
 _log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class HFNoiseLM(HFLM):
     - `_detect_batch_size`: its probe rows belong to no request;
     - `_rank`, `_world_size` (attributes): set for data parallel on CPU (_shard_on_cpu).
     `generate_until` also scores the answers of docs that ask for the evaluated model as
-    their reference (scoring.SELF_SCORING_KEY), so its weights are never loaded twice.
+    their reference (metrics.coherence.SELF_SCORING_KEY), so its weights are never loaded twice.
     """
 
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
@@ -96,6 +97,7 @@ class HFNoiseLM(HFLM):
         self._scoring_repeat = 0
         self._scoring_table: dict[tuple, _Row] | None = None
         self._probing = False
+        self._token_bar = None
         self._prompt_reference_norms: dict[str, float] = {}
 
     def _shard_on_cpu(self) -> None:
@@ -145,6 +147,13 @@ class HFNoiseLM(HFLM):
     # --- generation ----------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        with token_progress(disabled=disable_tqdm or self.rank != 0) as self._token_bar:
+            try:
+                return self._generate_until(requests, disable_tqdm)
+            finally:
+                self._token_bar = None
+
+    def _generate_until(self, requests, disable_tqdm: bool):
         _warn_if_padded(requests)
         seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
         if self.random_prefix:
@@ -173,7 +182,7 @@ class HFNoiseLM(HFLM):
 
     def _self_scored(self, requests, answers: list[str]) -> list[str]:
         """The answers, with those whose doc asks the evaluated model to score them
-        (scoring.SELF_SCORING_KEY) scored under this model's weights and carrying their
+        (metrics.coherence.SELF_SCORING_KEY) scored under this model's weights and carrying their
         score. Noise is off here: the hooks are attached only inside generation calls."""
         wanted = [i for i, request in enumerate(requests) if asks_for_self_scoring(request.doc)]
         if not wanted:
@@ -197,6 +206,9 @@ class HFNoiseLM(HFLM):
         return queue.popleft()
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
+        # transformers refuses a streamer with beam search; such runs keep HFLM's bar only.
+        if self._token_bar is not None and generation_kwargs.get("num_beams", 1) == 1:
+            generation_kwargs.setdefault("streamer", TokenCounter(self._token_bar))
         if self.noise is None:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         rows, self._generation_batch = self._generation_batch, None

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from .noise.sites import CALIBRATION_TEXT
+from ..noise.sites import CALIBRATION_TEXT
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]  # ids 0, 1, 2
 # A minimal chat template, so chat tasks (--apply_chat_template) run on toy models.

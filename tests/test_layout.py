@@ -1,0 +1,110 @@
+"""The package's dependency arrows (README "Layout"), checked on every import statement,
+and what the hf-noise model and the .pth hook load."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lm_eval_noise"
+# Which of the package's parts each part may import (itself always).
+ALLOWED = {
+    "noise": set(),
+    "metrics": set(),
+    "execution": set(),
+    "harness": {"noise", "metrics"},
+    "tasks": {"metrics", "execution"},
+    "tools": {"harness", "noise", "metrics"},
+    "demo": {"tools", "harness", "noise", "metrics"},
+    "bench": {"demo", "harness", "noise", "metrics", "execution"},
+    "cli": {"tools", "harness", "noise", "metrics", "demo", "bench"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+NO_LM_EVAL = {"noise", "metrics", "execution"}
+
+
+def _part(module: str) -> str:
+    """The top-level part a module belongs to; a name imported from the package itself
+    (`from .. import __version__`) belongs to its __init__."""
+    name = module.split(".")[1] if "." in module else "__init__"
+    return name if (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file() else "__init__"
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """(absolute module name, line) of every import in `path`."""
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    package = list(relative.parts if path.name == "__init__.py" else relative.parts[:-1])
+    if path.name == "__init__.py":
+        package = package[:-1] if package[-1] == "__init__" else package
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+                if node.module is None:  # from . import x: x may be a submodule
+                    found += [(f"{name}.{alias.name}", node.lineno) for alias in node.names]
+                    continue
+            else:
+                name = node.module
+            found.append((name, node.lineno))
+    return found
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        yield name, path
+
+
+def test_every_import_follows_the_arrows():
+    broken = []
+    for name, path in _modules():
+        part = _part(name) if name != "lm_eval_noise" else "__init__"
+        if path.name == "__main__.py" and path.parent == PACKAGE:
+            part = "__main__"
+        for target, line in _imports(path):
+            if target.split(".")[0] == "lm_eval" and part in NO_LM_EVAL:
+                broken.append(f"{path.name}:{line} ({part}) imports {target}")
+            if not target.startswith("lm_eval_noise."):
+                continue
+            other = _part(target)
+            if other not in (part, "__init__") and other not in ALLOWED[part]:
+                broken.append(f"{path.relative_to(PACKAGE)}:{line} ({part}) imports {target}")
+    assert broken == []
+
+
+def test_the_checker_sees_relative_imports():
+    """The rule above is only as good as its import reader: it must resolve a file's
+    relative imports to the parts they name."""
+    imports = dict(_imports(PACKAGE / "harness" / "model.py"))
+    assert "lm_eval_noise.noise" in imports and "lm_eval_noise.metrics.coherence" in imports
+    assert "lm_eval_noise.harness.task_configs" in dict(_imports(PACKAGE / "tools" / "sweep" / "runner.py"))
+    assert "lm_eval_noise.tools.covariance" in dict(_imports(PACKAGE / "cli" / "covariance.py"))
+
+
+def _loaded_after(statement: str) -> list[str]:
+    code = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("part", ["cli", "tools", "demo", "bench", "tasks"])
+def test_hf_noise_loads_no_tool_cli_demo_bench_or_task_code(part):
+    loaded = _loaded_after("import lm_eval_noise.harness.model")
+    assert not [m for m in loaded if m.startswith(f"lm_eval_noise.{part}")]
+
+
+def test_the_pth_hook_imports_nothing_heavy():
+    loaded = _loaded_after("import lm_eval_noise.harness.registration")
+    assert not {"torch", "lm_eval", "transformers", "numpy"} & set(loaded)
+    assert [m for m in loaded if m.startswith("lm_eval_noise")] == [
+        "lm_eval_noise", "lm_eval_noise.harness", "lm_eval_noise.harness.registration"]
