@@ -138,3 +138,26 @@ def test_collapse_to_empty_completions_is_visible_and_not_diverse():
     assert metrics["compile_rate"] == 0.2
     assert metrics["self_bleu"] == pytest.approx(0.8) and metrics["distinct_2"] == pytest.approx(2 / 5)
     assert {"pass@1", "pass@5"} <= set(metrics) and "pass@10" not in metrics  # k <= n, and k = n
+
+
+def test_exec_timeout_comes_from_the_environment(monkeypatch):
+    """LM_EVAL_NOISE_EXEC_TIMEOUT bounds each program: a solution that sleeps 3 s passes
+    under the default and times out under 1 s; a value that is no positive number is an
+    error naming the variable, not a crash later."""
+    import time
+
+    from lm_eval_noise.tasks.humaneval import execute_completions
+
+    doc = {"prompt": 'import time\ndef square(x):\n    """x squared"""\n', "entry_point": "square",
+           "test": "def check(candidate):\n    assert candidate(3) == 9\n"}
+    slow = ["    time.sleep(3)\n    return x * x\n"]
+    monkeypatch.delenv("LM_EVAL_NOISE_EXEC_TIMEOUT", raising=False)
+    assert json.loads(execute_completions([slow], [doc])[0][0])["status"] == "passed"
+    monkeypatch.setenv("LM_EVAL_NOISE_EXEC_TIMEOUT", "1")
+    start = time.monotonic()
+    assert json.loads(execute_completions([slow], [doc])[0][0])["status"] == "timeout"
+    assert time.monotonic() - start < 3
+    for bad in ("abc", "0", "-2", "inf"):
+        monkeypatch.setenv("LM_EVAL_NOISE_EXEC_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"LM_EVAL_NOISE_EXEC_TIMEOUT='{bad}'"):
+            execute_completions([slow], [doc])

@@ -19,13 +19,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import re
 from pathlib import Path
 
 from ..execution import Program, run_programs
 from ..metrics import (
-    compile_rate, distinct_n, edit_distance, is_degenerate_code, is_empty_code, pairwise_bleu, pass_at_k,
+    compile_rate,
+    distinct_n,
+    edit_distance,
+    is_degenerate_code,
+    is_empty_code,
+    pairwise_bleu,
+    pass_at_k,
     self_bleu,
 )
 
@@ -57,6 +64,18 @@ def extract_code(text: str) -> str:
     return match.group(1) if match else text
 
 
+def execution_timeout() -> float:
+    """Seconds per program: LM_EVAL_NOISE_EXEC_TIMEOUT, default 10."""
+    value = os.environ.get(TIMEOUT_ENV, "10")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{TIMEOUT_ENV}={value!r}: valid values are a number of seconds > 0")
+    return seconds
+
+
 def _execute(resps, docs, to_source):
     programs, owners = [], []
     for doc_index, (completions, doc) in enumerate(zip(resps, docs)):
@@ -65,8 +84,7 @@ def _execute(resps, docs, to_source):
                 Program(to_source(doc, completion), doc["prompt"] + "\n" + doc["test"], doc["entry_point"])
             )
             owners.append(doc_index)
-    timeout = float(os.environ.get(TIMEOUT_ENV, "10"))
-    results = run_programs(programs, timeout=timeout, progress=True)
+    results = run_programs(programs, timeout=execution_timeout(), progress=True)
     records = [[] for _ in docs]
     for owner, program, result in zip(owners, programs, results):
         records[owner].append(json.dumps({
