@@ -33,3 +33,23 @@ def test_quantization_needs_a_path_not_a_loaded_model(toy_paths):
     model = AutoModelForCausalLM.from_pretrained(toy_paths["llama"])
     with pytest.raises(NoiseArgumentError, match="quantization='int8'"):
         make_lm(model, quantization="int8", tokenizer=toy_paths["llama"])
+
+
+def test_an_already_quantized_checkpoint_refuses_a_second_quantization(toy_paths, tmp_path, monkeypatch):
+    """A checkpoint whose config carries a quantization_config (as a bitsandbytes or
+    GPTQ export does) is refused with quantization=int8, before its weights load."""
+    import json
+    import shutil
+
+    import transformers
+
+    checkpoint = tmp_path / "quantized"
+    shutil.copytree(toy_paths["llama"], checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    loads = []
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(a))
+    with pytest.raises(NoiseArgumentError, match="quantization='int8'.*none for a checkpoint that is already quantiz"):
+        make_lm(str(checkpoint), quantization="int8")
+    assert loads == []
