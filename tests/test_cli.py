@@ -210,3 +210,22 @@ def test_norms_prints_the_reference_norm_of_every_site(toy_paths, capsys):
     assert main(["norms", "--model", path, "--device", "cpu"]) == 0
     assert "layer:1" in capsys.readouterr().out
     assert main(["norms", "--model", str(Path(path) / "missing"), "--device", "cpu"]) == 2
+
+
+@pytest.mark.parametrize("argv, problem", [
+    (["norms", "--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["covariance", "--model", "m", "--layer", "0", "--shrinkage", "2"], "--shrinkage 2.0: valid values are 0 to 1"),
+    (["score", "--samples", "/nonexistent/samples.jsonl", "--model", "m"], "No such file"),
+    (["sweep", "--config", "/nonexistent/sweep.yaml"], "cannot read sweep config"),
+])
+def test_a_user_error_is_one_line_and_debug_shows_the_traceback(argv, problem, capsys):
+    from lm_eval_noise.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lm-eval-noise {argv[0]}: ") and problem in err
+    assert "\n" not in err and "Traceback" not in err and err.endswith("(--debug for the traceback)")
+    with pytest.raises((ValueError, OSError)):
+        main(["--debug", *argv])
+    with pytest.raises((ValueError, OSError)):
+        main([*argv, "--debug"])

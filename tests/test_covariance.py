@@ -54,6 +54,7 @@ def test_covariance_command_writes_files_usable_as_noise_cov_sqrt(toy_path, tmp_
     assert (info["layer"], info["prompts"], info["batches"], info["model"]) == (0, 4, 2, toy_path)
     cov, root = np.load(out / "cov.npy"), np.load(out / "cov_sqrt.npy")
     assert cov.shape == root.shape == (64, 64)
+    assert np.allclose(root.astype(np.float64) @ root, cov, atol=1e-4 * np.abs(cov).max())  # its square root
     model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
     spec = NoiseSpec.from_model_args({"sigma_scale": 0.1, "noise_site": "layer:0",
                                       "noise_cov_sqrt": str(out / "cov_sqrt.npy")})
