@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(
         prog="lm-eval-noise",
         description="Noise injection into frozen LMs, evaluated with lm-evaluation-harness.",
-        epilog="--debug (before or after COMMAND): show the traceback of an error.",
+        epilog="--debug (before COMMAND, or after it for all but run): show the traceback of an error.",
     )
     commands = top.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
