@@ -60,7 +60,8 @@ class HFNoiseLM(HFLM):
     - `_detect_batch_size`: its probe rows belong to no request;
     - `_rank`, `_world_size` (attributes): set for data parallel on CPU (_shard_on_cpu).
     `generate_until` also scores the answers of docs that ask for the evaluated model as
-    their reference (metrics.coherence.SELF_SCORING_KEY), so its weights are never loaded twice.
+    their reference (metrics.coherence.SELF_SCORING_KEY), so the task need not load the
+    weights a second time.
     """
 
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
@@ -182,8 +183,9 @@ class HFNoiseLM(HFLM):
 
     def _self_scored(self, requests, answers: list[str]) -> list[str]:
         """The answers, with those whose doc asks the evaluated model to score them
-        (metrics.coherence.SELF_SCORING_KEY) scored under this model's weights and carrying their
-        score. Noise is off here: the hooks are attached only inside generation calls."""
+        (metrics.coherence.SELF_SCORING_KEY) scored under this model's weights and
+        carrying their score. Noise is off here: the hooks are attached only inside
+        generation calls."""
         wanted = [i for i, request in enumerate(requests) if asks_for_self_scoring(request.doc)]
         if not wanted:
             return answers
