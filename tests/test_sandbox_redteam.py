@@ -501,7 +501,7 @@ def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
         "print(repr((sorted(os.listdir('/')), sorted(os.listdir('/dev')), os.listdir('/tmp'),\n"
         "      [p for p in os.listdir('/proc') if p.isdigit()], os.getuid() != 0, os.getppid())))\n"
     )
-    roots, devices, tmp, pids, unprivileged, parent = eval(output)
+    roots, devices, tmp, pids, unprivileged, parent = eval(output)  # the repr our own probe printed
     allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
     prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
     assert set(roots) <= allowed | prefixes

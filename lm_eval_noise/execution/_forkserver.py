@@ -120,7 +120,7 @@ class ProgramServer:
                 os.chdir(workdir)
                 home = workdir
             os.environ["HOME"] = os.environ["TMPDIR"] = home
-        except BaseException as error:
+        except BaseException as error:  # never run a program we failed to confine
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise
         os.close(failure)

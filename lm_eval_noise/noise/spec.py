@@ -76,10 +76,11 @@ class NoiseSpec:
     schedule: Schedule = field(default_factory=Schedule)
 
     def __post_init__(self):
-        # One set of checks for a spec from model args and one built directly (Python API).
-        _non_negative("sigma_scale", self.sigma_scale)
+        # One set of checks (and number parsing) for a spec from model args and one built
+        # directly (Python API).
+        object.__setattr__(self, "sigma_scale", _non_negative("sigma_scale", self.sigma_scale))
         if self.noise_norm is not None:
-            _non_negative("noise_norm", self.noise_norm)
+            object.__setattr__(self, "noise_norm", _non_negative("noise_norm", self.noise_norm))
         _choice("sigma_mode", self.sigma_mode, SIGMA_MODES)
         _choice("noise_scope", self.scope, SCOPES)
         _choice("noise_positions", self.positions, POSITIONS)
@@ -123,12 +124,8 @@ class NoiseSpec:
         raw = {k: args.pop(k) for k in NOISE_ARGS if k in args}
         site, layer = _parse_site(raw.get("noise_site", "embed"))
         spec = cls(
-            sigma_scale=_non_negative("sigma_scale", raw.get("sigma_scale", 0.0)),
-            noise_norm=(
-                None
-                if raw.get("noise_norm") is None
-                else _non_negative("noise_norm", raw["noise_norm"])
-            ),
+            sigma_scale=raw.get("sigma_scale", 0.0),  # numbers parsed in __post_init__
+            noise_norm=raw.get("noise_norm"),
             sigma_mode=raw.get("sigma_mode", "norm"),
             site=site,
             layer=layer,
@@ -192,8 +189,8 @@ class NoiseSpec:
         }
         record["site"] = self.site_name
         record["schedule"] = self.schedule.name
-        record["cov_sqrt_sha256"] = _sha256(self.cov_sqrt_path)
-        record["vectors_sha256"] = _sha256(self.vectors_path)
+        record["cov_sqrt_sha256"] = file_sha256(self.cov_sqrt_path)
+        record["vectors_sha256"] = file_sha256(self.vectors_path)
         return record
 
 
@@ -297,7 +294,8 @@ def _load_matrix(name: str, path: str) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def _sha256(path: str | None) -> str | None:
+def file_sha256(path: str | None) -> str | None:
+    """The hex sha256 of a file the spec names, for the record; None without one."""
     if path is None:
         return None
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..noise.sites import decoder_layers
+from ..noise.spec import NEARLY_ONE_DIMENSIONAL
 
 
 def read_prompts(path: str | None) -> list[str]:
@@ -79,7 +80,6 @@ class CovarianceAccumulator:
         return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
 
 
-NEARLY_ONE_DIMENSIONAL = 2.0
 
 
 def spectrum(covariance: np.ndarray, top: int = 5) -> dict:

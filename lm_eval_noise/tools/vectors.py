@@ -1,23 +1,23 @@
-"""`lm-eval-noise vectors`: the per-sequence noise vector each sample of a run got.
+"""The per-sequence noise vector each sample of a run got (`lm-eval-noise vectors`).
 
 Nothing is read from the model: a sample's seed is a function of (noise_seed, the
 logged prompt, its repeat index), and the vector follows from the seed and the noise
-settings in the results JSON (`config.noise`, reference norm included). Writes
-OUTPUT.npy (one row per generated sample, float32) and OUTPUT.json (per row: file,
-doc_id, repeat, seed, and with noise_reference=prompt the sample's reference norm).
-A row, saved alone as noise_vectors= with noise_norm= its norm, per_sequence scope and
-the run's noise_schedule, reproduces that sample's generation.
+settings in the results JSON (`config.noise`, reference norm included). `export_vectors`
+returns one row per generated sample (float32) and its index (file, doc_id, repeat,
+seed, and with noise_reference=prompt the sample's reference norm). A row, saved alone
+as noise_vectors= with noise_norm= its norm, per_sequence scope and the run's
+noise_schedule, reproduces that sample's generation.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..noise import NoiseSampler, NoiseSpec, sample_seed
+from ..noise.spec import file_sha256
 from .samples import generation_samples
 
 
@@ -32,7 +32,7 @@ def spec_from_record(record: dict) -> NoiseSpec:
     }
     for key, digest in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
         path = record.get(key)
-        if path and hashlib.sha256(Path(path).read_bytes()).hexdigest() != record[digest]:
+        if path and file_sha256(path) != record[digest]:
             raise ValueError(f"{path} changed since the run (sha256 differs from the results JSON)")
     return NoiseSpec.from_model_args({k: v for k, v in args.items() if v is not None})
 

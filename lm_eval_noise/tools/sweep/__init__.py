@@ -14,15 +14,20 @@ from .report import write_report
 from .runner import RunOutcome, finished_outcomes, run_sweep
 
 __all__ = ["Run", "RunOutcome", "Sweep", "SweepConfigError", "finished_outcomes", "load_sweep", "run_sweep",
-           "write_report", "write_viewer"]
+           "sample_files", "write_report", "write_viewer"]
 
 
-def write_viewer(output: Path) -> Path | None:
-    """viz.html over the sweep's scored answers; None when no run scored its answers
-    (only tasks that score in the run, such as lmsys_chat_noise, feed the viewer)."""
+def sample_files(output: Path) -> list[Path]:
+    """The samples files of every run of the sweep in `output`."""
+    return sorted(output.glob("runs/*/*/samples_*.jsonl"))
+
+
+def write_viewer(output: Path, score_files: list[Path] = ()) -> Path | None:
+    """viz.html over the sweep's scored answers: scored in the run (tasks such as
+    lmsys_chat_noise) or in `score_files` (`lm-eval-noise score`); None when there are none."""
     from ..viz import collect_rows, render, worst
 
-    rows = collect_rows(sorted(output.glob("runs/*/*/samples_*.jsonl")), [])
+    rows = collect_rows(sample_files(output), list(score_files))
     if not rows:
         return None
     (output / "viz.html").write_text(render(worst(rows, 100)), encoding="utf-8")
