@@ -7,7 +7,7 @@
     samples: 10                  # n per prompt (task repeats), same for every method
     limit: 5                     # problems / prompts per task (optional)
     baseline: temperature-0.8    # the method runs are compared against, paired
-    verdict: {pass_margin: 0.05} # optional: thresholds of the verdict (sweep/verdict.py)
+    verdict: {pass_margin: 0.05} # optional: thresholds of the verdict (verdict.py)
     batch_size: auto             # optional: device, apply_chat_template, metadata,
     methods:                     #   gen_kwargs / model_args added to every run
       greedy: {}

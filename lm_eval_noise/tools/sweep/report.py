@@ -163,7 +163,8 @@ def markdown_table(board: dict) -> str:
     if judged:
         limits = board["verdict_thresholds"]
         lines += ["", f"## Verdicts: does noise replace temperature? (pass@{limits['k']}, Distinct-2)", "",
-                  f"Thresholds: {', '.join(f'{k}={v}' for k, v in limits.items())} (see sweep/verdict.py).", "",
+                  f"Thresholds: {', '.join(f'{k}={v}' for k, v in limits.items())} "
+                  "(see lm_eval_noise/tools/sweep/verdict.py).", "",
                   "| noise run | vs temperature | verdict | why | pass at matched diversity |", "|---|---|---|---|---|"]
         for entry in judged:
             matched = entry["matched_diversity"]
