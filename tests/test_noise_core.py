@@ -212,6 +212,7 @@ def test_decoder_layers_returning_tuples_get_the_same_noise_as_tensors(toy):
     results = []
     for output in (hidden, (hidden, extra)):
         hook = hooks_module._NoiseHook(injector, hooks_module.NoiseBatch.build([1, 2]))
+        hook.read_positions(injector.body, (), {"input_ids": torch.zeros(2, 5, dtype=torch.int64)})
         results.append(hook(injector.module, (hidden,), output))
     as_tensor, as_tuple = results
     assert isinstance(as_tuple, tuple) and as_tuple[1] is extra

@@ -55,6 +55,9 @@ def build_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> P
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
         chat_template=CHAT_TEMPLATE,
+        # What causal LMs take: transformers 4.x also returns token_type_ids by default,
+        # which generate() then refuses.
+        model_input_names=["input_ids", "attention_mask"],
     )
 
 

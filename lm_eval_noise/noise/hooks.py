@@ -3,9 +3,9 @@
 Hooks are attached only around one batch's model call or `generate` (as lm-eval's
 `hf_steered.py` does), so the model is clean outside. Two hooks work together:
 - a pre-hook on the model body reads, from the arguments of each forward call, which
-  positions it computes: the 2-D attention mask (left padding, cached steps: the mask
-  covers past and current tokens, as `generate` passes it) or else the KV cache's length;
-- the noise hook on the site adds noise for those positions.
+  positions it computes (noise/positions.py); a forward hook on the body forgets them;
+- the noise hook on the site adds noise for those positions, and refuses to run
+  outside a forward of the body, where no positions are known.
 So position p gets the same noise in a prefill, a cached step, a forward without cache
 or a second call inside one block.
 """
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import sites
+from .positions import call_positions
 from .sampler import NoiseSampler
 from .spec import NoiseSpec
 
@@ -113,6 +114,7 @@ class NoiseInjector:
         hook = _NoiseHook(self, batch)
         handles = [
             self.body.register_forward_pre_hook(hook.read_positions, with_kwargs=True),
+            self.body.register_forward_hook(hook.forget_positions, always_call=True),
             self.module.register_forward_hook(hook),
         ]
         try:
@@ -145,21 +147,6 @@ def warn_if_rounded_away(noise_norm: float, reference_norm: float, dim: int, dty
         "dtype=float32.", UserWarning, stacklevel=3)
 
 
-def call_positions(kwargs: dict, rows: int, length: int, device) -> torch.Tensor:
-    """Absolute positions [B, T] a forward call computes (-1 for padding): from the 2-D
-    attention mask when given (its last T columns are this call's tokens), else
-    counting on from the KV cache's length."""
-    mask = kwargs.get("attention_mask")  # causal-LM heads pass it to the body by name
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] >= length:
-        mask = mask.to(device=device, dtype=torch.int64)
-        positions = mask.cumsum(dim=1) - 1
-        positions = positions.masked_fill(mask == 0, -1)
-        return positions[:, mask.shape[1] - length :]
-    cache = kwargs.get("past_key_values")
-    start = cache.get_seq_length() if hasattr(cache, "get_seq_length") else 0
-    return torch.arange(start, start + length, device=device).expand(rows, length)
-
-
 class _NoiseHook:
     def __init__(self, injector: NoiseInjector, batch: NoiseBatch):
         self.injector = injector
@@ -171,11 +158,16 @@ class _NoiseHook:
 
     def read_positions(self, module, args, kwargs):
         # Read now, before the forward runs: its layers append to the KV cache.
-        tokens = kwargs.get("input_ids", args[0] if args else None)
+        tokens = args[0] if args else kwargs.get("input_ids")
         if tokens is None:
+            if self.spec.site == "embed":  # the embedding module would not run: no noise at all
+                raise ValueError("hf-noise: noise_site=embed needs input_ids; this call passes inputs_embeds")
             tokens = kwargs.get("inputs_embeds")
         rows, length = tokens.shape[:2]
-        self._positions = call_positions(kwargs, rows, length, tokens.device)
+        self._positions = call_positions(args, kwargs, rows, length, tokens.device)
+
+    def forget_positions(self, module, args, output):
+        self._positions = None
 
     def __call__(self, module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
@@ -184,9 +176,16 @@ class _NoiseHook:
 
     def _positions_of(self, hidden: torch.Tensor) -> torch.Tensor:
         rows, length = hidden.shape[:2]
-        if self._positions is None or tuple(self._positions.shape) != (rows, length):
-            # The site ran outside a forward of the model body: a plain position count.
-            return torch.arange(length, device=hidden.device).expand(rows, length)
+        if self._positions is None:
+            raise RuntimeError(
+                f"hf-noise: the noise site ran outside a forward of {type(self.injector.body).__name__}, "
+                "so its positions are unknown; call the model, not the site's module"
+            )
+        if tuple(self._positions.shape) != (rows, length):
+            raise RuntimeError(
+                f"hf-noise: the site's output has {rows} x {length} positions, but the model call "
+                f"carries {tuple(self._positions.shape)}"
+            )
         return self._positions.to(hidden.device)
 
     def _add_noise(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,236 @@
+"""Noise positions at batch size 1 and for unpadded batches, step by step, on the
+transformers release installed (transformers 5.2x passes the cache as `cache=` and no
+attention mask when no row is padded; 4.x passes `past_key_values=` and the mask)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lm_eval_noise.noise import NoiseInjector, NoiseSpec, inject_noise
+from lm_eval_noise.noise.positions import PositionsUnknown, call_positions
+
+NEW_TOKENS = 5
+PROMPT = "def add(a, b):"
+
+
+@pytest.fixture
+def toy(toy_path):
+    model = AutoModelForCausalLM.from_pretrained(toy_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(toy_path)
+    return model, tokenizer
+
+
+class Recorder:
+    """Per model call: the positions the sampler was asked for, and the tensor the hook
+    added at its site (noised output minus clean output), [B, T, d]."""
+
+    def __init__(self, injector: NoiseInjector):
+        self.injector = injector
+        self.positions: list[list[list[int]]] = []
+        self.added: list[torch.Tensor] = []
+        self._clean: list[torch.Tensor] = []
+
+    def run(self, model, seeds, call, **batch):
+        sample = self.injector.sampler.sample
+
+        def spy(seeds_, repeats, positions, norms=None):
+            self.positions.append(positions.tolist())
+            return sample(seeds_, repeats, positions, norms)
+
+        def clean(module, inputs, output):
+            self._clean.append(_hidden(output).detach().clone())
+
+        def noised(module, inputs, output):
+            self.added.append(_hidden(output).detach() - self._clean[len(self.added)])
+
+        self.injector.sampler.sample = spy
+        before = self.injector.module.register_forward_hook(clean)
+        try:
+            with inject_noise(model, self.injector.spec, seeds, injector=self.injector, **batch):
+                after = self.injector.module.register_forward_hook(noised)  # runs after the noise hook
+                try:
+                    with torch.no_grad():
+                        return call()
+                finally:
+                    after.remove()
+        finally:
+            before.remove()
+            del self.injector.sampler.sample
+
+
+def _hidden(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _generate(model, tokenizer, ids, mask, **kwargs):
+    args = {"input_ids": ids, "max_new_tokens": NEW_TOKENS, "do_sample": False,
+            "pad_token_id": tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs}
+    if mask is not None:
+        args["attention_mask"] = mask
+    return lambda: model.generate(**args)
+
+
+def _unpadded(tokenizer, rows):
+    ids = tokenizer([PROMPT], return_tensors="pt")["input_ids"].repeat(rows, 1)
+    return ids, torch.ones_like(ids)
+
+
+@pytest.mark.parametrize("rows, with_mask", [(1, True), (1, False), (3, True)],
+                         ids=["batch1", "batch1-no-mask", "equal-length-batch"])
+@pytest.mark.parametrize("site", ["embed", "layer:1"])
+def test_every_decoding_step_gets_its_true_position(toy, rows, with_mask, site):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, NoiseSpec.from_model_args({"sigma_scale": 0.5, "noise_site": site}),
+                             tokenizer=tokenizer)
+    ids, mask = _unpadded(tokenizer, rows)
+    length = ids.shape[1]
+    recorder = Recorder(injector)
+    out = recorder.run(model, list(range(rows)), _generate(model, tokenizer, ids, mask if with_mask else None),
+                       attention_mask=mask)
+    steps = out.shape[1] - length
+    want = [[list(range(length))] * rows] + [[[length + k]] * rows for k in range(steps - 1)]
+    assert recorder.positions == want
+    # Per-token noise: a fresh vector at every step, different from step to step.
+    step_noise = torch.stack([added[0, -1] for added in recorder.added[1:]])
+    assert step_noise.norm(dim=-1).min() > 0
+    assert torch.cdist(step_noise, step_noise).add(torch.eye(len(step_noise))).min() > 0
+
+
+@pytest.mark.parametrize("positions, prefill_noised, steps_noised",
+                         [("generated", False, True), ("prompt", True, False)])
+def test_noise_positions_act_on_the_right_calls_at_batch_size_1(toy, positions, prefill_noised, steps_noised):
+    model, tokenizer = toy
+    injector = NoiseInjector(model, NoiseSpec.from_model_args({"sigma_scale": 0.5, "noise_positions": positions}),
+                             tokenizer=tokenizer)
+    ids, mask = _unpadded(tokenizer, 1)
+    recorder = Recorder(injector)
+    recorder.run(model, [7], _generate(model, tokenizer, ids, mask), attention_mask=mask)
+    prefill, *steps = recorder.added
+    assert bool(torch.all(prefill.norm(dim=-1) > 0)) is prefill_noised
+    assert bool(torch.all(prefill == 0)) is not prefill_noised
+    assert all(bool(torch.all(step.norm(dim=-1) > 0)) is steps_noised for step in steps)
+    assert all(bool(torch.all(step == 0)) is not steps_noised for step in steps)
+
+
+@pytest.mark.parametrize("schedule, factors", [("first:2", [1, 1, 0, 0]), ("linear:4", [1, 0.75, 0.5, 0.25])])
+def test_schedules_scale_each_decoding_step_at_batch_size_1(toy, schedule, factors):
+    model, tokenizer = toy
+    ids, mask = _unpadded(tokenizer, 1)
+    added = {}
+    for name in ("constant", schedule):
+        injector = NoiseInjector(model, NoiseSpec.from_model_args({"sigma_scale": 0.5, "noise_schedule": name}),
+                                 tokenizer=tokenizer)
+        recorder = Recorder(injector)
+        # Noise this small leaves the greedy tokens unchanged, so both runs see the same inputs.
+        recorder.run(model, [7], _generate(model, tokenizer, ids, mask), attention_mask=mask)
+        added[name] = recorder.added
+    assert torch.equal(added[schedule][0], added["constant"][0])  # the prompt: full noise
+    for step, factor in enumerate(factors, start=1):
+        assert torch.allclose(added[schedule][step], factor * added["constant"][step], atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_beams": 2}, {"num_beams": 2, "num_return_sequences": 2}],
+                         ids=["greedy", "beams", "beams-return-2"])
+@pytest.mark.parametrize("rows", [1, 2])
+def test_generate_with_and_without_cache_agree(toy, kwargs, rows):
+    """Without a cache every step recomputes positions 0..p; with it, one position per
+    step. Both must add the same noise at every position, so the outputs agree."""
+    model, tokenizer = toy
+    spec = NoiseSpec.from_model_args({"sigma_scale": 1.5})
+    injector = NoiseInjector(model, spec, tokenizer=tokenizer)
+    ids, mask = _unpadded(tokenizer, rows)
+    seeds = [3, 4][:rows]
+    outputs, positions = {}, {}
+    for use_cache in (True, False):
+        recorder = Recorder(injector)
+        outputs[use_cache] = recorder.run(
+            model, seeds, _generate(model, tokenizer, ids, mask, use_cache=use_cache, **kwargs), attention_mask=mask)
+        positions[use_cache] = recorder.positions
+    clean = _generate(model, tokenizer, ids, mask, **kwargs)()
+    assert torch.equal(outputs[True], outputs[False])
+    assert not torch.equal(outputs[True], clean)
+    length = ids.shape[1]
+    assert [call[0] for call in positions[False]] == [list(range(length + k)) for k in range(len(positions[False]))]
+    assert [call[0] for call in positions[True]][1:] == [[length + k] for k in range(len(positions[True]) - 1)]
+
+
+def test_the_hook_used_the_true_positions_through_hf_noise_at_batch_size_1(toy_path):
+    """lm-eval's default --batch_size 1, through HFNoiseLM.generate_until."""
+    from helpers import generation_requests, make_lm
+
+    lm = make_lm(toy_path, batch_size=1, sigma_scale=0.5)
+    sample = lm.injector.sampler.sample
+    used = []
+
+    def spy(seeds, repeats, positions, norms=None):
+        used.append(positions[0].tolist())
+        return sample(seeds, repeats, positions, norms)
+
+    lm.injector.sampler.sample = spy
+    lm.generate_until(generation_requests(prompts=[PROMPT], max_gen_toks=3))
+    length = len(used[0])
+    assert used == [list(range(length)), [length], [length + 1]]
+
+
+# --- the position reader on each release's call shapes ------------------------------
+
+
+class _Cache:
+    def __init__(self, length):
+        self.length = length
+
+    def get_seq_length(self):
+        return self.length
+
+
+def _positions(**kwargs):
+    return call_positions((), kwargs, 2, 3, "cpu").tolist()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"past_key_values": _Cache(4), "cache_position": torch.arange(4, 7)},  # transformers 4.5x
+    {"cache": _Cache(4), "position_ids": torch.arange(4, 7)[None]},  # 5.2x, no mask when unpadded
+    {"kv": _Cache(4)},  # a cache under a name no release used yet
+    {"position_ids": torch.arange(4, 7).expand(2, 3)},
+    {"attention_mask": torch.ones(2, 7, dtype=torch.int64), "cache": _Cache(4)},
+], ids=["4.x", "5.x", "renamed-cache", "position-ids", "mask"])
+def test_positions_are_read_from_what_each_release_passes(kwargs):
+    assert _positions(**kwargs) == [[4, 5, 6], [4, 5, 6]]
+
+
+def test_a_call_without_cache_or_positions_holds_the_whole_sequence():
+    assert _positions(cache=None, use_cache=True) == [[0, 1, 2], [0, 1, 2]]
+
+
+@pytest.mark.parametrize("kwargs, why", [
+    ({"cache": _Cache(4), "position_ids": torch.arange(0, 3)[None]}, "disagree"),
+    ({"past_key_values": ((torch.zeros(1, 1, 4, 2),),)}, "no get_seq_length"),
+    ({"position_ids": torch.tensor([[4, 5, 6], [0, 1, 2]])}, "consecutive"),
+    ({"cache_position": torch.arange(4, 6)}, "2 positions for 3 tokens"),
+])
+def test_positions_that_cannot_be_determined_are_an_error(kwargs, why):
+    with pytest.raises(PositionsUnknown, match=f"{why}.*transformers [0-9]"):
+        _positions(**kwargs)
+
+
+def test_positional_arguments_beyond_the_tokens_are_an_error():
+    with pytest.raises(PositionsUnknown, match="positional"):
+        call_positions((torch.zeros(2, 3), torch.ones(2, 3)), {}, 2, 3, "cpu")
+
+
+def test_the_site_called_outside_the_model_is_an_error(toy):
+    model, tokenizer = toy
+    spec = NoiseSpec.from_model_args({"sigma_scale": 0.5})
+    ids = tokenizer([PROMPT], return_tensors="pt")["input_ids"]
+    with inject_noise(model, spec, [1], tokenizer=tokenizer), pytest.raises(RuntimeError, match="outside a forward"):
+        model.get_input_embeddings()(ids)
+
+
+def test_embed_noise_with_inputs_embeds_is_an_error_not_silently_skipped(toy):
+    model, tokenizer = toy
+    spec = NoiseSpec.from_model_args({"sigma_scale": 0.5})
+    embeds = model.get_input_embeddings()(tokenizer([PROMPT], return_tensors="pt")["input_ids"])
+    with inject_noise(model, spec, [1], tokenizer=tokenizer), pytest.raises(ValueError, match="inputs_embeds"):
+        model(inputs_embeds=embeds)
