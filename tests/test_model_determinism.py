@@ -174,7 +174,7 @@ def test_identical_content_gets_identical_noise(toy_path):
 
 
 def test_prompt_reference_is_recorded_per_sample_and_independent_of_batching(toy_path):
-    from lm_eval_noise.noise import sample_seed
+    from lm_eval_noise.harness.seeding import generation_seed
 
     requests = generation_requests(repeats=2, max_gen_toks=6)
     args = {"sigma_scale": 0.5, "noise_reference": "prompt", "sigma_mode": "coordinate"}
@@ -187,7 +187,7 @@ def test_prompt_reference_is_recorded_per_sample_and_independent_of_batching(toy
     for prompt in PROMPTS:
         tokens = lm.tok_encode(prompt)
         for repeat in range(2):
-            seed = sample_seed(0, ("generate_until", prompt), repeat)
+            seed = generation_seed(0, prompt, repeat)
             assert recorded[str(seed)] == pytest.approx(table[tokens].mean().item(), rel=1e-5)
 
 
@@ -293,3 +293,17 @@ def test_generation_progress_moves_every_step_and_changes_nothing(toy_path, monk
     steps.clear()
     assert lm.generate_until(requests, disable_tqdm=True) == with_bar
     assert steps == []  # no bar, no streamer
+
+
+def test_generation_seeds_follow_the_one_rule_that_vectors_rebuilds(toy_path):
+    """HFNoiseLM seeds a generation sample with harness.seeding.generation_seed, the rule
+    `lm-eval-noise vectors` uses to rebuild a logged sample's seed."""
+    from lm_eval_noise.harness.seeding import generation_seed
+
+    lm = make_lm(toy_path, batch_size=2, sigma_scale=0.5, noise_seed=9)
+    used = []
+    take = lm._take_generation_row
+    lm._take_generation_row = lambda context: used.append((context, *take(context))) or used[-1][1:]
+    lm.generate_until(generation_requests(repeats=2))
+    assert len(used) == 2 * len(PROMPTS)
+    assert all(seed == generation_seed(9, context, repeat) for context, seed, repeat in used)

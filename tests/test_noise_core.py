@@ -475,3 +475,63 @@ def test_noise_below_bf16_rounding_is_warned_about_at_load(toy_path):
 def test_a_spec_built_directly_is_validated_too(args, argument):
     with pytest.raises(NoiseArgumentError, match=argument):
         NoiseSpec(**args)
+
+
+def _one_axis_files(tmp_path, dim):
+    """A cov_sqrt that allows coordinate 3 only, and one noise vector along coordinate 3."""
+    factor = np.zeros((dim, dim), dtype=np.float32)
+    factor[3, 3] = 1.0
+    np.save(tmp_path / "cov_sqrt.npy", factor)
+    np.save(tmp_path / "vectors.npy", factor[3:4])
+    return {"noise_cov_sqrt": str(tmp_path / "cov_sqrt.npy"), "noise_vectors": str(tmp_path / "vectors.npy")}
+
+
+@pytest.mark.parametrize("argument, field", [("noise_cov_sqrt", "cov_sqrt_path"), ("noise_vectors", "vectors_path")])
+def test_a_spec_built_directly_uses_its_file_as_one_from_model_args_does(toy, tmp_path, argument, field):
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    path = _one_axis_files(tmp_path, dim)[argument]
+    ids = _ids(tokenizer, rows=2, length=6)
+    noise = {}
+    for name, spec in (("direct", NoiseSpec(sigma_scale=0.5, **{field: path})),
+                       ("model_args", _spec(sigma_scale=0.5, **{argument: path}))):
+        noise[name] = added_noise(model, NoiseInjector(model, spec, tokenizer=tokenizer), ids, seeds=[1, 2])
+    assert torch.equal(noise["direct"], noise["model_args"])
+    energy = noise["direct"][..., 3].pow(2).sum() / noise["direct"].pow(2).sum()
+    assert energy.item() == pytest.approx(1.0)  # all of it on the one allowed coordinate
+
+
+def test_a_matrix_without_the_file_it_came_from_is_refused():
+    with pytest.raises(ValueError, match="cov_sqrt_path"):
+        NoiseSpec(sigma_scale=0.5, cov_sqrt=np.eye(4, dtype=np.float32))
+
+
+@pytest.mark.parametrize("args", [
+    {"sigma_scale": 0.3},
+    {"noise_norm": 2.0, "noise_site": "layer:-1", "noise_scope": "per_sequence", "noise_seed": 7},
+    {"sigma_scale": 0.1, "sigma_mode": "coordinate", "noise_positions": "generated", "noise_schedule": "exp:4"},
+    {"sigma_scale": 0.2, "noise_reference": "prompt", "noise_schedule": "first:3"},
+    {"sigma_scale": 0.2, "cov": "noise_cov_sqrt"},
+    {"noise_norm": 1.5, "cov": "noise_vectors", "noise_scope": "per_sequence"},
+])
+def test_a_record_reads_back_as_the_spec_that_wrote_it(toy, tmp_path, args):
+    model, tokenizer = toy
+    dim = model.get_input_embeddings().embedding_dim
+    args = dict(args)
+    if "cov" in args:
+        argument = args.pop("cov")
+        args[argument] = _one_axis_files(tmp_path, dim)[argument]
+    spec = NoiseInjector(model, _spec(**args), tokenizer=tokenizer).spec  # layer resolved, as recorded
+    again = NoiseSpec.from_record(spec.to_record())
+    assert again == spec and again.to_record() == spec.to_record()
+    seeds, repeats, positions = torch.tensor([5, 6]), torch.tensor([0, 1]), torch.arange(4).expand(2, 4)
+    assert torch.equal(NoiseSampler(again, 3.0, dim, torch.device("cpu")).sample(seeds, repeats, positions),
+                       NoiseSampler(spec, 3.0, dim, torch.device("cpu")).sample(seeds, repeats, positions))
+
+
+def test_a_record_whose_file_changed_is_refused(tmp_path):
+    path = _one_axis_files(tmp_path, 8)["noise_vectors"]
+    record = _spec(noise_norm=1.0, noise_vectors=path).to_record()
+    np.save(path, np.ones((1, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match="changed since the run"):
+        NoiseSpec.from_record(record)

@@ -1,7 +1,7 @@
 """HFNoiseLM, registered as `hf-noise`: lm-eval's HFLM plus Gaussian noise.
 
 The noise of a row is a function of (noise_seed, its request's content, its repeat index,
-the position): `sample_seed` gives the seed, the hooks (noise/hooks.py) take positions
+the position): harness/seeding.py gives the seed, the hooks (noise/hooks.py) take positions
 from each forward call. This adapter only tells the hooks which seed each row of a
 batch carries. HFLM sorts and batches requests its own way; the seeds find their rows
 through two narrow points:
@@ -29,12 +29,12 @@ from lm_eval.models.huggingface import HFLM
 
 from .. import __version__
 from ..metrics.coherence import asks_for_self_scoring, score_answers
-from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec, sample_seed
+from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
 from ..noise.sites import count_layers
 from ..noise.spec import QUANTIZATIONS
 from .progress import TokenCounter, token_progress
 from .quantization import bitsandbytes_config
-from .seeding import random_prefix, repeat_indices, request_seeds
+from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 
 _log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class HFNoiseLM(HFLM):
 
     def _generate_until(self, requests, disable_tqdm: bool):
         _warn_if_padded(requests)
-        seeds = request_seeds(requests, self.noise_spec.seed, _generation_content)
+        seeds = generation_seeds(requests, self.noise_spec.seed)
         if self.random_prefix:
             requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
                         for request, (seed, _) in zip(requests, seeds)]
@@ -289,10 +289,9 @@ class HFNoiseLM(HFLM):
     def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, _Row]:
         """(the row's tokens without trailing zeros, its noise) for one token request."""
         if key is None:  # a rolling window (HFLM passes no key): its tokens are its content
-            content = ("loglikelihood_rolling", [*context, *continuation])
+            seed = rolling_seed(self.noise_spec.seed, [*context, *continuation], self._scoring_repeat)
         else:  # the seed comes from the context's tokens alone (as HFLM split the pair)
-            content = ("loglikelihood", list(context))
-        seed = sample_seed(self.noise_spec.seed, content, self._scoring_repeat)
+            seed = loglikelihood_seed(self.noise_spec.seed, context, self._scoring_repeat)
         # The row HFLM._loglikelihood_tokens feeds a causal model: truncated on the left.
         model_input = (context + continuation)[-(self.max_length + 1) :][:-1]
         prompt_length = max(0, len(model_input) - (len(continuation) - 1))
@@ -394,10 +393,6 @@ def _prefixed(request, prefix: str):
     clone = copy.copy(request)
     clone.arguments = (prefix + request.args[0], *request.args[1:])
     return clone
-
-
-def _generation_content(request) -> tuple:
-    return ("generate_until", request.args[0])
 
 
 def _rstrip_zeros(tokens: list[int]) -> tuple:

@@ -1,5 +1,10 @@
-"""Per-request sample seeds for lm-eval requests (the seeding rule lives in noise.rng).
+"""The seeding rule for lm-eval requests: which content each request type's sample
+seed hashes (noise.rng.sample_seed does the hashing).
 
+- generate_until: the context string (`generation_seed`; `lm-eval-noise vectors`
+  rebuilds a logged sample's seed with it);
+- loglikelihood: the context's tokens alone, so the choices of a question share noise;
+- loglikelihood_rolling: the window's tokens.
 lm-eval hands a task's `repeats: n` to the model as the same Instance object n times,
 so the repeat index is the occurrence count of that object in the request list. Two
 different requests with equal content get the same noise, as the contract says.
@@ -9,7 +14,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ..noise.rng import derive_seed, sample_seed
 
@@ -27,12 +32,22 @@ def repeat_indices(requests: Sequence) -> list[int]:
     return indices
 
 
-def request_seeds(
-    requests: Sequence, noise_seed: int, content: Callable[[object], tuple]
-) -> list[tuple[int, int]]:
-    """(sample seed, repeat index) for each request, in order."""
+def generation_seed(noise_seed: int, context: str, repeat: int) -> int:
+    return sample_seed(noise_seed, ("generate_until", context), repeat)
+
+
+def loglikelihood_seed(noise_seed: int, context_tokens: Sequence[int], repeat: int) -> int:
+    return sample_seed(noise_seed, ("loglikelihood", list(context_tokens)), repeat)
+
+
+def rolling_seed(noise_seed: int, tokens: Sequence[int], repeat: int) -> int:
+    return sample_seed(noise_seed, ("loglikelihood_rolling", list(tokens)), repeat)
+
+
+def generation_seeds(requests: Sequence, noise_seed: int) -> list[tuple[int, int]]:
+    """(sample seed, repeat index) for each generation request, in order."""
     return [
-        (sample_seed(noise_seed, content(request), repeat), repeat)
+        (generation_seed(noise_seed, request.args[0], repeat), repeat)
         for request, repeat in zip(requests, repeat_indices(requests))
     ]
 

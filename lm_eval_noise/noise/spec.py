@@ -93,6 +93,29 @@ class NoiseSpec:
             raise NoiseArgumentError(
                 "noise_reference", "prompt", "vocab when noise_norm is given (an absolute norm has no reference)"
             )
+        self._load_files()
+
+    def _load_files(self) -> None:
+        """The spec holds a file's matrix exactly when it names the file, however it was
+        built: loaded and checked here once (a spec from `replace` carries both over)."""
+        if self.cov_sqrt_path and self.vectors_path:
+            raise NoiseArgumentError(
+                "noise_vectors", self.vectors_path, "either noise_cov_sqrt or noise_vectors, not both"
+            )
+        for path_field, matrix_field in (("cov_sqrt_path", "cov_sqrt"), ("vectors_path", "vectors")):
+            if getattr(self, matrix_field) is not None and getattr(self, path_field) is None:
+                raise ValueError(f"NoiseSpec: {matrix_field} is loaded from {path_field}; pass the path, not a matrix")
+        if self.cov_sqrt_path and self.cov_sqrt is None:
+            cov = _load_matrix("noise_cov_sqrt", self.cov_sqrt_path)
+            object.__setattr__(self, "cov_sqrt_effective_rank", _check_cov_sqrt(cov, self.cov_sqrt_path))
+            object.__setattr__(self, "cov_sqrt", cov)
+        if self.vectors_path and self.vectors is None:
+            vectors = _load_matrix("noise_vectors", self.vectors_path)
+            if np.any(np.linalg.norm(vectors, axis=1) == 0):
+                raise NoiseArgumentError(
+                    "noise_vectors", self.vectors_path, "a (K x d) .npy matrix with no all-zero row"
+                )
+            object.__setattr__(self, "vectors", vectors)
 
     @property
     def active(self) -> bool:
@@ -137,26 +160,24 @@ class NoiseSpec:
             reference=raw.get("noise_reference", "vocab"),
             schedule=raw.get("noise_schedule", "constant"),  # parsed in __post_init__
         )
-        if spec.cov_sqrt_path and spec.vectors_path:
-            raise NoiseArgumentError(
-                "noise_vectors",
-                spec.vectors_path,
-                "either noise_cov_sqrt or noise_vectors, not both",
-            )
-        return spec.with_loaded_files()
+        return spec
 
-    def with_loaded_files(self) -> NoiseSpec:
-        """Load and shape-check the .npy files that do not depend on the model."""
-        cov = _load_matrix("noise_cov_sqrt", self.cov_sqrt_path) if self.cov_sqrt_path else None
-        rank = None
-        if cov is not None:
-            rank = _check_cov_sqrt(cov, self.cov_sqrt_path)
-        vecs = _load_matrix("noise_vectors", self.vectors_path) if self.vectors_path else None
-        if vecs is not None and np.any(np.linalg.norm(vecs, axis=1) == 0):
-            raise NoiseArgumentError(
-                "noise_vectors", self.vectors_path, "a (K x d) .npy matrix with no all-zero row"
-            )
-        return replace(self, cov_sqrt=cov, vectors=vecs, cov_sqrt_effective_rank=rank)
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> NoiseSpec:
+        """The spec a results JSON's `config.noise` record was written from (`to_record`'s
+        inverse); refuses a cov_sqrt or vectors file that changed since the run."""
+        for path_key, digest_key in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
+            path = record.get(path_key)
+            if path and file_sha256(path) != record[digest_key]:
+                raise ValueError(f"{path} changed since the run (sha256 differs from the results JSON)")
+        site, layer = _parse_site(record["site"])
+        return cls(
+            sigma_scale=record["sigma_scale"], noise_norm=record["noise_norm"], sigma_mode=record["sigma_mode"],
+            site=site, layer=layer, scope=record["scope"], positions=record["positions"], seed=record["seed"],
+            cov_sqrt_path=record["cov_sqrt_path"], vectors_path=record["vectors_path"],
+            # Absent from records written before these arguments existed: their defaults.
+            reference=record.get("reference", "vocab"), schedule=record.get("schedule", "constant"),
+        )
 
     def validate_for_model(self, hidden_size: int, num_layers: int) -> NoiseSpec:
         """Check the model-dependent arguments; returns the spec with the layer made non-negative."""

@@ -1,8 +1,9 @@
 """The per-sequence noise vector each sample of a run got (`lm-eval-noise vectors`).
 
 Nothing is read from the model: a sample's seed is a function of (noise_seed, the
-logged prompt, its repeat index), and the vector follows from the seed and the noise
-settings in the results JSON (`config.noise`, reference norm included). `export_vectors`
+logged prompt, its repeat index) by the harness's own rule (harness/seeding.py), and the
+vector follows from the seed and the noise settings in the results JSON (`config.noise`,
+reference norm included, read back by NoiseSpec.from_record). `export_vectors`
 returns one row per generated sample (float32) and its index (file, doc_id, repeat,
 seed, and with noise_reference=prompt the sample's reference norm). A row, saved alone
 as noise_vectors= with noise_norm= its norm, per_sequence scope and the run's
@@ -16,39 +17,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..noise import NoiseSampler, NoiseSpec, sample_seed
-from ..noise.spec import file_sha256
+from ..harness.seeding import generation_seed
+from ..noise import NoiseSampler, NoiseSpec
 from .samples import generation_samples
-
-
-def spec_from_record(record: dict) -> NoiseSpec:
-    args = {
-        "sigma_scale": record["sigma_scale"], "noise_norm": record["noise_norm"],
-        "sigma_mode": record["sigma_mode"], "noise_site": record["site"], "noise_scope": record["scope"],
-        "noise_positions": record["positions"], "noise_seed": record["seed"],
-        "noise_cov_sqrt": record["cov_sqrt_path"], "noise_vectors": record["vectors_path"],
-        # Absent from records written before these arguments existed: their defaults.
-        "noise_reference": record.get("reference", "vocab"), "noise_schedule": record.get("schedule", "constant"),
-    }
-    for key, digest in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
-        path = record.get(key)
-        if path and file_sha256(path) != record[digest]:
-            raise ValueError(f"{path} changed since the run (sha256 differs from the results JSON)")
-    return NoiseSpec.from_model_args({k: v for k, v in args.items() if v is not None})
 
 
 def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray, list[dict]]:
     record = results["config"].get("noise")
     if not record or not record.get("active"):
         raise ValueError("the results JSON records no active hf-noise settings (config.noise)")
-    spec = spec_from_record(record)
+    spec = NoiseSpec.from_record(record)
     if spec.scope != "per_sequence":
         raise ValueError(f"noise_scope={spec.scope}: only per_sequence runs have one vector per sample")
     rows = []
     for path in sample_files:
         for sample, context, responses in generation_samples(path):
             for repeat in range(len(responses)):
-                seed = sample_seed(spec.seed, ("generate_until", context), repeat)
+                seed = generation_seed(spec.seed, context, repeat)
                 rows.append({"file": path.name, "doc_id": sample.get("doc_id"), "repeat": repeat, "seed": seed})
     sampler = NoiseSampler(spec, record["reference_norm"], record["hidden_size"], torch.device("cpu"))
     seeds = torch.tensor([row["seed"] for row in rows], dtype=torch.int64)
