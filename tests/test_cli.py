@@ -115,7 +115,8 @@ def test_results_json_records_every_noise_setting(noisy_run, toy_paths):
     assert (noise["scope"], noise["positions"], noise["sigma_mode"]) == ("per_token", "all", "norm")
     assert noise["reference_norm"] > 0
     assert noise["expected_noise_norm"] == pytest.approx(0.5 * noise["reference_norm"])
-    assert noise["lm_eval_noise_version"] == metadata.version("lm-eval-noise")
+    for package in ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate"):
+        assert noise["versions"][package] == metadata.version(package)
     assert noise["quantization"] == "none" and noise["hidden_size"] == 64
 
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import generation_requests, loglikelihood_requests, make_lm
 
-DOCS = [  # an even number: lm-eval pads uneven shards (see _warn_if_padded in model.py)
+DOCS = [  # an odd number: lm-eval pads the shorter rank (see _without_rank_padding in model.py)
     {"prompt": "def add(a, b):", "target": " return a + b"},
     {"prompt": "The quick brown", "target": " fox"},
     {"prompt": "Question: How many legs does a spider have?\nAnswer:", "target": " eight"},
-    {"prompt": "for i in range(10):", "target": " print(i)"},
 ]
 TASKS = {
     "dp_gen": 'output_type: generate_until\ndoc_to_text: "{{prompt}}"\ndoc_to_target: "{{target}}"\nrepeats: 2\n'
@@ -68,7 +68,8 @@ def test_two_processes_give_the_outputs_and_scores_of_one(toy_paths, tmp_path):
     one_results, one, _ = _run([], task_dir, tmp_path / "one", args)
     two_results, two, log = _run(LAUNCH, task_dir, tmp_path / "two", args)
     assert "on rank 1" in log  # really two processes, each with its share
-    assert one.keys() == two.keys() and len(one) == 4 * len(TASKS)
+    assert "padded this process with" in log  # rank 1 got copies of its last request
+    assert one.keys() == two.keys() and len(one) == 3 * len(TASKS)
     for key, responses in one.items():
         if key[0] == "dp_gen":
             assert two[key] == responses
@@ -79,5 +80,30 @@ def test_two_processes_give_the_outputs_and_scores_of_one(toy_paths, tmp_path):
             assert other == pytest.approx(flat, rel=1e-5)
     # Rank 0 writes the results JSON with every rank's per-sample reference norms.
     norms = [results["config"]["noise"]["prompt_reference_norms"] for results in (one_results, two_results)]
-    assert len(norms[0]) == 8 + 4 + 4  # generation samples, questions, rolling windows
+    assert len(norms[0]) == 6 + 3 + 3  # generation samples, questions, rolling windows
     assert norms[1] == pytest.approx(norms[0])
+
+
+def _as_lm_eval_pads(requests, missing: int):
+    """The request list lm-eval 0.4.13 gives a rank with `missing` fewer requests than
+    the longest: its last request again, `repeats` times per missing request."""
+    last = requests[-1]
+    return requests + [last] * (last.repeats * missing)
+
+
+@pytest.mark.parametrize("kind", ["generate_until", "loglikelihood"])
+def test_rank_padding_adds_no_answers_to_a_document(toy_path, kind, caplog):
+    requests = generation_requests(repeats=2) if kind == "generate_until" else loglikelihood_requests(repeats=2)
+    lm = make_lm(toy_path, batch_size=3, sigma_scale=0.8)
+    with caplog.at_level("WARNING", logger="lm_eval_noise.harness.model"):
+        want = getattr(lm, kind)(requests)
+        assert "padded this process" not in caplog.text
+        fresh = generation_requests(repeats=2) if kind == "generate_until" else loglikelihood_requests(repeats=2)
+        padded = _as_lm_eval_pads(fresh, missing=2)
+        answers = getattr(lm, kind)(padded)
+    assert "padded this process with 4 copies" in caplog.text
+    assert len(answers) == len(padded) and answers[: len(fresh)] == want
+    for answer, request in zip(answers, padded, strict=True):  # as lm-eval's evaluator does
+        request.resps.append(answer)
+    for request in {id(r): r for r in fresh}.values():
+        assert list(request.resps) == [a for a, r in zip(want, fresh) if r is request]

@@ -199,18 +199,6 @@ def test_a_run_without_noise_records_its_sites_reference_norm(toy_path, site):
     assert quiet["reference_norm"] == pytest.approx(noisy["reference_norm"]) and quiet["reference_norm"] > 0
 
 
-def test_lm_evals_rank_padding_is_warned_about(toy_path, caplog):
-    """lm-eval pads a data-parallel rank with copies of its last request and appends
-    their answers to that request's samples: a document would get extra samples."""
-    lm = make_lm(toy_path, sigma_scale=0.5)
-    requests = generation_requests(prompts=PROMPTS[:2], repeats=2, max_gen_toks=2)
-    with caplog.at_level("WARNING", logger="lm_eval_noise.harness.model"):
-        lm.generate_until(requests)
-        assert "padded" not in caplog.text
-        lm.generate_until(requests + requests[-2:])  # what lm-eval sends a padded rank
-    assert "padded this process with 2 copies" in caplog.text
-
-
 def test_generated_noise_cannot_change_a_one_token_continuation(toy_path):
     """README, "What noise cannot change": the first continuation token is predicted
     from the context, so noise on continuation positions leaves it as without noise."""

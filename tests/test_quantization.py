@@ -26,7 +26,8 @@ def test_quantized_model_loads_and_runs_with_noise(toy_paths, quantization, laye
     full = [ll for ll, _ in make_lm(toy_paths["llama"], sigma_scale=0.3).loglikelihood(loglikelihood_requests())]
     # Same noise, quantized weights: scores move a little, not a lot.
     assert quantized == pytest.approx(full, rel=0.05)
-    assert lm.get_model_info()["noise"]["quantization"] == quantization
+    info = lm.get_model_info()["noise"]
+    assert info["quantization"] == quantization and info["quantized_layers"] == 14  # 2 layers x 7 projections
 
 
 def test_quantization_needs_a_path_not_a_loaded_model(toy_paths):
@@ -53,3 +54,13 @@ def test_an_already_quantized_checkpoint_refuses_a_second_quantization(toy_paths
     with pytest.raises(NoiseArgumentError, match="quantization='int8'.*none for a checkpoint that is already quantiz"):
         make_lm(str(checkpoint), quantization="int8")
     assert loads == []
+
+
+def test_a_model_that_bitsandbytes_left_unquantized_is_refused(toy_paths, monkeypatch):
+    """`model.dtype` reads float32 whether or not the linear layers were quantized; the
+    layers themselves are checked after loading."""
+    import lm_eval_noise.harness.model as model_module
+
+    monkeypatch.setattr(model_module, "bitsandbytes_config", lambda quantization, dtype: None)
+    with pytest.raises(NoiseArgumentError, match="quantization='int8'.*left every linear layer unquantized on cpu"):
+        make_lm(toy_paths["llama"], quantization="int8")

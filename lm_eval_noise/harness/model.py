@@ -27,13 +27,13 @@ import lm_eval.models  # noqa: F401  (register the built-in models before ours; 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from .. import __version__
 from ..metrics.coherence import asks_for_self_scoring, score_answers
 from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
 from ..noise.sites import count_layers
 from ..noise.spec import QUANTIZATIONS
 from .progress import TokenCounter, token_progress
-from .quantization import bitsandbytes_config
+from .provenance import stack_versions
+from .quantization import bitsandbytes_config, quantized_layer_count
 from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 
 _log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class HFNoiseLM(HFLM):
             )
         self.quantization = quantization
         super().__init__(pretrained=pretrained, **kwargs)
+        self.quantized_layers = quantized_layer_count(self.model, quantization) if quantization != "none" else 0
         self._shard_on_cpu()
 
         if self.backend != "causal" and self.noise_spec.active:
@@ -137,8 +138,9 @@ class HFNoiseLM(HFLM):
             "active": self.noise is not None,
             **noise,
             "quantization": self.quantization,
+            "quantized_layers": self.quantized_layers,
             "random_prefix": self.random_prefix,
-            "lm_eval_noise_version": __version__,
+            "versions": stack_versions(),
         }
         if self.noise_spec.reference == "prompt":
             info["noise"]["noise_per_reference"] = self.injector.norm_per_reference()
@@ -148,14 +150,16 @@ class HFNoiseLM(HFLM):
     # --- generation ----------------------------------------------------------------
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        with token_progress(disabled=disable_tqdm or self.rank != 0) as self._token_bar:
-            try:
-                return self._generate_until(requests, disable_tqdm)
-            finally:
-                self._token_bar = None
+        def generate(part):
+            with token_progress(disabled=disable_tqdm or self.rank != 0) as self._token_bar:
+                try:
+                    return self._generate_until(part, disable_tqdm)
+                finally:
+                    self._token_bar = None
+
+        return _without_rank_padding(requests, generate)
 
     def _generate_until(self, requests, disable_tqdm: bool):
-        _warn_if_padded(requests)
         seeds = generation_seeds(requests, self.noise_spec.seed)
         if self.random_prefix:
             requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
@@ -244,15 +248,16 @@ class HFNoiseLM(HFLM):
     # --- scoring -------------------------------------------------------------------
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        return self._by_repeat(super().loglikelihood, requests, disable_tqdm)
+        score = super().loglikelihood
+        return _without_rank_padding(requests, lambda part: self._by_repeat(score, part, disable_tqdm))
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        return self._by_repeat(super().loglikelihood_rolling, requests, disable_tqdm)
+        score = super().loglikelihood_rolling
+        return _without_rank_padding(requests, lambda part: self._by_repeat(score, part, disable_tqdm))
 
     def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
         """Score requests in one pass per repeat index (the seed's third part), so every
         row of a pass is named by its tokens."""
-        _warn_if_padded(requests)
         if self.noise is None:
             return score(requests, disable_tqdm=disable_tqdm)
         passes: dict[int, list[int]] = defaultdict(list)
@@ -375,16 +380,48 @@ def _in_parts(count: int, parts, call) -> list:
     return results
 
 
-def _warn_if_padded(requests) -> None:
-    """lm-eval 0.4.13 evens out data-parallel ranks by sending a rank's last request
-    again, and appends those answers to that request's own (also under --model hf)."""
-    extra = sum(index >= (getattr(request, "repeats", None) or 1)
-                for request, index in zip(requests, repeat_indices(requests)))
-    if extra:
-        _log.warning(
-            f"hf-noise: lm-eval padded this process with {extra} copies of its last request; their answers are "
-            "appended to that document's samples. Use a number of documents divisible by the number of processes."
-        )
+class _FirstAnswers(list):
+    """A request's answers that keeps its first `limit`: lm-eval appends every answer of
+    the request list to its request, rank padding included."""
+
+    def __init__(self, limit: int, answers=()):
+        super().__init__(answers)
+        self.limit = limit
+
+    def append(self, answer) -> None:
+        if len(self) < self.limit:
+            super().append(answer)
+
+
+def _without_rank_padding(requests, answer) -> list:
+    """`answer(requests)`, with lm-eval's data-parallel padding made harmless. lm-eval
+    0.4.13 evens out ranks by request count, not document count: it sends a rank's last
+    request again (`repeats` times per missing request) and appends those answers to that
+    request's own, so its document got extra samples. Here the copies are answered with
+    the request's own answers, not computed, and the request keeps only its first
+    `repeats` answers."""
+    occurrence = repeat_indices(requests)
+    padding = {i for i, request in enumerate(requests) if occurrence[i] >= _repeats(request)}
+    if not padding:
+        return answer(requests)
+    real = [i for i in range(len(requests)) if i not in padding]
+    results = [None] * len(requests)
+    own: dict[int, list] = defaultdict(list)
+    for index, result in zip(real, answer([requests[i] for i in real]), strict=True):
+        results[index] = result
+        own[id(requests[index])].append(result)
+    for index in sorted(padding):
+        request = requests[index]
+        results[index] = own[id(request)][occurrence[index] % _repeats(request)]
+        if not isinstance(request.resps, _FirstAnswers):
+            request.resps = _FirstAnswers(_repeats(request), request.resps)
+    _log.warning(f"hf-noise: lm-eval padded this process with {len(padding)} copies of its last request to even "
+                 "out the ranks; they are not computed and their answers are not added to that document")
+    return results
+
+
+def _repeats(request) -> int:
+    return getattr(request, "repeats", None) or 1
 
 
 def _prefixed(request, prefix: str):

@@ -40,7 +40,7 @@ def describe(config: dict) -> tuple[str, str, str]:
     else:
         scale = "no noise"
     fields = {"model_args": config.get("model_args"), "gen_kwargs": config.get("gen_kwargs"),
-              **{f"noise.{k}": v for k, v in sorted(noise.items()) if k != "lm_eval_noise_version"}}
+              **{f"noise.{k}": v for k, v in sorted(noise.items()) if k != "versions"}}
     settings = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, "", {}))
     label = " ".join(part for part in (model, scale if noise.get("active") else "", gen) if part)
     return label, scale, settings or "none"
