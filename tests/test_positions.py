@@ -194,8 +194,9 @@ def _positions(**kwargs):
     {"cache": _Cache(4), "position_ids": torch.arange(4, 7)[None]},  # 5.2x, no mask when unpadded
     {"kv": _Cache(4)},  # a cache under a name no release used yet
     {"position_ids": torch.arange(4, 7).expand(2, 3)},
+    {"cache": _Cache(9), "position_ids": torch.arange(4, 7)[None]},  # what the model computes with wins
     {"attention_mask": torch.ones(2, 7, dtype=torch.int64), "cache": _Cache(4)},
-], ids=["4.x", "5.x", "renamed-cache", "position-ids", "mask"])
+], ids=["4.x", "5.x", "renamed-cache", "position-ids", "position-ids-over-cache", "mask"])
 def test_positions_are_read_from_what_each_release_passes(kwargs):
     assert _positions(**kwargs) == [[4, 5, 6], [4, 5, 6]]
 
@@ -205,10 +206,10 @@ def test_a_call_without_cache_or_positions_holds_the_whole_sequence():
 
 
 @pytest.mark.parametrize("kwargs, why", [
-    ({"cache": _Cache(4), "position_ids": torch.arange(0, 3)[None]}, "disagree"),
     ({"past_key_values": ((torch.zeros(1, 1, 4, 2),),)}, "no get_seq_length"),
-    ({"position_ids": torch.tensor([[4, 5, 6], [0, 1, 2]])}, "consecutive"),
-    ({"cache_position": torch.arange(4, 6)}, "2 positions for 3 tokens"),
+    ({"position_ids": torch.arange(3).expand(3, 2, 3)}, "position_ids of shape"),  # 3-D (multimodal RoPE)
+    ({"position_ids": torch.arange(4)[None]}, "position_ids of shape"),
+    ({"cache_position": torch.arange(4, 6)}, "cache_position of shape"),
 ])
 def test_positions_that_cannot_be_determined_are_an_error(kwargs, why):
     with pytest.raises(PositionsUnknown, match=f"{why}.*transformers [0-9]"):

@@ -5,12 +5,12 @@ transformers releases: 4.x passes `past_key_values` and `cache_position`; 5.2x p
 cache as `cache` with `position_ids`, and `generate` drops the attention mask when no row
 is padded. So, in order:
 1. a 2-D attention mask covering past and current tokens: it also marks padding (-1);
-2. else no row is padded, and the call starts at one offset for every row, read from
-   `cache_position`, `position_ids` or the length of the KV cache (under any argument
-   name), which must agree where several are given;
+2. else no row is padded: `position_ids` (what the model computes with), else
+   `cache_position`, else the KV cache's length under whatever name it is passed;
 3. with none of these and no cache at all, the call holds the whole sequence: 0..T-1,
    which is what the model itself computes then.
-Anything else (an unreadable cache, positional arguments, sources that disagree) raises
+Positions stay on the device (no host sync per decoding step). Anything else (an
+unreadable cache, position tensors of another shape, positional arguments) raises
 PositionsUnknown naming the transformers version.
 """
 
@@ -42,45 +42,26 @@ def call_positions(args: tuple, kwargs: dict, rows: int, length: int, device) ->
         mask = mask.to(device=device, dtype=torch.int64)
         positions = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, -1)
         return positions[:, mask.shape[1] - length :]
-    start = _unpadded_start(kwargs, rows, length)
+    position_ids = kwargs.get("position_ids")
+    if isinstance(position_ids, torch.Tensor):
+        if position_ids.dim() != 2 or position_ids.shape[0] not in (1, rows) or position_ids.shape[1] != length:
+            raise PositionsUnknown(f"position_ids of shape {tuple(position_ids.shape)} for {rows} x {length} tokens")
+        return position_ids.to(device=device, dtype=torch.int64).expand(rows, length)
+    cache_position = kwargs.get("cache_position")
+    if isinstance(cache_position, torch.Tensor):
+        if tuple(cache_position.shape) != (length,):
+            raise PositionsUnknown(f"cache_position of shape {tuple(cache_position.shape)} for {length} tokens")
+        return cache_position.to(device=device, dtype=torch.int64).expand(rows, length)
+    start = _cache_length(kwargs)
     return torch.arange(start, start + length, device=device).expand(rows, length)
 
 
-def _unpadded_start(kwargs: dict, rows: int, length: int) -> int:
-    """The first position of a call whose rows are not padded, from every source given."""
-    starts: dict[str, int] = {}
-    cache_position = kwargs.get("cache_position")
-    if isinstance(cache_position, torch.Tensor):
-        starts["cache_position"] = _consecutive_start("cache_position", cache_position.reshape(1, -1), length)
-    position_ids = kwargs.get("position_ids")
-    if isinstance(position_ids, torch.Tensor) and position_ids.dim() == 2:
-        if position_ids.shape[0] not in (1, rows):
-            raise PositionsUnknown(f"position_ids of shape {tuple(position_ids.shape)} for {rows} rows")
-        starts["position_ids"] = _consecutive_start("position_ids", position_ids, length)
-    cache_length = _cache_length(kwargs)
-    if cache_length is not None:
-        starts["the KV cache's length"] = cache_length
-    if len(set(starts.values())) > 1:
-        raise PositionsUnknown("its sources disagree: " + ", ".join(f"{k} starts at {v}" for k, v in starts.items()))
-    return next(iter(starts.values()), 0)
-
-
-def _consecutive_start(name: str, positions: torch.Tensor, length: int) -> int:
-    if positions.shape[1] != length:
-        raise PositionsUnknown(f"{name} has {positions.shape[1]} positions for {length} tokens")
-    start = positions[:, :1]
-    expected = start + torch.arange(length, device=positions.device)
-    if not torch.equal(positions, expected) or not torch.all(start == start[0, 0]):
-        raise PositionsUnknown(f"{name} is not one run of consecutive positions shared by every row")
-    return int(start[0, 0])
-
-
-def _cache_length(kwargs: dict) -> int | None:
+def _cache_length(kwargs: dict) -> int:
     """Tokens already in the KV cache: from a cache object under any argument name (5.x
-    renamed it), None when the call carries no cache (a forward without past)."""
+    renamed it); 0 when the call carries no cache (a forward without past)."""
     for name, value in kwargs.items():
         if hasattr(value, "get_seq_length"):
             return int(value.get_seq_length())
         if name in _CACHE_NAMES and value is not None:
             raise PositionsUnknown(f"a {type(value).__name__} passed as {name} has no get_seq_length()")
-    return None
+    return 0
