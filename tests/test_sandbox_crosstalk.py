@@ -1,0 +1,54 @@
+"""No program's compilation or warnings touch another program or a fork server
+(issue 17, item 1): compile warnings used to go to a fork-server pipe nobody read, so a
+program that filled it stalled the next innocent one on that worker; compiling before
+the fork ran a program's compile-time cost outside its deadline and memory limit."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sandbox_helpers import LEVELS
+
+from lm_eval_noise.execution import Isolation, Program, run_programs
+
+# One SyntaxWarning each: `is` with a literal ("did you mean ==?").
+INNOCENT = "def check_zero(x):\n    if x is 0:\n        return True\n    return x == 0\n"
+INNOCENT_TESTS = "def check(f):\n    assert f(0) and not f(3)\n"
+# ~900 warnings while compiling, over 100 KB of text: more than a pipe holds.
+WARNING_FLOOD = "def check_zero(x):\n" + "".join(f"    y{i} = x is {i}\n" for i in range(900)) + "    return y0\n"
+# try/finally nested in the finally blocks: the compiler copies each finally body for
+# the normal and the exceptional path, 2**19 copies here (~5 s and ~1.5 GB to compile).
+COMPILE_BOMB = "def check_zero(x):\n" + "".join(
+    "    " * (depth + 1) + f"try:\n{'    ' * (depth + 2)}x = x + 1\n{'    ' * (depth + 1)}finally:\n"
+    for depth in range(19)) + "    " * 20 + "x = x - 1\n    return x == 0\n"
+
+def _program(source: str) -> Program:
+    return Program(source, tests=INNOCENT_TESTS, entry_point="check_zero")
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_warning_flood_does_not_stall_the_next_program(level):
+    programs = [_program(WARNING_FLOOD)] + [_program(INNOCENT)] * 3
+    start = time.monotonic()
+    results = run_programs(programs, timeout=3.0, workers=1, isolation=Isolation(level))
+    assert [r.status for r in results[1:]] == ["passed"] * 3, [r.detail for r in results]
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("level", LEVELS)
+def test_hundreds_of_honest_programs_that_warn_all_pass(level):
+    source = "def check_zero(x):\n    a = x is not ''\n    b = x is not ''\n    c = x is not ''\n    return x == 0\n"
+    results = run_programs([_program(source)] * 400, timeout=3.0, workers=1, isolation=Isolation(level))
+    assert {r.status for r in results} == {"passed"}
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_a_compile_bomb_is_bounded_by_its_own_deadline(level):
+    start = time.monotonic()
+    results = run_programs([_program(COMPILE_BOMB), _program(INNOCENT)], timeout=2.0, workers=1,
+                           isolation=Isolation(level))
+    assert not results[0].passed
+    assert results[1].status == "passed"
+    assert time.monotonic() - start < 2.0 + 10
