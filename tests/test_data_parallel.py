@@ -107,3 +107,14 @@ def test_rank_padding_adds_no_answers_to_a_document(toy_path, kind, caplog):
         request.resps.append(answer)
     for request in {id(r): r for r in fresh}.values():
         assert list(request.resps) == [a for a, r in zip(want, fresh) if r is request]
+
+
+def test_a_request_without_a_stated_repeat_count_is_never_taken_for_padding(toy_path):
+    from lm_eval.api.instance import Instance
+
+    request = Instance("generate_until", {}, ("def add(a, b):", {"until": ["\n\n"], "max_gen_toks": 4}), 0,
+                       ("toy", 0, None))
+    lm = make_lm(toy_path, sigma_scale=2.0)
+    first, second = lm.generate_until([request, request])
+    assert first != second  # two occurrences, two noise draws
+    assert not hasattr(request.resps, "limit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -501,9 +502,26 @@ def test_a_spec_built_directly_uses_its_file_as_one_from_model_args_does(toy, tm
     assert energy.item() == pytest.approx(1.0)  # all of it on the one allowed coordinate
 
 
-def test_a_matrix_without_the_file_it_came_from_is_refused():
-    with pytest.raises(ValueError, match="cov_sqrt_path"):
+def test_a_matrix_cannot_be_given_apart_from_its_file(tmp_path):
+    with pytest.raises(TypeError, match="cov_sqrt"):
         NoiseSpec(sigma_scale=0.5, cov_sqrt=np.eye(4, dtype=np.float32))
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(first, np.eye(4, dtype=np.float32))
+    np.save(second, 2 * np.eye(4, dtype=np.float32))
+    spec = NoiseSpec(sigma_scale=0.5, cov_sqrt_path=str(first))
+    moved = replace(spec, cov_sqrt_path=str(second))  # the record and the noise move together
+    assert np.array_equal(moved.cov_sqrt, 2 * np.eye(4)) and np.array_equal(spec.cov_sqrt, np.eye(4))
+
+
+@pytest.mark.parametrize("schedule", ["exp:1.2345678", "linear:1234567", "first:3", "exp:0.1"])
+def test_a_schedule_name_parses_back_to_the_same_schedule(schedule):
+    spec = _spec(sigma_scale=0.1, noise_schedule=schedule)
+    assert NoiseSpec.from_record(spec.to_record()).schedule == spec.schedule
+
+
+def test_a_fractional_seed_is_refused_however_the_spec_is_built():
+    with pytest.raises(NoiseArgumentError, match="noise_seed"):
+        NoiseSpec(sigma_scale=0.1, seed=1.7)
 
 
 @pytest.mark.parametrize("args", [

@@ -186,7 +186,7 @@ class _Cache:
 
 
 def _positions(**kwargs):
-    return call_positions((), kwargs, 2, 3, "cpu").tolist()
+    return call_positions((), kwargs, 2, 3, "cpu")[0].tolist()
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -196,9 +196,23 @@ def _positions(**kwargs):
     {"position_ids": torch.arange(4, 7).expand(2, 3)},
     {"cache": _Cache(9), "position_ids": torch.arange(4, 7)[None]},  # what the model computes with wins
     {"attention_mask": torch.ones(2, 7, dtype=torch.int64), "cache": _Cache(4)},
-], ids=["4.x", "5.x", "renamed-cache", "position-ids", "position-ids-over-cache", "mask"])
+    # a static cache's mask runs on past the call's tokens (Bloom)
+    {"attention_mask": torch.tensor([[1] * 7 + [0] * 5] * 2), "cache": _Cache(4)},
+    {"attention_mask": torch.tensor([[1] * 7 + [0] * 5] * 2), "cache_position": torch.arange(4, 7)},
+    # explicit position_ids are what the model computes with, mask or not
+    {"attention_mask": torch.ones(2, 3, dtype=torch.int64), "position_ids": torch.arange(4, 7)[None]},
+], ids=["4.x", "5.x", "renamed-cache", "position-ids", "position-ids-over-cache", "mask", "static-mask-5.x",
+        "static-mask-4.x", "position-ids-over-mask"])
 def test_positions_are_read_from_what_each_release_passes(kwargs):
     assert _positions(**kwargs) == [[4, 5, 6], [4, 5, 6]]
+
+
+def test_padding_is_marked_from_the_mask_whatever_gives_the_positions():
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    positions, visible = call_positions((), {"attention_mask": mask, "position_ids": torch.tensor(
+        [[1, 0, 1, 2], [0, 1, 2, 3]])}, 2, 4, "cpu")
+    assert visible and positions.tolist() == [[-1, 0, 1, 2], [0, 1, 2, 3]]
+    assert call_positions((), {"position_ids": torch.arange(4)[None]}, 2, 4, "cpu")[1] is False
 
 
 def test_a_call_without_cache_or_positions_holds_the_whole_sequence():
@@ -210,6 +224,8 @@ def test_a_call_without_cache_or_positions_holds_the_whole_sequence():
     ({"position_ids": torch.arange(3).expand(3, 2, 3)}, "position_ids of shape"),  # 3-D (multimodal RoPE)
     ({"position_ids": torch.arange(4)[None]}, "position_ids of shape"),
     ({"cache_position": torch.arange(4, 6)}, "cache_position of shape"),
+    # a mask for the new tokens only, after a past of 4: it cannot say which are padding
+    ({"attention_mask": torch.ones(2, 3, dtype=torch.int64), "cache": _Cache(4)}, "does not cover"),
 ])
 def test_positions_that_cannot_be_determined_are_an_error(kwargs, why):
     with pytest.raises(PositionsUnknown, match=f"{why}.*transformers [0-9]"):
@@ -235,3 +251,84 @@ def test_embed_noise_with_inputs_embeds_is_an_error_not_silently_skipped(toy):
     embeds = model.get_input_embeddings()(tokenizer([PROMPT], return_tensors="pt")["input_ids"])
     with inject_noise(model, spec, [1], tokenizer=tokenizer), pytest.raises(ValueError, match="inputs_embeds"):
         model(inputs_embeds=embeds)
+
+
+def _bloom(tokenizer):
+    """A model without position embeddings whose static-cache mask runs past the call."""
+    from transformers import BloomConfig
+
+    torch.manual_seed(0)
+    config = BloomConfig(hidden_size=64, n_layer=2, n_head=4, vocab_size=len(tokenizer), bos_token_id=1,
+                         eos_token_id=2, pad_token_id=0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_a_static_cache_gets_the_noise_of_the_dynamic_one(toy_paths, rows):
+    tokenizer = AutoTokenizer.from_pretrained(toy_paths["llama"])
+    tokenizer.padding_side = "left"
+    model = _bloom(tokenizer)
+    injector = NoiseInjector(model, NoiseSpec.from_model_args({"sigma_scale": 1.0}), tokenizer=tokenizer)
+    batch = tokenizer([PROMPT, "x = 1"][:rows], return_tensors="pt", padding=True)
+    outputs, positions = {}, {}
+    for cache in (None, "static"):
+        recorder = Recorder(injector)
+        outputs[cache] = recorder.run(model, [1, 2][:rows], _generate(
+            model, tokenizer, batch["input_ids"], batch["attention_mask"], cache_implementation=cache,
+            min_new_tokens=NEW_TOKENS), attention_mask=batch["attention_mask"])
+        positions[cache] = recorder.positions
+    assert positions["static"] == positions[None]
+    assert torch.equal(outputs["static"], outputs[None])
+
+
+def test_a_left_padded_batch_without_a_2d_mask_is_an_error(toy):
+    """Llama's static cache gets a 4-D mask: padding cannot be told from it."""
+    model, tokenizer = toy
+    tokenizer.padding_side = "left"
+    batch = tokenizer([PROMPT, "x = 1"], return_tensors="pt", padding=True)
+    if not torch.any(batch["attention_mask"] == 0):
+        pytest.skip("the two prompts tokenize to the same length")
+    spec = NoiseSpec.from_model_args({"sigma_scale": 0.5})
+    with inject_noise(model, spec, [1, 2], attention_mask=batch["attention_mask"], tokenizer=tokenizer), \
+            pytest.raises(PositionsUnknown, match="left-padded"):
+        model.generate(**batch, max_new_tokens=2, do_sample=False, cache_implementation="static",
+                       pad_token_id=tokenizer.pad_token_id)
+
+
+def _tiny(family: str, vocab: int):
+    import transformers
+
+    small = {"vocab_size": vocab, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+    configs = {
+        "opt": lambda: transformers.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                              num_attention_heads=4, word_embed_proj_dim=64, **small),
+        "gpt_neox": lambda: transformers.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                       num_attention_heads=4, **small),
+        "qwen2": lambda: transformers.Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                  num_attention_heads=4, num_key_value_heads=2, **small),
+    }
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(configs[family]()).eval()
+
+
+@pytest.mark.parametrize("family", ["opt", "gpt_neox", "qwen2"])
+@pytest.mark.parametrize("site", ["embed", "layer:1"])
+def test_other_architectures_get_true_positions_at_batch_size_1(toy_paths, family, site):
+    """OPT's head calls its decoder directly, not the model that wraps it: the positions
+    are read on the module that really runs."""
+    tokenizer = AutoTokenizer.from_pretrained(toy_paths["llama"])
+    model = _tiny(family, len(tokenizer))
+    for parameter in model.parameters():  # larger weights, so that noise changes tokens
+        parameter.data.normal_(0, 0.5)
+    injector = NoiseInjector(model, NoiseSpec.from_model_args({"sigma_scale": 1.0, "noise_site": site}),
+                             tokenizer=tokenizer)
+    ids, mask = _unpadded(tokenizer, 1)
+    outputs = {}
+    for use_cache in (True, False):
+        recorder = Recorder(injector)
+        outputs[use_cache] = recorder.run(model, [5], _generate(model, tokenizer, ids, mask, use_cache=use_cache,
+                                                                min_new_tokens=NEW_TOKENS), attention_mask=mask)
+        if use_cache:
+            length = ids.shape[1]
+            assert recorder.positions == [[list(range(length))]] + [[[length + k]] for k in range(NEW_TOKENS - 1)]
+    assert torch.equal(outputs[True], outputs[False])

@@ -401,7 +401,9 @@ def _without_rank_padding(requests, answer) -> list:
     the request's own answers, not computed, and the request keeps only its first
     `repeats` answers."""
     occurrence = repeat_indices(requests)
-    padding = {i for i, request in enumerate(requests) if occurrence[i] >= _repeats(request)}
+    # Only a request that states its repeats (lm-eval's always do) can be padded past them.
+    padding = {i for i, request in enumerate(requests)
+               if isinstance(getattr(request, "repeats", None), int) and occurrence[i] >= request.repeats}
     if not padding:
         return answer(requests)
     real = [i for i in range(len(requests)) if i not in padding]
@@ -412,16 +414,12 @@ def _without_rank_padding(requests, answer) -> list:
         own[id(requests[index])].append(result)
     for index in sorted(padding):
         request = requests[index]
-        results[index] = own[id(request)][occurrence[index] % _repeats(request)]
+        results[index] = own[id(request)][occurrence[index] % request.repeats]
         if not isinstance(request.resps, _FirstAnswers):
-            request.resps = _FirstAnswers(_repeats(request), request.resps)
+            request.resps = _FirstAnswers(request.repeats, request.resps)
     _log.warning(f"hf-noise: lm-eval padded this process with {len(padding)} copies of its last request to even "
                  "out the ranks; they are not computed and their answers are not added to that document")
     return results
-
-
-def _repeats(request) -> int:
-    return getattr(request, "repeats", None) or 1
 
 
 def _prefixed(request, prefix: str):

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import sites
-from .positions import call_positions
+from .positions import PositionsUnknown, call_positions
 from .sampler import NoiseSampler
 from .spec import NoiseSpec
 
@@ -37,12 +37,15 @@ class NoiseBatch:
     seeds, repeats: int64 [B]; prompt_lengths: int64 [B], positions below are prompt, the
     rest generated (or continuation); norms: float32 [B] noise norm per row, None for the
     spec's own; with `noise_reference=prompt` the hook fills it from the prompt it sees.
+    left_padded: whether some row starts with padding (then every model call must show
+    it, through a 2-D attention mask).
     """
 
     seeds: torch.Tensor
     repeats: torch.Tensor
     prompt_lengths: torch.Tensor
     norms: torch.Tensor | None = None
+    left_padded: bool = False
 
     @classmethod
     def build(cls, seeds, repeats=None, attention_mask=None, prompt_lengths=None, device=None):
@@ -62,14 +65,16 @@ class NoiseBatch:
                 else attention_mask.to(torch.int64).sum(dim=1)
             )
         prompt_lengths = torch.as_tensor(prompt_lengths, dtype=torch.int64, device=device)
-        return cls(seeds, repeats, prompt_lengths)
+        left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
+        return cls(seeds, repeats, prompt_lengths, left_padded=left_padded)
 
     def expanded(self, factor: int) -> NoiseBatch:
         """Each row `factor` times in a row: `generate` with num_beams or
         num_return_sequences runs that many copies of every prompt, which share its noise."""
         def repeat(tensor):
             return None if tensor is None else tensor.repeat_interleave(factor, dim=0)
-        return NoiseBatch(repeat(self.seeds), repeat(self.repeats), repeat(self.prompt_lengths), repeat(self.norms))
+        return NoiseBatch(repeat(self.seeds), repeat(self.repeats), repeat(self.prompt_lengths), repeat(self.norms),
+                          self.left_padded)
 
 
 class NoiseInjector:
@@ -164,7 +169,12 @@ class _NoiseHook:
                 raise ValueError("hf-noise: noise_site=embed needs input_ids; this call passes inputs_embeds")
             tokens = kwargs.get("inputs_embeds")
         rows, length = tokens.shape[:2]
-        self._positions = call_positions(args, kwargs, rows, length, tokens.device)
+        self._positions, padding_visible = call_positions(args, kwargs, rows, length, tokens.device)
+        if self.batch.left_padded and not padding_visible:
+            raise PositionsUnknown(
+                "the batch is left-padded but this call carries no 2-D attention mask to tell padding by "
+                "(a static cache passes a 4-D one: use the default dynamic cache)"
+            )
 
     def forget_positions(self, module, args, output):
         self._positions = None

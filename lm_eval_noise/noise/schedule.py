@@ -41,7 +41,10 @@ class Schedule:
 
     @property
     def name(self) -> str:
-        return "constant" if self.kind == "constant" else f"{self.kind}:{self.length:g}"
+        if self.kind == "constant":
+            return "constant"
+        # Exact, so that the record parses back to this schedule (`:g` rounds to 6 digits).
+        return f"{self.kind}:{int(self.length) if self.length.is_integer() else repr(self.length)}"
 
     def factor(self, generated_index: torch.Tensor) -> torch.Tensor | None:
         """float32 multipliers for generated indices (negative = prompt), or None for 1."""

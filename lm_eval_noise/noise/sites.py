@@ -40,11 +40,27 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def body(model: nn.Module) -> nn.Module:
-    """The module that runs the embedding and the decoder stack (LlamaModel in
-    LlamaForCausalLM): its forward receives the attention mask and the KV cache."""
+    """The module that runs the embedding and the decoder stack, whose forward receives
+    the attention mask and the KV cache: the deepest module holding both (LlamaModel in
+    LlamaForCausalLM; OPTDecoder in OPTForCausalLM, whose head calls it directly)."""
     base = unwrap(model)
-    inner = getattr(base, "base_model", base)
-    return inner if isinstance(inner, nn.Module) else base
+    embedding = base.get_input_embeddings()
+    try:
+        layers = decoder_layers(model)
+    except ValueError:  # no recognisable stack: the transformers base model
+        inner = getattr(base, "base_model", base)
+        return inner if isinstance(inner, nn.Module) else base
+    holder = base
+    while True:
+        deeper = next((child for child in holder.children()
+                       if _holds(child, embedding) and _holds(child, layers)), None)
+        if deeper is None:
+            return holder
+        holder = deeper
+
+
+def _holds(module: nn.Module, part: nn.Module) -> bool:
+    return any(sub is part for sub in module.modules())
 
 
 def text_config(model: nn.Module):

@@ -7,6 +7,7 @@ load. Checks that need the model (layer index, hidden size) live in `validate_fo
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import math
 import warnings
@@ -69,11 +70,13 @@ class NoiseSpec:
     seed: int = 0
     cov_sqrt_path: str | None = None
     vectors_path: str | None = None
-    cov_sqrt: np.ndarray | None = field(default=None, repr=False, compare=False)
-    vectors: np.ndarray | None = field(default=None, repr=False, compare=False)
-    cov_sqrt_effective_rank: float | None = None  # of A A^T, recorded in the results JSON
     reference: str = "vocab"
     schedule: Schedule = field(default_factory=Schedule)
+    # Loaded from the files named above, never passed in: a spec holds a matrix exactly
+    # when it names its file, however it was built (directly, from model args, by replace).
+    cov_sqrt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    vectors: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    cov_sqrt_effective_rank: float | None = field(default=None, init=False)  # of A A^T, for the record
 
     def __post_init__(self):
         # One set of checks (and number parsing) for a spec from model args and one built
@@ -81,6 +84,7 @@ class NoiseSpec:
         object.__setattr__(self, "sigma_scale", _non_negative("sigma_scale", self.sigma_scale))
         if self.noise_norm is not None:
             object.__setattr__(self, "noise_norm", _non_negative("noise_norm", self.noise_norm))
+        object.__setattr__(self, "seed", _integer("noise_seed", self.seed))
         _choice("sigma_mode", self.sigma_mode, SIGMA_MODES)
         _choice("noise_scope", self.scope, SCOPES)
         _choice("noise_positions", self.positions, POSITIONS)
@@ -96,26 +100,16 @@ class NoiseSpec:
         self._load_files()
 
     def _load_files(self) -> None:
-        """The spec holds a file's matrix exactly when it names the file, however it was
-        built: loaded and checked here once (a spec from `replace` carries both over)."""
         if self.cov_sqrt_path and self.vectors_path:
             raise NoiseArgumentError(
                 "noise_vectors", self.vectors_path, "either noise_cov_sqrt or noise_vectors, not both"
             )
-        for path_field, matrix_field in (("cov_sqrt_path", "cov_sqrt"), ("vectors_path", "vectors")):
-            if getattr(self, matrix_field) is not None and getattr(self, path_field) is None:
-                raise ValueError(f"NoiseSpec: {matrix_field} is loaded from {path_field}; pass the path, not a matrix")
-        if self.cov_sqrt_path and self.cov_sqrt is None:
-            cov = _load_matrix("noise_cov_sqrt", self.cov_sqrt_path)
-            object.__setattr__(self, "cov_sqrt_effective_rank", _check_cov_sqrt(cov, self.cov_sqrt_path))
+        if self.cov_sqrt_path:
+            cov, rank = _load_cov_sqrt(self.cov_sqrt_path)
             object.__setattr__(self, "cov_sqrt", cov)
-        if self.vectors_path and self.vectors is None:
-            vectors = _load_matrix("noise_vectors", self.vectors_path)
-            if np.any(np.linalg.norm(vectors, axis=1) == 0):
-                raise NoiseArgumentError(
-                    "noise_vectors", self.vectors_path, "a (K x d) .npy matrix with no all-zero row"
-                )
-            object.__setattr__(self, "vectors", vectors)
+            object.__setattr__(self, "cov_sqrt_effective_rank", rank)
+        if self.vectors_path:
+            object.__setattr__(self, "vectors", _load_vectors(self.vectors_path))
 
     @property
     def active(self) -> bool:
@@ -154,7 +148,7 @@ class NoiseSpec:
             layer=layer,
             scope=raw.get("noise_scope", "per_token"),
             positions=raw.get("noise_positions", "all"),
-            seed=_integer("noise_seed", raw.get("noise_seed", 0)),
+            seed=raw.get("noise_seed", 0),  # parsed in __post_init__
             cov_sqrt_path=_optional_path(raw.get("noise_cov_sqrt")),
             vectors_path=_optional_path(raw.get("noise_vectors")),
             reference=raw.get("noise_reference", "vocab"),
@@ -213,6 +207,32 @@ class NoiseSpec:
         record["cov_sqrt_sha256"] = file_sha256(self.cov_sqrt_path)
         record["vectors_sha256"] = file_sha256(self.vectors_path)
         return record
+
+
+def _file_key(path: str) -> tuple:
+    stat = Path(path).stat()
+    return str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cov_sqrt_cached(key: tuple, path: str) -> tuple[np.ndarray, float]:
+    matrix = _load_matrix("noise_cov_sqrt", path)
+    return matrix, _check_cov_sqrt(matrix, path)
+
+
+def _load_cov_sqrt(path: str) -> tuple[np.ndarray, float]:
+    """(A, effective rank of A A^T), loaded and checked once per file version: a spec is
+    rebuilt by `replace` (e.g. validate_for_model), and a d x d check costs seconds."""
+    if not Path(path).is_file():
+        raise NoiseArgumentError("noise_cov_sqrt", path, "a path to an existing .npy file (file not found)")
+    return _load_cov_sqrt_cached(_file_key(path), path)
+
+
+def _load_vectors(path: str) -> np.ndarray:
+    vectors = _load_matrix("noise_vectors", path)
+    if np.any(np.linalg.norm(vectors, axis=1) == 0):
+        raise NoiseArgumentError("noise_vectors", path, "a (K x d) .npy matrix with no all-zero row")
+    return vectors
 
 
 def _check_cov_sqrt(factor: np.ndarray, path: str) -> float:
