@@ -37,6 +37,6 @@ def leftovers(root: Path) -> set[str]:
             uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
         except (OSError, IndexError):
             continue
-        if b"_forkserver.py" in cmdline or uid >= PROGRAM_UID_FLOOR:
+        if b"lm-eval-noise-fork-server" in cmdline or uid >= PROGRAM_UID_FLOOR:
             found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
     return found

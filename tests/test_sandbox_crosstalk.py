@@ -52,3 +52,36 @@ def test_a_compile_bomb_is_bounded_by_its_own_deadline(level):
     assert not results[0].passed
     assert results[1].status == "passed"
     assert time.monotonic() - start < 2.0 + 10
+
+
+# Reads every readable mapping of its own memory, looking for another program's words
+# (through ctypes: /proc/self/mem is closed to a process that changed uid).
+MEMORY_SCAN = """
+def check_zero(x):
+    return x == 0
+
+import ctypes, re
+found = []
+with open('/proc/self/maps') as maps:
+    for line in maps:
+        span, perms = line.split()[:2]
+        if not perms.startswith('r') or '[vvar' in line or '[vsyscall]' in line:
+            continue
+        start, end = (int(x, 16) for x in span.split('-'))
+        found += re.findall(rb'SECRET_(?:SOURCE|OUTPUT)_[0-9]+', ctypes.string_at(start, end - start))
+print(sorted(set(found) - {b'SECRET_SOURCE_0', b'SECRET_OUTPUT_0'}))
+"""
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_nothing_of_one_program_is_in_the_memory_the_next_one_inherits(level):
+    """The program server used to parse each request's source and decode each output in
+    its own heap, which every later program inherits by fork."""
+    earlier = [_program(INNOCENT + f"# SECRET_SOURCE_{7 * i + 1}\nprint('SECRET_OUTPUT_{7 * i + 1}' * 50)\n")
+               for i in range(20)]
+    results = run_programs([*earlier, Program(MEMORY_SCAN)], timeout=10.0, workers=1,
+                           isolation=Isolation(level))
+    assert {r.status for r in results[:-1]} == {"passed"}
+    assert "SECRET_OUTPUT_1" in results[0].output  # the output was seen, and kept for the host
+    assert results[-1].status == "passed", results[-1]
+    assert results[-1].output.strip() == "[]", results[-1].output[:300]

