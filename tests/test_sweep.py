@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from lm_eval_noise.tools.sweep import SweepConfigError, load_sweep
-from lm_eval_noise.tools.sweep.report import bootstrap_mean_ci, paired_difference
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -70,7 +69,7 @@ methods:
     ("models: [m]\ntasks: [t]\nmethods: {residual: {noise_norm: [1]}}\n", "methods.residual: `layer` is required"),
     ("models: [m]\ntasks: [t]\nmethods: {custom: [{name: a}, {name: a}]}\n", "share a name"),
     ("- just a list\n", "a YAML mapping"),
-    ("models: [m]\ntasks: [t]\nverdict: {margin: 1}\nmethods: {greedy: {}}\n", "unknown keys \\['margin'\\]"),
+    ("models: [m]\ntasks: [t]\nverdict: {pass_margin: 1}\nmethods: {greedy: {}}\n", "unknown keys \\['pass_margin'\\]"),
     ("models: [m]\ntasks: [t]\nsample: 4\nmethods: {greedy: {}}\n",
      "unknown key\\(s\\) sample; valid: models, tasks, methods, name, samples,"),
     ("models: [m]\ntasks: [t]\nmethods: {temperature: {temp: [1.0]}}\n",
@@ -88,40 +87,33 @@ def test_bad_configs_are_refused_with_a_clear_message(tmp_path, text, message):
         load_sweep(write_config(tmp_path, text))
 
 
-def test_bootstrap_interval_agrees_with_scipy_and_covers_the_true_mean():
-    from scipy.stats import bootstrap
+def test_leaderboard_intervals_state_their_problems_and_pair_by_problem():
+    from lm_eval_noise.tools.sweep.report import metric_interval, paired_interval
 
-    values = np.random.default_rng(1).normal(0.4, 0.2, size=40)
-    values[[3, 9]] = np.nan
-    mean, low, high, n = bootstrap_mean_ci(values, iterations=5000, seed=7)
-    kept = values[~np.isnan(values)]
-    assert n == 38 and mean == pytest.approx(kept.mean())
-    reference = bootstrap((kept,), np.mean, n_resamples=5000, method="percentile", random_state=3).confidence_interval
-    assert low == pytest.approx(reference.low, abs=0.005) and high == pytest.approx(reference.high, abs=0.005)
-    # A 95% interval: over 400 samples from a known distribution it holds the true mean
-    # about 95% of the time (the percentile bootstrap runs a little short at n = 40).
-    rng = np.random.default_rng(0)
-    covered = [low <= 0.4 <= high for low, high in
-               (bootstrap_mean_ci(rng.normal(0.4, 0.2, size=40), iterations=1000, seed=i)[1:3] for i in range(400))]
-    assert 0.88 <= np.mean(covered) <= 0.98
-
-
-def test_bootstrap_degenerate_inputs():
-    assert bootstrap_mean_ci([0.5] * 10)[:3] == (0.5, 0.5, 0.5)  # no spread, no interval
-    assert bootstrap_mean_ci([1.0])[1:] == (1.0, 1.0, 1)  # one value: nothing to resample
-    empty = bootstrap_mean_ci([np.nan, np.nan])
-    assert all(np.isnan(empty[:3])) and empty[3] == 0
-    values = np.random.default_rng(2).normal(size=30)
-    narrow, wide = bootstrap_mean_ci(values, level=0.5), bootstrap_mean_ci(values, level=0.99)
-    assert wide[1] < narrow[1] < narrow[2] < wide[2]
-    assert bootstrap_mean_ci(values, seed=1) == bootstrap_mean_ci(values, seed=1) != bootstrap_mean_ci(values, seed=2)
-
-
-def test_paired_difference_uses_shared_defined_problems_only():
     run = {0: 1.0, 1: 0.5, 2: float("nan"), 3: 0.0}
     base = {0: 0.5, 1: 0.5, 2: 0.2, 4: 1.0}
-    mean, low, high, n = paired_difference(run, base, iterations=200)
-    assert n == 2 and mean == pytest.approx(0.25) and low <= mean <= high
+    paired = paired_interval(run, base)
+    assert paired["n"] == 2 and paired["mean"] == pytest.approx(0.25) and paired["ci_low"] <= 0.25 <= paired["ci_high"]
+    bounded = metric_interval("pass@1", {0: 0.0, 1: 0.0, 2: 0.0})
+    assert bounded["n"] == 3 and bounded["ci_low"] == 0.0 and bounded["ci_high"] > 0.3  # not [0, 0]
+    assert metric_interval("pass@1", {0: 0.5}) == {"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}
+    assert metric_interval("ref_logprob_mean", {0: -2.0, 1: -3.0})["ci_low"] < -3.0  # unbounded: plain t
+
+
+def test_noise_seeds_make_replicates_that_share_a_group(tmp_path):
+    sweep = load_sweep(write_config(tmp_path, """
+models: [m]
+tasks: [t]
+noise_seeds: [0, 3]
+methods: {greedy: {}, noise: {sigma_scale: [0.1]}}
+"""))
+    noisy = [r for r in sweep.runs if r.method == "noise"]
+    assert [(r.name, r.group, r.model_args["noise_seed"]) for r in noisy] == [
+        ("noise-embed-per_token-sigma0.1-seed0", "noise-embed-per_token-sigma0.1", 0),
+        ("noise-embed-per_token-sigma0.1-seed3", "noise-embed-per_token-sigma0.1", 3)]
+    assert next(r for r in sweep.runs if r.method == "greedy").group == "greedy"
+    with pytest.raises(SweepConfigError, match="`noise_seeds` is a list of distinct integers"):
+        load_sweep(write_config(tmp_path, "models: [m]\ntasks: [t]\nnoise_seeds: [1, 1]\nmethods: {greedy: {}}\n"))
 
 
 def _sweep_command(config: Path, out: Path) -> list[str]:
@@ -193,9 +185,12 @@ methods:
         assert all(len(json.loads(line)["resps"][0]) == 2 for line in samples.open())  # n = 2
     noisy = next(e for e in board["runs"] if e["name"].startswith("noise"))
     assert set(noisy["vs_baseline"]) >= {"pass@1", "distinct_2"}
-    # A verdict against the one temperature run; matched diversity needs two of them.
-    assert noisy["verdict"]["temperature-0.8"]["verdict"] in ("success", "partial", "null")
-    assert noisy["matched_diversity"]["difference"] is None
+    # Two problems: no verdict, and the leaderboard says why.
+    verdicts = {row["name"]: row for row in board["verdicts"]}
+    assert set(verdicts) == {"noise-embed-per_sequence-sigma1", "residual-layer1-norm2-k2"}
+    assert {row["verdict"] for row in verdicts.values()} == {"undetermined"}
+    reason = verdicts["residual-layer1-norm2-k2"]["reason"]
+    assert "2 problems shared with the curve; a verdict needs at least 10" in reason
     json.loads((out / "leaderboard.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     table = (out / "leaderboard.md").read_text()
     assert "| temperature-0.8 | humaneval_noise__n2 |" not in table and "temperature-0.8" in table

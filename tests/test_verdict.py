@@ -1,66 +1,119 @@
-"""The verdict of a noise run against temperature, and pass@k at matched diversity, on
-leaderboards and per-problem values built by hand."""
+"""Verdicts against simulated sweeps whose truth is known (sweep_simulation.py): how often
+each truth gets each verdict, at the sizes researchers run."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
+from sweep_simulation import sweep
 
-from lm_eval_noise.tools.sweep.verdict import THRESHOLDS, _difference, matched_diversity, thresholds, verdict
+from lm_eval_noise.tools.sweep.verdict import THRESHOLDS, judge_runs, merge_replicates, thresholds
 
-
-def _interval(mean, low, high, n=20):
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
-
-
-def _entries(pass_diff, distinct_diff, *, empty=0.0, compile_rate=0.9):
-    temperature = {"name": "temperature-0.8", "metrics": {
-        "pass@1": _interval(0.5, 0.4, 0.6), "distinct_2": _interval(0.5, 0.45, 0.55),
-        "compile_rate": _interval(0.9, 0.85, 0.95)}}
-    noise = {"name": "noise", "metrics": {
-        "pass@1": _interval(0.5, 0.4, 0.6), "empty_rate": _interval(empty, 0, empty),
-        "degenerate_rate": _interval(empty, 0, empty), "compile_rate": _interval(compile_rate, 0, 1)},
-        "vs_temperature": {"temperature-0.8": {"pass@1": _interval(*pass_diff),
-                                               "distinct_2": _interval(*distinct_diff)}}}
-    return noise, temperature
+SWEEPS = 30
 
 
-@pytest.mark.parametrize("pass_diff, distinct_diff, kwargs, expected", [
-    ((0.0, -0.02, 0.02), (0.2, 0.15, 0.25), {}, "success"),  # as correct, 30% more diverse
-    ((-0.1, -0.2, -0.05), (0.2, 0.15, 0.25), {}, "partial"),  # more diverse, less correct
-    ((0.0, -0.02, 0.02), (0.05, 0.01, 0.09), {}, "partial"),  # more diverse, by less than 20%
-    ((0.0, -0.02, 0.02), (-0.1, -0.2, -0.01), {}, "null"),  # less diverse
-    ((0.0, -0.02, 0.02), (0.2, 0.15, 0.25), {"empty": 0.5}, "null"),  # collapsed to empty answers
-    ((0.0, -0.02, 0.02), (0.2, 0.15, 0.25), {"compile_rate": 0.5}, "null"),  # broken code
+def _rates(noise, seed, sweeps=SWEEPS, **options) -> Counter:
+    rng = np.random.default_rng(seed)
+    verdicts = Counter(judge_runs(sweep(rng, noise=[noise], **options))[noise[0]]["verdict"] for _ in range(sweeps))
+    return Counter({k: v / sweeps for k, v in verdicts.items()})
+
+
+@pytest.mark.parametrize("truth, noise, expected, at_least", [
+    ("truly better", ("n", 0.6, 0.15), "success", 0.9),
+    ("a point on the curve", ("n", 0.5, 0.0), "partial", 0.8),
+    ("identical to a temperature run", ("n", 0.8, 0.0), "partial", 0.6),
+    ("below the curve", ("n", 0.6, -0.15), "null", 0.8),
+    ("collapse", ("n", 0.6, 0.0, 0.5), "null", 1.0),
 ])
-def test_verdicts(pass_diff, distinct_diff, kwargs, expected):
-    noise, temperature = _entries(pass_diff, distinct_diff, **kwargs)
-    judged = verdict(noise, temperature, dict(THRESHOLDS))
-    assert judged["verdict"] == expected, judged
-    assert judged["reasons"]
+def test_each_truth_gets_its_verdict(truth, noise, expected, at_least):
+    rates = _rates(noise, seed=len(truth))
+    assert rates[expected] >= at_least, (truth, rates)
+    if expected != "success":
+        assert rates["success"] <= 0.05, (truth, rates)
+
+
+def test_the_issues_false_success_a_temperature_between_two_is_not_better():
+    """Noise that is really T=0.4, with temperatures 0.2 and 0.8 swept: the old point
+    comparison with T=0.2 called it a success 75% of the time."""
+    rates = _rates(("n", 0.4, 0.0), seed=7, temperatures=(0.2, 0.8))
+    assert rates["success"] <= 0.05, rates
+
+
+def test_no_verdict_at_the_floor_or_on_five_problems():
+    floor = _rates(("n", 0.6, 0.0), seed=1, floor=True, sweeps=10)
+    assert floor == Counter({"undetermined": 1.0})
+    rng = np.random.default_rng(2)
+    judged = judge_runs(sweep(rng, problems=5, noise=[("n", 0.6, 0.3)]))["n"]
+    assert judged["verdict"] == "undetermined"
+    assert "5 problems" in judged["reason"] and "at least 10" in judged["reason"]
+    judged = judge_runs(sweep(rng, floor=True, noise=[("n", 0.6, 0.0)]))["n"]
+    assert "floor" in judged["reason"]
+
+
+def test_few_problems_give_undetermined_with_the_detectable_effect_printed():
+    judged = judge_runs(sweep(np.random.default_rng(5), problems=12, noise=[("n", 0.6, 0.0)]))["n"]
+    assert judged["verdict"] == "undetermined", judged
+    assert f"minimum detectable effect {judged['minimum_detectable_effect']:.3f} > margin 0.05" in judged["reason"]
+
+
+@pytest.mark.slow
+def test_twenty_inferior_runs_rarely_give_a_false_success():
+    """Family-wise: a sweep of 20 noise runs, each on the curve or 0.05 below it."""
+    rng = np.random.default_rng(8)
+    noise = [(f"n{i}", 0.2 + 0.05 * i, -0.05 * (i % 2)) for i in range(20)]
+    false = [any(j["verdict"] == "success" for j in judge_runs(sweep(rng, noise=noise)).values()) for _ in range(40)]
+    assert np.mean(false) <= 0.05
+
+
+def test_a_run_more_diverse_than_every_temperature_asks_for_hotter_ones():
+    judged = judge_runs(sweep(np.random.default_rng(3), noise=[("n", 1.6, 0.0)], temperatures=(0.2, 0.8)))["n"]
+    assert judged["verdict"] == "undetermined" and "add hotter temperatures" in judged["reason"]
+
+
+def test_no_diversity_gain_over_greedy_is_null_and_the_curve_needs_greedy():
+    runs = sweep(np.random.default_rng(4), noise=[("n", 0.0, 0.0)])
+    assert judge_runs(runs)["n"]["verdict"] == "null"
+    assert "no diversity gain over greedy" in judge_runs(runs)["n"]["reason"]
+    without_greedy = [r for r in runs if r["method"] != "greedy"]
+    assert "needs a greedy run" in judge_runs(without_greedy)["n"]["reason"]
+
+
+def test_the_match_reports_where_and_how_often_it_is_defined():
+    judged = judge_runs(sweep(np.random.default_rng(6), noise=[("n", 0.5, 0.0)]))["n"]
+    assert judged["matched"]["between"] == ["temperature-0.4", "temperature-0.6"]
+    assert 0.5 <= judged["matched_defined_in"] <= 1.0
+    assert judged["correctness"] == "pass@1 pass@10" and judged["problems"] == 164
+
+
+def test_replicates_are_averaged_per_problem():
+    rng = np.random.default_rng(9)
+    runs = sweep(rng, noise=[("n", 0.6, 0.0)])
+    second = sweep(rng, noise=[("n", 0.6, 0.0)])[-1]  # another seed of the same noise run
+    merged = {r["name"]: r for r in merge_replicates([*runs, second])}
+    first = runs[-1]["per_problem"]["pass@1"][0]
+    assert merged["n"]["per_problem"]["pass@1"][0] == pytest.approx((first + second["per_problem"]["pass@1"][0]) / 2)
+    assert merged["n"]["replicates"] == 2 and judge_runs([*runs, second])["n"]["replicates"] == 2
+
+
+def test_chat_scored_by_its_own_generator_gets_no_verdict():
+    runs = sweep(np.random.default_rng(10), noise=[("n", 0.6, 0.0)])
+    for run in runs:
+        values = run["per_problem"]
+        values["ref_logprob_mean"] = {p: -2 + v for p, v in values.pop("pass@1").items()}
+        values["edit_distance"] = values.pop("distinct_2")
+        values.pop("pass@10")
+        run["self_scored"] = True
+    assert "scored by the generator itself" in judge_runs(runs)["n"]["reason"]
+    for run in runs:
+        run["self_scored"] = False
+    judged = judge_runs(runs)["n"]
+    assert judged["kind"] == "chat" and judged["diversity"] == "edit_distance" and judged["margin"] == 0.1
 
 
 def test_thresholds_come_from_the_config_and_unknown_keys_are_refused():
-    assert thresholds({"pass_margin": 0.1})["pass_margin"] == 0.1
+    assert thresholds({"margin": 0.1})["margin"] == 0.1
     assert thresholds(None) == THRESHOLDS
-    with pytest.raises(ValueError, match="unknown keys \\['margin'\\]"):
-        thresholds({"margin": 0.1})
-
-
-def test_interpolation_on_the_temperature_curve():
-    # curve points (distinct, pass): (0.2, 0.6) -> (0.4, 0.5) -> (0.6, 0.3); noise at 0.5 passes 0.45
-    passes, diversity = np.array([0.45, 0.6, 0.5, 0.3]), np.array([0.5, 0.2, 0.4, 0.6])
-    assert _difference(passes, diversity) == pytest.approx(0.45 - 0.4)
-    assert _difference(passes, np.array([0.9, 0.2, 0.4, 0.6])) is None  # outside the curve
-
-
-def test_matched_diversity_with_bootstrap_over_problems():
-    rng = np.random.default_rng(1)
-    docs = range(40)
-    curve = [{d: {"pass@1": p + rng.normal(0, 0.05), "distinct_2": x + rng.normal(0, 0.02)} for d in docs}
-             for p, x in ((0.6, 0.2), (0.5, 0.4), (0.3, 0.6))]
-    better = {d: {"pass@1": 0.55 + rng.normal(0, 0.05), "distinct_2": 0.5 + rng.normal(0, 0.02)} for d in docs}
-    result = matched_diversity(better, curve, "pass@1", iterations=500)
-    assert result["difference"] == pytest.approx(0.15, abs=0.05)
-    assert 0 < result["ci_low"] < result["difference"] < result["ci_high"]
-    assert matched_diversity(better, curve[:1], "pass@1")["difference"] is None
+    with pytest.raises(ValueError, match="unknown keys \\['pass_margin'\\]"):
+        thresholds({"pass_margin": 0.1})

@@ -7,7 +7,8 @@
     samples: 10                  # n per prompt (task repeats), same for every method
     limit: 5                     # problems / prompts per task (optional)
     baseline: temperature-0.8    # the method runs are compared against, paired
-    verdict: {pass_margin: 0.05} # optional: thresholds of the verdict (verdict.py)
+    verdict: {margin: 0.05}      # optional: thresholds of the verdict (verdict.py)
+    noise_seeds: [0, 1, 2]       # optional: each noise run repeated per seed (replicates)
     batch_size: auto             # optional: device, apply_chat_template, metadata,
     methods:                     #   gen_kwargs / model_args added to every run
       greedy: {}
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from .verdict import THRESHOLDS, thresholds
+from .verdict import THRESHOLDS, is_noise, thresholds
 
 _GREEDY = {"do_sample": False}
 
@@ -55,6 +56,7 @@ class Run:
     gen_kwargs: dict = field(hash=False)
     method: str = ""
     noise_scale: float | None = None  # sigma_scale or noise_norm, for plots
+    group: str = ""  # the name its replicates share (noise runs repeated over noise_seeds); else its name
 
     @property
     def run_id(self) -> str:
@@ -230,6 +232,16 @@ def _method_points(method: str, spec, where: str) -> list[Point]:
         raise SweepConfigError(f"{where}.{method}: {error}") from None
 
 
+def _seeds(value, path) -> list[int]:
+    if value is None:
+        return []
+    seeds = _as_list(value)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise SweepConfigError(f"{path}: `noise_seeds` is a list of distinct integers >= 0, not {value!r}")
+    return seeds
+
+
 def _integer(value, key: str, path) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SweepConfigError(f"{path}: `{key}` is an integer >= 1, not {value!r}")
@@ -248,6 +260,7 @@ class SweepConfig:
     limit: int | None = None
     baseline: str | None = None
     verdict: dict | None = None
+    noise_seeds: list | None = None
     batch_size: object = "auto"
     device: str | None = None
     apply_chat_template: bool = False
@@ -270,6 +283,7 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in ("metadata", "model_args", "gen_kwargs"):
         if not isinstance(getattr(config, key), dict):
             raise SweepConfigError(f"{path}: `{key}` is a mapping")
+    seeds = _seeds(config.noise_seeds, path)
     runs = []
     for model in _as_list(config.models):
         model = {"pretrained": model} if isinstance(model, str) else model
@@ -278,11 +292,15 @@ def load_sweep(path: str | Path) -> Sweep:
         for task in _as_list(config.tasks):
             for method, spec in config.methods.items():
                 for name, model_args, gen_kwargs, scale in _method_points(method, spec, f"{path}: methods"):
-                    runs.append(Run(
-                        name=name, model=str(model["pretrained"]), task=str(task),
-                        model_args={**model, **config.model_args, **model_args},
-                        gen_kwargs={**config.gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
-                    ))
+                    noisy = is_noise(method, scale)
+                    for seed in seeds if noisy and seeds else [None]:
+                        runs.append(Run(
+                            name=name if seed is None else f"{name}-seed{seed}", model=str(model["pretrained"]),
+                            task=str(task), model_args={**model, **config.model_args, **model_args,
+                                                        **({} if seed is None else {"noise_seed": seed})},
+                            gen_kwargs={**config.gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
+                            group=name,
+                        ))
     names = [(r.model, r.task, r.name) for r in runs]
     if len(set(names)) != len(names):
         raise SweepConfigError(f"{path}: two runs share a name; give custom runs distinct names")

@@ -1,12 +1,13 @@
 """From finished sweep runs to one leaderboard JSON and a markdown table (plots: plots.py).
 
-Every headline metric gets its mean over problems (prompts) with a 95% percentile
-bootstrap confidence interval (problems resampled with replacement; problems where a
-metric is undefined, e.g. diversity among correct samples where fewer than two passed,
+Every headline metric gets its mean over problems (prompts) with a 95% interval
+(stats.py: Student-t over problems, widened for metrics bounded in [0, 1]; problems where
+a metric is undefined, e.g. diversity among correct samples where fewer than two passed,
 left out), and a paired comparison with the baseline method: the mean per-problem
-difference (run - baseline) over the problems both have, with its own bootstrap
-interval. A metric defined for no problem is `null` in the JSON (strict JSON: never
-NaN) and "undefined" in the table.
+difference (run - baseline) over the problems both have, with its own interval. Each
+interval states how many problems it rests on (`n`). Noise runs get a verdict against
+the temperature curve of their model and task (verdict.py). A metric defined for no
+problem is `null` in the JSON (strict JSON: never NaN) and "undefined" in the table.
 """
 
 from __future__ import annotations
@@ -15,36 +16,20 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
+from . import stats
 from .plots import write_plots
-from .verdict import is_noise_run, matched_diversity, verdict
+from .verdict import judge_runs
 
 HEADLINE = (
     "pass@1", "pass@10", "compile_rate", "empty_rate", "degenerate_rate", "distinct_2", "self_bleu",
     "pairwise_bleu", "edit_distance", "ref_logprob_mean", "response_length",
 )
-BOOTSTRAP_ITERATIONS = 2000
-LEVEL = 0.95
-
-
-def bootstrap_mean_ci(values, iterations: int = BOOTSTRAP_ITERATIONS, seed: int = 0, level: float = LEVEL):
-    """(mean, low, high, n) of the non-NaN values; NaNs throughout when there are none."""
-    data = np.asarray(values, dtype=float)
-    data = data[~np.isnan(data)]
-    if data.size == 0:
-        return math.nan, math.nan, math.nan, 0
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(iterations, data.size))].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(data.mean()), float(low), float(high), int(data.size)
-
-
-def paired_difference(run: dict, baseline: dict, **options):
-    """bootstrap_mean_ci of run[doc] - baseline[doc] over docs where both are defined."""
-    common = [doc for doc in run if doc in baseline and not math.isnan(run[doc]) and not math.isnan(baseline[doc])]
-    return bootstrap_mean_ci([run[doc] - baseline[doc] for doc in common], **options)
+# Per-problem values of these lie in [0, 1]: their intervals may use that bound.
+_UNIT_INTERVAL = ("pass@", "compile_rate", "empty_rate", "degenerate_rate", "distinct_", "self_bleu",
+                  "pairwise_bleu", "edit_distance")
+LEVEL = stats.LEVEL
+INTERVALS = ("Student-t over problems; metrics in [0, 1] widened to a Wilson interval at the effective "
+             "number of problems (lm_eval_noise/tools/sweep/stats.py)")
 
 
 def per_doc_metrics(run_dir: Path) -> dict[str, dict[int, float]]:
@@ -71,10 +56,20 @@ def _headline_order(metrics) -> list[str]:
     return passes + [m for m in HEADLINE if m in metrics and not m.startswith("pass@")]
 
 
-def _interval(mean, low, high, n) -> dict:
-    if n == 0:  # undefined: null in strict JSON, not NaN
-        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
+def _interval(mean: float, low: float, high: float, n: int) -> dict:
+    """Strict JSON: an undefined mean or bound is null, never NaN."""
+    clean = lambda value: None if value is None or not math.isfinite(value) else float(value)  # noqa: E731
+    return {"mean": clean(mean), "ci_low": clean(low), "ci_high": clean(high), "n": n}
+
+
+def metric_interval(metric: str, values: dict) -> dict:
+    finite = [v for v in values.values() if v is not None and math.isfinite(v)]
+    return _interval(*stats.mean_interval(finite, LEVEL, bounded=metric.startswith(_UNIT_INTERVAL)), len(finite))
+
+
+def paired_interval(values: dict, baseline: dict) -> dict:
+    left, _ = stats.paired_values(values, baseline)
+    return _interval(*stats.paired_interval(values, baseline, LEVEL), int(left.size))
 
 
 def build_leaderboard(sweep, outcomes) -> dict:
@@ -85,57 +80,42 @@ def build_leaderboard(sweep, outcomes) -> dict:
         run = outcome.run
         metrics = per_doc[run.run_id]
         entry = {
-            "name": run.name, "run_id": run.run_id, "model": run.model, "task": run.task, "method": run.method,
-            "noise_scale": run.noise_scale, "model_args": run.model_args, "gen_kwargs": run.gen_kwargs,
+            "name": run.name, "group": run.group or run.name, "run_id": run.run_id, "model": run.model,
+            "task": run.task,
+            "method": run.method, "temperature": run.gen_kwargs.get("temperature") if run.method == "temperature"
+            else None, "noise_scale": run.noise_scale, "model_args": run.model_args, "gen_kwargs": run.gen_kwargs,
             "samples": sweep.samples, "limit": sweep.limit, "directory": str(outcome.directory),
-            "metrics": {m: _interval(*bootstrap_mean_ci(list(v.values()))) for m, v in metrics.items()},
+            "metrics": {m: metric_interval(m, v) for m, v in metrics.items()},
+            "per_problem": {m: {str(doc): value for doc, value in v.items()} for m, v in metrics.items()},
             "vs_baseline": {},
         }
         base = next((o for o in finished if o.run.name == sweep.baseline and o.run.model == run.model
                      and o.run.task == run.task), None)
         if base is not None and base.run.run_id != run.run_id:
             base_metrics = per_doc[base.run.run_id]
-            entry["vs_baseline"] = {
-                m: _interval(*paired_difference(v, base_metrics[m])) for m, v in metrics.items() if m in base_metrics
-            }
+            entry["vs_baseline"] = {m: paired_interval(v, base_metrics[m]) for m, v in metrics.items()
+                                    if m in base_metrics}
         entries.append(entry)
-    _judge_noise_runs(entries, per_doc, sweep.verdict)
     failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail}
               for o in outcomes if o.status == "failed"]
-    return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "verdict_thresholds": sweep.verdict,
-            "bootstrap_iterations": BOOTSTRAP_ITERATIONS, "runs": entries, "failed": failed}
+    return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "intervals": INTERVALS,
+            "verdict_thresholds": sweep.verdict, "runs": entries,
+            "verdicts": judge_sweep(entries, sweep.verdict, sweep.metadata.get("reference_model")),
+            "failed": failed}
 
 
-def temperature_curve(entries: list[dict], like: dict) -> list[dict]:
-    """The temperature runs of `like`'s model and task, in temperature order."""
-    runs = [e for e in entries if e["method"] == "temperature" and e["model"] == like["model"]
-            and e["task"] == like["task"]]
-    return sorted(runs, key=lambda e: e["gen_kwargs"].get("temperature", 0))
-
-
-def _judge_noise_runs(entries: list[dict], per_doc: dict, limits: dict) -> None:
-    """Verdicts and the matched-diversity comparison for every noise run (verdict.py)."""
-    metric = f"pass@{limits['k']}"
-    by_doc = {run_id: _by_doc(values) for run_id, values in per_doc.items()}
-    for entry in filter(is_noise_run, entries):
-        curve = temperature_curve(entries, entry)
-        mine = per_doc[entry["run_id"]]
-        entry["vs_temperature"] = {
-            t["name"]: {m: _interval(*paired_difference(mine[m], per_doc[t["run_id"]][m]))
-                        for m in (metric, "distinct_2") if m in mine and m in per_doc[t["run_id"]]}
-            for t in curve
-        }
-        entry["verdict"] = {t["name"]: verdict(entry, t, limits) for t in curve}
-        entry["matched_diversity"] = matched_diversity(by_doc[entry["run_id"]], [by_doc[t["run_id"]] for t in curve],
-                                                       metric)
-
-
-def _by_doc(values: dict[str, dict[int, float]]) -> dict[int, dict[str, float]]:
-    docs: dict[int, dict[str, float]] = {}
-    for metric, per_doc_values in values.items():
-        for doc, value in per_doc_values.items():
-            docs.setdefault(doc, {})[metric] = value
-    return docs
+def judge_sweep(entries: list[dict], limits: dict, reference_model: str | None = None) -> list[dict]:
+    """verdict.judge_runs over each model and task's runs: one row per noise run. Chat
+    answers scored by the generator itself (lmsys's default reference) are flagged."""
+    rows = []
+    for model, task in sorted({(e["model"], e["task"]) for e in entries}):
+        mine = [e for e in entries if (e["model"], e["task"]) == (model, task)]
+        runs = [{"name": e["group"], "method": e["method"], "temperature": e["temperature"],
+                 "scale": e["noise_scale"], "per_problem": e["per_problem"],
+                 "self_scored": reference_model in (None, model)} for e in mine]
+        for name, judgement in judge_runs(runs, limits).items():
+            rows.append({"model": model, "task": task, "name": name, **judgement})
+    return rows
 
 
 def _cell(interval: dict | None) -> str:
@@ -143,14 +123,17 @@ def _cell(interval: dict | None) -> str:
         return "\u2013"  # an en dash: no interval
     if interval["n"] == 0:
         return "undefined"
-    return f"{interval['mean']:.3f} [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}]"
+    if interval["ci_low"] is None:
+        return f"{interval['mean']:.3f} (n=1)"
+    return f"{interval['mean']:.3f} [{interval['ci_low']:.3f}, {interval['ci_high']:.3f}] n={interval['n']}"
 
 
 def markdown_table(board: dict) -> str:
     metrics = _headline_order({m for e in board["runs"] for m in e["metrics"]})
+    samples = sorted({e["samples"] for e in board["runs"]})
     lines = [f"# Sweep `{board['sweep']}`", "",
-             f"Mean over problems with {board['confidence']:.0%} bootstrap intervals "
-             f"({board['bootstrap_iterations']} resamples)."]
+             f"Mean over problems with {board['confidence']:.0%} intervals ({board['intervals']}); "
+             f"{', '.join(map(str, samples))} samples per problem; `n=`: the problems an interval rests on."]
     for title, key in (("Metrics", "metrics"), (f"Paired difference vs `{board['baseline']}`", "vs_baseline")):
         if key == "vs_baseline" and not any(e["vs_baseline"] for e in board["runs"]):
             continue
@@ -159,21 +142,24 @@ def markdown_table(board: dict) -> str:
         for entry in board["runs"]:
             cells = [_cell(entry[key].get(m)) for m in metrics]
             lines.append(f"| {entry['name']} | {entry['task']} | " + " | ".join(cells) + " |")
-    judged = [e for e in board["runs"] if e.get("verdict")]
-    if judged:
+    if board["verdicts"]:
         limits = board["verdict_thresholds"]
-        lines += ["", f"## Verdicts: does noise replace temperature? (pass@{limits['k']}, Distinct-2)", "",
-                  f"Thresholds: {', '.join(f'{k}={v}' for k, v in limits.items())} "
-                  "(see lm_eval_noise/tools/sweep/verdict.py).", "",
-                  "| noise run | vs temperature | verdict | why | pass at matched diversity |", "|---|---|---|---|---|"]
-        for entry in judged:
-            matched = entry["matched_diversity"]
-            at_match = (f"{matched['difference']:+.3f} [{matched['ci_low']:+.3f}, {matched['ci_high']:+.3f}]"
-                        if matched.get("difference") is not None and matched.get("ci_low") is not None
-                        else matched.get("reason", "undefined"))
-            for name, judged_against in entry["verdict"].items():
-                lines.append(f"| {entry['name']} | {name} | {judged_against['verdict'] or 'none'} | "
-                             f"{'; '.join(judged_against['reasons'])} | {at_match} |")
+        lines += ["", "## Verdicts: does noise replace temperature?", "",
+                  "Each noise run against the temperature curve (greedy, then every temperature run) at the noise "
+                  "run's own diversity; Holm-adjusted over the noise runs of a model and task. Thresholds: "
+                  f"{', '.join(f'{k}={v}' for k, v in limits.items())} (lm_eval_noise/tools/sweep/verdict.py).", "",
+                  "| noise run | task | verdict | why | problems | seeds | vs curve at matched diversity | "
+                  "match defined in | min. detectable effect |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in board["verdicts"]:
+            matched = row.get("matched")
+            at_match = (f"{matched['difference']:+.3f} [{matched['low']:+.3f}, {matched['high']:+.3f}] "
+                        f"({' / '.join(matched['between'])})" if matched else "\u2013")
+            defined = f"{row['matched_defined_in']:.0%} of resamples" if "matched_defined_in" in row else "\u2013"
+            effect = row.get("minimum_detectable_effect")
+            effect = "\u2013" if effect is None else f"{effect:.3f}"
+            lines.append(f"| {row['name']} | {row['task']} | {row['verdict']} | {row['reason']} | "
+                         f"{row.get('problems', 0)} | {row.get('replicates', 1)} | {at_match} | {defined} | "
+                         f"{effect} |")
     if board["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- {f['name']}: {f['detail']}" for f in board["failed"]]
     return "\n".join(lines) + "\n"

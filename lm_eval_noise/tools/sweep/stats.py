@@ -1,0 +1,125 @@
+"""Intervals and tests over problems: what every number of a sweep's verdict rests on.
+
+The unit is the problem (prompt): a run gives one value per problem (pass@k over its n
+samples, Distinct-2 over them, ...), and two runs are compared on the problems both
+have, pair by pair. Intervals are Student-t intervals over problems; for values bounded
+in [0, 1] (`bounded=True`: pass@k, rates, Distinct-n) the interval is widened to cover a
+Wilson score interval at the effective number of problems, which keeps it honest where
+t fails: all problems at 0 (or 1) give [0, 0] under t, and a few skewed problems give
+intervals far too short. Coverage, checked by simulation in tests/test_stats.py, is
+within 3 points of the stated level from 5 problems up for problems of middling
+difficulty, and from 20 up where nearly all problems are solved or nearly none are;
+percentile-bootstrap intervals covered 80-85% at 5 problems.
+
+Standard library, NumPy and SciPy only: runs from any source can be judged the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as _scipy
+
+LEVEL = 0.95
+
+
+def _finite(values: Iterable[float]) -> np.ndarray:
+    data = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    return data[np.isfinite(data)]
+
+
+def mean_interval(values: Iterable[float], level: float = LEVEL, bounded: bool = False) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite values at `level`. NaNs throughout for no value;
+    (mean, nan, nan) for one (no interval rests on a single problem)."""
+    data = _finite(values)
+    n = data.size
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(data.mean())
+    if n == 1:
+        return mean, math.nan, math.nan
+    half = float(_scipy.t.ppf(0.5 + level / 2, n - 1) * data.std(ddof=1) / math.sqrt(n))
+    low, high = mean - half, mean + half
+    if bounded:
+        if data.min() < 0 or data.max() > 1:
+            raise ValueError("bounded=True needs values in [0, 1]")
+        wilson_low, wilson_high = _wilson(mean, _effective_count(data), level)
+        low, high = max(0.0, min(low, wilson_low)), min(1.0, max(high, wilson_high))
+    return mean, low, high
+
+
+def _effective_count(data: np.ndarray) -> float:
+    """How many independent 0/1 outcomes the values are worth: n x the largest variance
+    values with this mean could have / their variance (n where that is undefined)."""
+    mean, variance = data.mean(), data.var(ddof=1)
+    if variance == 0 or mean * (1 - mean) == 0:
+        return float(data.size)
+    return float(max(data.size, data.size * mean * (1 - mean) / variance))
+
+
+def _wilson(mean: float, count: float, level: float) -> tuple[float, float]:
+    z = float(_scipy.norm.ppf(0.5 + level / 2))
+    centre = (mean + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(mean * (1 - mean) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return centre - half, centre + half
+
+
+def paired_values(a: Mapping | Sequence, b: Mapping | Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs where both are finite: by key for mappings (problem id -> value), by
+    position for sequences."""
+    if isinstance(a, Mapping) != isinstance(b, Mapping):
+        raise TypeError("a and b must both be mappings or both sequences")
+    if isinstance(a, Mapping):
+        keys = [k for k in a if k in b]
+        a, b = [a[k] for k in keys], [b[k] for k in keys]
+    elif len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    left, right = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(left) & np.isfinite(right)
+    return left[keep], right[keep]
+
+
+def paired_interval(a, b, level: float = LEVEL) -> tuple[float, float, float]:
+    """(mean of a - b, low, high): a Student-t interval over the problems both have."""
+    left, right = paired_values(a, b)
+    return mean_interval(left - right, level)
+
+
+def p_above(differences: Iterable[float], shift: float = 0.0) -> float:
+    """One-sided p-value of a t-test that the mean difference is above `shift`."""
+    data = _finite(differences)
+    if data.size < 2:
+        return 1.0
+    mean, spread = data.mean(), data.std(ddof=1)
+    if spread == 0:
+        return 0.0 if mean > shift else 1.0
+    statistic = (mean - shift) / (spread / math.sqrt(data.size))
+    return float(_scipy.t.sf(statistic, data.size - 1))
+
+
+def p_below(differences: Iterable[float], shift: float = 0.0) -> float:
+    """One-sided p-value of a t-test that the mean difference is below `shift`."""
+    return p_above([-d for d in _finite(differences)], -shift)
+
+
+def holm(p_values: Mapping[str, float], alpha: float = 1 - LEVEL) -> dict[str, bool]:
+    """Which hypotheses Holm's step-down procedure rejects, family-wise error <= alpha."""
+    order = sorted(p_values, key=p_values.get)
+    rejected, going = {}, True
+    for rank, name in enumerate(order):
+        going = going and p_values[name] <= alpha / (len(order) - rank)
+        rejected[name] = going
+    return rejected
+
+
+def minimum_detectable_effect(differences: Iterable[float], alpha: float = 1 - LEVEL, power: float = 0.8) -> float:
+    """The smallest true mean difference a one-sided t-test at `alpha` detects with
+    `power`, given the spread and number of these paired differences (inf for < 2)."""
+    data = _finite(differences)
+    if data.size < 2:
+        return math.inf
+    degrees = data.size - 1
+    quantiles = _scipy.t.ppf(1 - alpha, degrees) + _scipy.t.ppf(power, degrees)
+    return float(quantiles * data.std(ddof=1) / math.sqrt(data.size))
