@@ -230,3 +230,42 @@ def test_a_user_error_is_one_line_and_debug_shows_the_traceback(argv, problem, c
         main(["--debug", *argv])
     with pytest.raises((ValueError, OSError)):
         main([*argv, "--debug"])
+
+
+def test_run_reports_a_bad_noise_argument_in_one_line_before_lm_eval_starts(capsys):
+    from lm_eval_noise.cli import main
+
+    argv = ["run", "--model", "hf-noise", "--model_args", "pretrained=/nonexistent,noise_scope=per_sequnce",
+            "--tasks", "humaneval_noise"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lm-eval-noise run: hf-noise: invalid noise_scope='per_sequnce'; valid values: per_token, "
+                   "per_sequence (--debug before run for the traceback)"]
+    with pytest.raises(ValueError, match="per_sequnce"):
+        main(["--debug", *argv])
+    device_twice = ["run", "--model", "hf-noise", "--model_args", "pretrained=/nonexistent,device=cpu",
+                    "--device", "cpu", "--tasks", "humaneval_noise"]
+    assert main(device_twice) == 2
+    assert "`device` is given twice" in capsys.readouterr().err
+
+
+def test_stock_lm_eval_names_the_problem_on_the_first_line_of_the_error(toy_paths, task_dir, tmp_path):
+    command = [_command("lm_eval"), "--model", "hf-noise", "--model_args",
+               f"pretrained={toy_paths['llama']},device=cpu", "--device", "cpu", "--tasks", "toy_gen",
+               "--include_path", str(task_dir), "--limit", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode != 0
+    before_traceback = done.stderr.split("Traceback")[0].strip().splitlines()
+    assert before_traceback[-1].startswith("hf-noise: `device` is given twice"), done.stderr[-2000:]
+
+
+def test_tasks_prints_where_the_yamls_are(capsys):
+    from lm_eval_noise.cli import main
+    from lm_eval_noise.harness.task_configs import tasks_dir
+
+    assert main(["tasks", "--path"]) == 0
+    assert capsys.readouterr().out.strip() == str(tasks_dir())
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "humaneval_noise_n100" in out and "lmsys_chat_noise" in out

@@ -245,3 +245,14 @@ def test_task_variant_adds_pass_at_n_and_is_written_as_yaml(tmp_path):
     assert {"pass@1", "pass@10", "pass@5", "empty_rate"} <= set(metrics)
     chat = yaml.safe_load((folder / f"{task_variant(folder, 'lmsys_chat_noise_n5', 3)}.yaml").read_text())
     assert "metric_list" not in chat
+
+
+@pytest.mark.parametrize("methods, message", [
+    ("{noise: {sigma_scale: [0.1], scope: [per_sequnce]}}", "invalid noise_scope='per_sequnce'; valid values"),
+    ("{noise: {sigma_scale: [-1]}}", "invalid sigma_scale"),
+    ("{noise: {sigma_scale: [0.1], site: ['layer:x']}}", "noise_site"),
+    ("{custom: [{name: a, model_args: {device: cpu}}]}", "`device` goes in the sweep's own `device:` key"),
+])
+def test_bad_values_are_refused_before_any_run_starts(tmp_path, methods, message):
+    with pytest.raises(SweepConfigError, match=message):
+        load_sweep(write_config(tmp_path, f"models: [m]\ntasks: [t]\nmethods: {methods}\n"))

@@ -14,9 +14,12 @@ import argparse
 import importlib
 import sys
 
+from ..errors import USER_ERRORS, InputError
+
 # name -> (module, help)
 COMMANDS = {
     "run": (".run", "run lm_eval (every lm_eval flag) with hf-noise and this package's tasks"),
+    "tasks": (".tasks", "where the task YAMLs are (for lm_eval --include_path) and their names"),
     "sweep": (".sweep", "a grid of methods through the harness -> leaderboard, table, plots"),
     "score": (".score", "reference log-probs of the answers in --log_samples files"),
     "covariance": (".covariance", "residual covariance at a layer and its square root, for noise_cov_sqrt"),
@@ -28,13 +31,8 @@ COMMANDS = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(InputError):
     """A bad argument or input file, reported as one line."""
-
-
-# What a user can cause: bad arguments, unreadable or malformed files, a model that does
-# not load. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (UsageError, ValueError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0], __package__)
     if name == "run":  # lm_eval parses its own flags
-        return module.main(rest)
+        return module.main(rest, debug=debug)
     parser = argparse.ArgumentParser(prog=f"lm-eval-noise {name}", description=module.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
@@ -79,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def one_line(error: BaseException) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
-    return text if isinstance(error, (UsageError, ValueError)) else f"{type(error).__name__}: {text}"
+    return text if isinstance(error, InputError) else f"{type(error).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import InputError
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local path")
@@ -34,7 +36,7 @@ def run(args) -> int:
     from ..tools.covariance import read_prompts, write_covariance
 
     if not 0 <= args.shrinkage <= 1:
-        raise ValueError(f"--shrinkage {args.shrinkage}: valid values are 0 to 1")
+        raise InputError(f"--shrinkage {args.shrinkage}: valid values are 0 to 1")
     prompts = read_prompts(args.prompts)
     model, tokenizer = load_reference(args.model, args.device, args.dtype)
     output = Path(args.output)

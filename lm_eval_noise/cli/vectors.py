@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import InputError
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--results", required=True, help="results_*.json of the run")
@@ -29,7 +31,7 @@ def run(args) -> int:
         results = json.loads(Path(args.results).read_text())
         vectors, rows = export_vectors(results, [Path(p) for p in args.samples])
     except KeyError as error:
-        raise ValueError(f"{args.results}: no {error} in the results JSON; is it a run of hf-noise?") from None
+        raise InputError(f"{args.results}: no {error} in the results JSON; is it a run of hf-noise?") from None
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / "noise_vectors.npy", vectors)

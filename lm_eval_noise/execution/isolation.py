@@ -21,6 +21,8 @@ import sys
 import warnings
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 LEVELS = ("namespaces", "none")
 _ENV_CHOICE = "LM_EVAL_NOISE_SANDBOX"
 _log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def detect_isolation() -> Isolation:
     choice = os.environ.get(_ENV_CHOICE)
     if choice:
         if choice not in LEVELS:
-            raise ValueError(f"{_ENV_CHOICE}={choice!r}; valid values: {', '.join(LEVELS)}")
+            raise InputError(f"{_ENV_CHOICE}={choice!r}; valid values: {', '.join(LEVELS)}")
         if choice == "namespaces" and not namespaces_work():
             raise RuntimeError(f"{_ENV_CHOICE}=namespaces, but namespaces cannot be used on this machine")
         return Isolation(choice)

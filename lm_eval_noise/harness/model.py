@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 from collections import defaultdict, deque
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ import lm_eval.models  # noqa: F401  (register the built-in models before ours; 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from ..errors import InputError
 from ..metrics.coherence import asks_for_self_scoring, score_answers
 from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
 from ..noise.sites import count_layers
@@ -37,6 +39,9 @@ from .quantization import bitsandbytes_config, quantized_layer_count
 from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 
 _log = logging.getLogger(__name__)
+# Through stock lm_eval an input error ends in a traceback after lm_eval's own logs: it is
+# also printed as one line first. `lm-eval-noise run` reports it itself and turns this off.
+ANNOUNCE_INPUT_ERRORS = True
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,29 @@ class HFNoiseLM(HFLM):
     their reference (metrics.coherence.SELF_SCORING_KEY), so the task need not load the
     weights a second time.
     """
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None):
+        from lm_eval.utils import simple_parse_args_string
+
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None):
+        """As lm_eval's, but a key given both in --model_args and as one of lm_eval's own
+        flags (--device, --batch_size) is an input error that says so, not a TypeError."""
+        try:
+            additional = {k: v for k, v in (additional_config or {}).items() if v is not None}
+            both = sorted(set(arg_dict) & set(additional))
+            if both:
+                key = both[0]
+                raise InputError(f"hf-noise: `{key}` is given twice, in --model_args ({arg_dict[key]!r}) and by "
+                                 f"lm_eval's --{key} ({additional[key]!r}); pass it once, as --{key}")
+            return cls(**arg_dict, **additional)
+        except InputError as error:
+            if ANNOUNCE_INPUT_ERRORS:
+                print(f"{error}", file=sys.stderr, flush=True)
+            raise
 
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
         # Parse and validate everything we own before HFLM loads anything.

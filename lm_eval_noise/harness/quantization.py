@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
+from ..errors import InputError
 from ..noise import NoiseArgumentError
 
 # The layer bitsandbytes puts in place of nn.Linear, and the dtype its weights are stored in.
@@ -29,7 +30,7 @@ def bitsandbytes_config(quantization: str, dtype="auto") -> BitsAndBytesConfig:
         return BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
         )
-    raise ValueError(f"no bitsandbytes config for quantization={quantization!r}")
+    raise InputError(f"no bitsandbytes config for quantization={quantization!r}")
 
 
 def _named_dtype(name) -> torch.dtype:

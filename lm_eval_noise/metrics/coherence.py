@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class ScoredResponse:
@@ -156,6 +158,9 @@ def load_reference(name_or_path: str, device: str | None = None, dtype: str = "a
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     extra = {"gguf_file": gguf_file} if gguf_file else {}
-    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **extra).to(device).eval()
-    return model, tokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **extra)
+    except OSError as error:  # transformers' "not a local folder and not a valid model identifier"
+        raise InputError(f"cannot load model {name_or_path!r}: {' '.join(str(error).split())}") from error
+    return model.to(device).eval(), tokenizer

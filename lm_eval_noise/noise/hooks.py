@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
 from . import sites
 from .positions import PositionsUnknown, call_positions
 from .sampler import NoiseSampler
@@ -90,7 +91,7 @@ class NoiseInjector:
             self.reference_norm = sites.embedding_reference_norm(model)
         else:
             if tokenizer is None:
-                raise ValueError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
+                raise InputError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
             self.module = layers[self.spec.layer]
             self.reference_norm = sites.layer_reference_norm(model, self.module, tokenizer, max_length)
         self.body = sites.body(model)
@@ -166,7 +167,7 @@ class _NoiseHook:
         tokens = args[0] if args else kwargs.get("input_ids")
         if tokens is None:
             if self.spec.site == "embed":  # the embedding module would not run: no noise at all
-                raise ValueError("hf-noise: noise_site=embed needs input_ids; this call passes inputs_embeds")
+                raise InputError("hf-noise: noise_site=embed needs input_ids; this call passes inputs_embeds")
             tokens = kwargs.get("inputs_embeds")
         rows, length = tokens.shape[:2]
         self._positions, padding_visible = call_positions(args, kwargs, rows, length, tokens.device)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
+
 FORMS = ("constant", "linear:N", "exp:H", "first:K")
 
 
@@ -37,7 +39,7 @@ class Schedule:
             integral = kind == "first" or kind == "linear"
             if math.isfinite(length) and length > 0 and (not integral or length.is_integer()):
                 return cls(kind, length)
-        raise ValueError(text)
+        raise InputError(text)
 
     @property
     def name(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from .schedule import FORMS as SCHEDULE_FORMS
 from .schedule import Schedule
 
@@ -50,7 +51,7 @@ _NEAR_MISS = 0.8  # difflib ratio; no HFLM argument comes this close to one of o
 NEARLY_ONE_DIMENSIONAL = 2.0  # effective rank below which a cov_sqrt shape is warned about
 
 
-class NoiseArgumentError(ValueError):
+class NoiseArgumentError(InputError):
     """A noise model argument is unknown, malformed or out of range."""
 
     def __init__(self, argument: str, value: Any, valid: str):
@@ -163,7 +164,7 @@ class NoiseSpec:
         for path_key, digest_key in (("cov_sqrt_path", "cov_sqrt_sha256"), ("vectors_path", "vectors_sha256")):
             path = record.get(path_key)
             if path and file_sha256(path) != record[digest_key]:
-                raise ValueError(f"{path} changed since the run (sha256 differs from the results JSON)")
+                raise InputError(f"{path} changed since the run (sha256 differs from the results JSON)")
         site, layer = _parse_site(record["site"])
         return cls(
             sigma_scale=record["sigma_scale"], noise_norm=record["noise_norm"], sigma_mode=record["sigma_mode"],

@@ -26,6 +26,7 @@ import os
 import re
 from pathlib import Path
 
+from ..errors import InputError
 from ..execution import Program, run_programs
 from ..metrics import (
     compile_rate,
@@ -75,7 +76,7 @@ def execution_timeout() -> float:
     except ValueError:
         seconds = math.nan
     if not 0 < seconds < math.inf:
-        raise ValueError(f"{TIMEOUT_ENV}={value!r}: valid values are a number of seconds > 0")
+        raise InputError(f"{TIMEOUT_ENV}={value!r}: valid values are a number of seconds > 0")
     return seconds
 
 

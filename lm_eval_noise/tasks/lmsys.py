@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..errors import InputError
+
 HUB_DATASET = "lmsys/lmsys-chat-1m"
 _FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -22,9 +24,12 @@ def _rows(lmsys_path: str | None):
 
     source = lmsys_path or HUB_DATASET
     path = Path(source)
+    if not path.is_file() and (path.suffix in _FORMATS or path.is_absolute() or source.startswith(".")):
+        raise InputError(f"lmsys_path={source!r}: no such file (a local .json, .jsonl or .parquet file in "
+                         "lmsys-chat-1m's schema, or a hub dataset id)")
     if path.is_file():
         if path.suffix not in _FORMATS:
-            raise ValueError(f"lmsys_path={source!r}: expected a {', '.join(_FORMATS)} file")
+            raise InputError(f"lmsys_path={source!r}: expected a {', '.join(_FORMATS)} file")
         return datasets.load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
     # The hub dataset is gated: accept its terms on the hub, then `hf auth login` or HF_TOKEN.
     return datasets.load_dataset(source, split="train", streaming=True)
@@ -57,7 +62,7 @@ def load_lmsys(
 
     tokenizer_name = tokenizer or pretrained
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
-        raise ValueError("lmsys_chat_noise needs the model's `pretrained` (or `tokenizer`) to apply max_prompt_len")
+        raise InputError("lmsys_chat_noise needs the model's `pretrained` (or `tokenizer`) to apply max_prompt_len")
     reference = reference_model or pretrained
     own_reference = reference == pretrained  # scored by the evaluated model, noise off
     # A GGUF checkpoint (gguf_file= in model_args) holds the tokenizer too.

@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
+from ..errors import InputError
 from ..noise.sites import decoder_layers
 from ..noise.spec import NEARLY_ONE_DIMENSIONAL
 
@@ -51,7 +52,7 @@ def read_prompts(path: str | None) -> list[str]:
         try:
             row = json.loads(line)
         except ValueError:
-            raise ValueError(f"{file}:{number}: not JSON") from None
+            raise InputError(f"{file}:{number}: not JSON") from None
         text = row.get("prompt") or row.get("text") or next(  # lmsys-chat-1m: the first user turn
             (turn.get("content") for turn in row.get("conversation") or [] if turn.get("role") == "user"), None)
         if text:
@@ -75,7 +76,7 @@ class CovarianceAccumulator:
 
     def covariance(self) -> np.ndarray:
         if self.count < 2:
-            raise ValueError("need at least two residual vectors for a covariance")
+            raise InputError("need at least two residual vectors for a covariance")
         mean = self.total / self.count
         return (self.outer - self.count * np.outer(mean, mean)) / (self.count - 1)
 
@@ -104,7 +105,7 @@ def spectrum(covariance: np.ndarray, top: int = 5) -> dict:
 def shrink(covariance: np.ndarray, amount: float) -> np.ndarray:
     """(1 - amount) C + amount (tr C / d) I: same trace, spread towards isotropic."""
     if not 0 <= amount <= 1:
-        raise ValueError(f"--shrinkage {amount}: valid values are 0 to 1")
+        raise InputError(f"--shrinkage {amount}: valid values are 0 to 1")
     isotropic = np.trace(covariance) / covariance.shape[0]
     return (1 - amount) * covariance + amount * isotropic * np.eye(covariance.shape[0])
 
@@ -120,7 +121,7 @@ def residual_covariance(model, tokenizer, prompts, layer: int, *, batch_size=8, 
                         max_length=256, progress=False) -> tuple[np.ndarray, dict]:
     blocks = decoder_layers(model)
     if not -len(blocks) <= layer < len(blocks):
-        raise ValueError(f"--layer {layer}: this model has layers {-len(blocks)}..{len(blocks) - 1}")
+        raise InputError(f"--layer {layer}: this model has layers {-len(blocks)}..{len(blocks) - 1}")
     layer %= len(blocks)
     device = next(model.parameters()).device
     if tokenizer.pad_token is None:
@@ -158,7 +159,7 @@ def write_covariance(model, tokenizer, prompts: list[str], layer: int, output: P
     """cov.npy, cov_sqrt.npy (of the shrunk matrix) and covariance.json in `output`;
     returns covariance.json's content (with a "warning" for a nearly one-dimensional shape)."""
     if not 0 <= shrinkage <= 1:
-        raise ValueError(f"shrinkage {shrinkage}: valid values are 0 to 1")
+        raise InputError(f"shrinkage {shrinkage}: valid values are 0 to 1")
     covariance, info = residual_covariance(model, tokenizer, prompts, layer, batch_size=batch_size,
                                            batches=batches, max_length=max_length, progress=True)
     used = shrink(covariance, shrinkage)

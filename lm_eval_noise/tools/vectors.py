@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..harness.seeding import generation_seed
 from ..noise import NoiseSampler, NoiseSpec
 from .samples import generation_samples
@@ -25,10 +26,10 @@ from .samples import generation_samples
 def export_vectors(results: dict, sample_files: list[Path]) -> tuple[np.ndarray, list[dict]]:
     record = results["config"].get("noise")
     if not record or not record.get("active"):
-        raise ValueError("the results JSON records no active hf-noise settings (config.noise)")
+        raise InputError("the results JSON records no active hf-noise settings (config.noise)")
     spec = NoiseSpec.from_record(record)
     if spec.scope != "per_sequence":
-        raise ValueError(f"noise_scope={spec.scope}: only per_sequence runs have one vector per sample")
+        raise InputError(f"noise_scope={spec.scope}: only per_sequence runs have one vector per sample")
     rows = []
     for path in sample_files:
         for sample, context, responses in generation_samples(path):

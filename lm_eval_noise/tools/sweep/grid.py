@@ -38,12 +38,13 @@ from pathlib import Path
 
 import yaml
 
+from ...errors import InputError
 from .verdict import THRESHOLDS, is_noise, thresholds
 
 _GREEDY = {"do_sample": False}
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(InputError):
     """The sweep config is malformed; the message names the key."""
 
 
@@ -232,6 +233,22 @@ def _method_points(method: str, spec, where: str) -> list[Point]:
         raise SweepConfigError(f"{where}.{method}: {error}") from None
 
 
+def _check_run_arguments(run: Run, path) -> None:
+    """hf-noise's arguments of a run, checked before any run starts (a value typo such as
+    `scope: [per_sequnce]` would otherwise fail only when its run comes)."""
+    from ...noise import NoiseSpec
+
+    if "device" in run.model_args:
+        raise SweepConfigError(f"{path}: run {run.name}: `device` goes in the sweep's own `device:` key "
+                               "(lm_eval passes it as --device), not in model_args")
+    # A vectors mapping ({count, seed}) becomes a file when the sweep starts.
+    args = {k: v for k, v in run.model_args.items() if not (k == "noise_vectors" and isinstance(v, dict))}
+    try:
+        NoiseSpec.from_model_args(args)
+    except InputError as error:
+        raise SweepConfigError(f"{path}: run {run.name}: {error}") from None
+
+
 def _seeds(value, path) -> list[int]:
     if value is None:
         return []
@@ -301,6 +318,8 @@ def load_sweep(path: str | Path) -> Sweep:
                             gen_kwargs={**config.gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
                             group=name,
                         ))
+    for run in runs:
+        _check_run_arguments(run, path)
     names = [(r.model, r.task, r.name) for r in runs]
     if len(set(names)) != len(names):
         raise SweepConfigError(f"{path}: two runs share a name; give custom runs distinct names")

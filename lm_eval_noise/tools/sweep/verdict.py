@@ -49,6 +49,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ...errors import InputError
 from . import stats
 
 THRESHOLDS = {
@@ -82,7 +83,7 @@ def thresholds(config: dict | None) -> dict:
     config = dict(config or {})
     unknown = sorted(set(config) - set(THRESHOLDS))
     if unknown:
-        raise ValueError(f"verdict: unknown keys {unknown}; valid: {sorted(THRESHOLDS)}")
+        raise InputError(f"verdict: unknown keys {unknown}; valid: {sorted(THRESHOLDS)}")
     return {**THRESHOLDS, **{k: type(THRESHOLDS[k])(v) for k, v in config.items()}}
 
 
