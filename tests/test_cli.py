@@ -269,3 +269,20 @@ def test_tasks_prints_where_the_yamls_are(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "humaneval_noise_n100" in out and "lmsys_chat_noise" in out
+
+
+def test_a_missing_optional_package_names_its_extra(monkeypatch):
+    import importlib.util
+
+    from lm_eval_noise.errors import InputError
+    from lm_eval_noise.harness.quantization import bitsandbytes_config
+    from lm_eval_noise.metrics.coherence import load_reference
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name in ("bitsandbytes", "gguf") else real(name, *rest))
+    with pytest.raises(InputError, match=r"quantization=int8 needs the `bitsandbytes` package: "
+                                         r"pip install 'lm-eval-noise\[quantization\]'"):
+        bitsandbytes_config("int8")
+    with pytest.raises(InputError, match=r"gguf_file needs the `gguf` package: pip install 'lm-eval-noise\[gguf\]'"):
+        load_reference("some/model", gguf_file="model.gguf")

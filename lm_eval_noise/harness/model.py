@@ -28,7 +28,7 @@ import lm_eval.models  # noqa: F401  (register the built-in models before ours; 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from ..errors import InputError
+from ..errors import InputError, require
 from ..metrics.coherence import asks_for_self_scoring, score_answers
 from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
 from ..noise.sites import count_layers
@@ -95,6 +95,8 @@ class HFNoiseLM(HFLM):
     def __init__(self, pretrained, quantization: str = "none", random_prefix: int = 0, **kwargs):
         # Parse and validate everything we own before HFLM loads anything.
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
+        if kwargs.get("gguf_file"):
+            require("gguf", "gguf", "gguf_file")
         try:
             self.random_prefix = int(random_prefix)
         except (TypeError, ValueError):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import BitsAndBytesConfig
 
-from ..errors import InputError
+from ..errors import InputError, require
 from ..noise import NoiseArgumentError
 
 # The layer bitsandbytes puts in place of nn.Linear, and the dtype its weights are stored in.
@@ -23,6 +23,7 @@ _QUANTIZED_LAYERS = {"int8": ("Linear8bitLt", torch.int8), "int4": ("Linear4bit"
 
 
 def bitsandbytes_config(quantization: str, dtype="auto") -> BitsAndBytesConfig:
+    require("bitsandbytes", "quantization", f"quantization={quantization}")
     if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
     if quantization == "int4":

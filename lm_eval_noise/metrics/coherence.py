@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, require
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,8 @@ def load_reference(name_or_path: str, device: str | None = None, dtype: str = "a
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     extra = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file:
+        require("gguf", "gguf", "gguf_file")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, **extra)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **extra)
