@@ -49,7 +49,7 @@ class ScriptedLM(LM):
 
 def evaluate(task, lm, limit=4):
     return simple_evaluate(
-        model=lm, tasks=[task], task_manager=TaskManager(include_path=str(tasks_dir())),
+        model=lm, tasks=[task], task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False),
         limit=limit, confirm_run_unsafe_code=True, log_samples=True, bootstrap_iters=0,
     )
 
@@ -115,7 +115,7 @@ def test_data_loads_offline_and_from_a_local_file(tmp_path):
 def test_tasks_require_confirming_unsafe_code():
     with pytest.raises(ValueError, match="unsafe"):
         simple_evaluate(model=ScriptedLM(correct=1), tasks=["humaneval_noise_greedy"],
-                        task_manager=TaskManager(include_path=str(tasks_dir())), limit=1)
+                        task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False), limit=1)
 
 
 def _records(completions, passed):

@@ -55,7 +55,8 @@ def test_first_user_turn_skips_other_roles():
 
 def _run(lm, task, metadata):
     return simple_evaluate(
-        model=lm, tasks=[task], task_manager=TaskManager(include_path=str(tasks_dir()), metadata=metadata),
+        model=lm, tasks=[task],
+        task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata),
         apply_chat_template=True, log_samples=True, bootstrap_iters=0,
     )
 

@@ -59,7 +59,7 @@ def _evaluate(chats: Path, output: Path, model: str, **noise):
                 "pretrained": str(GGUF.parent), "gguf_file": GGUF.name}
     out = simple_evaluate(
         model=lm, tasks=["lmsys_chat_noise"],
-        task_manager=TaskManager(include_path=str(tasks_dir()), metadata=metadata),
+        task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata),
         apply_chat_template=True, gen_kwargs="max_gen_toks=48", log_samples=True, bootstrap_iters=0,
     )
     samples = output / f"samples_lmsys_chat_noise_{model}_{noise.get('sigma_scale', 0)}.jsonl"
