@@ -256,3 +256,19 @@ def test_task_variant_adds_pass_at_n_and_is_written_as_yaml(tmp_path):
 def test_bad_values_are_refused_before_any_run_starts(tmp_path, methods, message):
     with pytest.raises(SweepConfigError, match=message):
         load_sweep(write_config(tmp_path, f"models: [m]\ntasks: [t]\nmethods: {methods}\n"))
+
+
+def test_a_runs_log_is_written_while_it_runs(tmp_path):
+    import threading
+
+    from lm_eval_noise.tools.sweep.runner import _run_logged
+
+    log = tmp_path / "log.txt"
+    script = "import time\nprint('loading the model')\ntime.sleep(10)\n"
+    worker = threading.Thread(target=_run_logged, args=([sys.executable, "-c", script], log, False), daemon=True)
+    worker.start()
+    deadline = time.time() + 20
+    while time.time() < deadline and "loading the model" not in (log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    assert "loading the model" in log.read_text()  # long before the 10 s run ends
+    assert worker.is_alive()

@@ -77,6 +77,9 @@ def _run_lm_eval(argv: list[str]) -> int:
 
     TaskManager.__init__ = init_with_package_tasks
     model.ANNOUNCE_INPUT_ERRORS = False  # reported by main() as one line
+    # lm_eval shows nothing while it indexes its thousands of task YAMLs.
+    print("lm-eval-noise run: lm_eval is indexing its tasks (about a minute on two cores) ...", file=sys.stderr,
+          flush=True)
     sys.argv = ["lm_eval", *argv]
     try:
         cli_evaluate()

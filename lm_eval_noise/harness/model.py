@@ -97,6 +97,9 @@ class HFNoiseLM(HFLM):
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
         if kwargs.get("gguf_file"):
             require("gguf", "gguf", "gguf_file")
+            # The tokenizer is rebuilt from the file without a progress bar: say what the wait is.
+            print(f"hf-noise: reading {kwargs['gguf_file']} (tokenizer and dequantised weights; about 20 s for "
+                  "135M parameters on a CPU) ...", file=sys.stderr, flush=True)
         try:
             self.random_prefix = int(random_prefix)
         except (TypeError, ValueError):

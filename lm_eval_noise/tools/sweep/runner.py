@@ -12,6 +12,7 @@ scratch; a failed one is reported and the sweep goes on.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -102,13 +103,16 @@ def _command(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> list[str]:
 
 
 def _run_logged(command: list[str], log: Path, echo: bool) -> int:
-    """Run `command`, copying its output to `log` (and to stderr when `echo`)."""
+    """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`)."""
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        # Unbuffered child: a run's log shows what it is doing while it does it.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
         def pump():
             for chunk in iter(lambda: process.stdout.read1(65536), b""):
                 sink.write(chunk)
+                sink.flush()
                 if echo:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
