@@ -276,7 +276,7 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
 
     from lm_eval_noise.errors import InputError
     from lm_eval_noise.harness.quantization import bitsandbytes_config
-    from lm_eval_noise.metrics.coherence import load_reference
+    from lm_eval_noise.scoring.reference import load_reference
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

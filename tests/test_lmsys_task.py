@@ -10,7 +10,7 @@ from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
 from lm_eval_noise.harness.task_configs import tasks_dir
-from lm_eval_noise.metrics import coherence as scoring
+from lm_eval_noise.scoring import reference as scoring
 from lm_eval_noise.tasks.lmsys import first_user_turn, load_lmsys
 
 CHATS = [

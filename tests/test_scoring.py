@@ -9,7 +9,7 @@ import pytest
 from helpers import direct_logprobs
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_noise.metrics.coherence import score_responses
+from lm_eval_noise.scoring.reference import score_responses
 
 PAIRS = [
     ("<s>user: hello\nassistant:", " Hi there, how can I help?"),
@@ -89,7 +89,7 @@ def test_score_command_rejects_a_malformed_samples_file(toy_path, tmp_path, caps
 def test_a_scored_answer_is_a_string_that_keeps_its_score_through_pickle():
     import pickle
 
-    from lm_eval_noise.metrics.coherence import ScoredAnswer
+    from lm_eval_noise.scoring.self_scoring import ScoredAnswer
 
     answer = ScoredAnswer("Paris.", {"logprob_total": -1.5})
     restored = pickle.loads(pickle.dumps(answer))  # lm-eval's request cache pickles answers

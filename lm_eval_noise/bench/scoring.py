@@ -13,7 +13,7 @@ from .common import build_bench_model
 
 
 def run(args) -> int:
-    from ..metrics.coherence import encode_pair, padded_batches, score_responses
+    from ..scoring.reference import encode_pair, padded_batches, score_responses
 
     model, tokenizer = build_bench_model(args)
     words = "the model answers the question about a spider with eight legs and a web".split()

@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.coherence import load_reference
+    from ..scoring.reference import load_reference
     from ..tools.covariance import read_prompts, write_covariance
 
     if not 0 <= args.shrinkage <= 1:

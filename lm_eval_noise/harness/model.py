@@ -29,10 +29,10 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from ..errors import InputError, require
-from ..metrics.coherence import asks_for_self_scoring, score_answers
 from ..noise import NoiseArgumentError, NoiseBatch, NoiseInjector, NoiseSpec
 from ..noise.sites import count_layers
 from ..noise.spec import QUANTIZATIONS
+from ..scoring.self_scoring import asks_for_self_scoring, score_doc_answers
 from .progress import TokenCounter, token_progress
 from .provenance import stack_versions
 from .quantization import bitsandbytes_config, quantized_layer_count
@@ -65,7 +65,7 @@ class HFNoiseLM(HFLM):
     - `_detect_batch_size`: its probe rows belong to no request;
     - `_rank`, `_world_size` (attributes): set for data parallel on CPU (_shard_on_cpu).
     `generate_until` also scores the answers of docs that ask for the evaluated model as
-    their reference (metrics.coherence.SELF_SCORING_KEY), so the task need not load the
+    their reference (scoring.self_scoring.SELF_SCORING_KEY), so the task need not load the
     weights a second time.
     """
 
@@ -220,13 +220,13 @@ class HFNoiseLM(HFLM):
 
     def _self_scored(self, requests, answers: list[str]) -> list[str]:
         """The answers, with those whose doc asks the evaluated model to score them
-        (metrics.coherence.SELF_SCORING_KEY) scored under this model's weights and
+        (scoring.self_scoring.SELF_SCORING_KEY) scored under this model's weights and
         carrying their score. Noise is off here: the hooks are attached only inside
         generation calls."""
         wanted = [i for i, request in enumerate(requests) if asks_for_self_scoring(request.doc)]
         if not wanted:
             return answers
-        scored = score_answers(self.model, self.tokenizer, [requests[i].doc for i in wanted],
+        scored = score_doc_answers(self.model, self.tokenizer, [requests[i].doc for i in wanted],
                                [answers[i] for i in wanted])
         answers = list(answers)
         for i, answer in zip(wanted, scored):

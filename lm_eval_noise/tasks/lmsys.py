@@ -58,7 +58,7 @@ def load_lmsys(
     import datasets
     from transformers import AutoTokenizer
 
-    from ..metrics.coherence import SELF_SCORING_KEY
+    from ..scoring.self_scoring import SELF_SCORING_KEY
 
     tokenizer_name = tokenizer or pretrained
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
@@ -96,7 +96,8 @@ def score_with_reference(resps, docs):
     weights keep that score; the others are scored here in batches under the reference
     loaded by name (with --model hf and the default reference: the evaluated model,
     loaded a second time)."""
-    from ..metrics.coherence import ScoredAnswer, asks_for_self_scoring, load_reference, score_answers
+    from ..scoring.reference import load_reference
+    from ..scoring.self_scoring import ScoredAnswer, asks_for_self_scoring, score_doc_answers
 
     answers = [(doc, answer) for doc, doc_answers in zip(docs, resps) for answer in doc_answers]
     unscored = [i for i, (doc, answer) in enumerate(answers)
@@ -105,7 +106,8 @@ def score_with_reference(resps, docs):
         doc = docs[0]
         model, tokenizer = load_reference(doc["reference_model"], dtype=doc.get("reference_dtype") or "auto",
                                           gguf_file=doc.get("reference_gguf_file"))
-        scored = score_answers(model, tokenizer, [answers[i][0] for i in unscored], [answers[i][1] for i in unscored])
+        scored = score_doc_answers(model, tokenizer, [answers[i][0] for i in unscored],
+                                   [answers[i][1] for i in unscored])
         for i, answer in zip(unscored, scored):
             answers[i] = (answers[i][0], answer)
     records = iter(json.dumps({"response": str(answer), **answer.record}) for _, answer in answers)

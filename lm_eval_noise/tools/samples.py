@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import InputError
+
 
 def generation_samples(path: Path) -> Iterator[tuple[dict, str, list[str]]]:
     """(sample, the prompt as sent to the model, every repeat's answer) per line; a
@@ -18,7 +20,7 @@ def generation_samples(path: Path) -> Iterator[tuple[dict, str, list[str]]]:
                 sample = json.loads(line)
                 prompt, responses = sample["arguments"]["gen_args_0"]["arg_0"], sample["resps"][0]
             except (ValueError, KeyError, IndexError, TypeError) as error:
-                raise ValueError(
+                raise InputError(
                     f"{path}:{number}: not a generate_until sample of lm-eval's --log_samples "
                     f"({type(error).__name__}: {error})"
                 ) from None

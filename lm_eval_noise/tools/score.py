@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from ..metrics.coherence import score_responses
+from ..scoring.reference import score_responses
 from .samples import generation_samples
 
 
@@ -19,7 +19,7 @@ def read_answers(path: Path) -> list[dict]:
     ]
 
 
-def score_answers(answers: list[dict], model, tokenizer, batch_size: int = 8) -> list[dict]:
+def score_records(answers: list[dict], model, tokenizer, batch_size: int = 8) -> list[dict]:
     """Per-answer records: read_answers' fields plus the ScoredResponse record."""
     scored = score_responses(model, tokenizer, [a["prompt"] for a in answers], [a["response"] for a in answers],
                              batch_size=batch_size, progress=True)

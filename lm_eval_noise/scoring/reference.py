@@ -1,4 +1,5 @@
-"""Reference log-prob scoring: how likely a reference model finds each generated answer.
+"""Reference log-prob scoring: how likely a reference model finds each generated answer,
+and the loading of that model.
 
 For a (formatted prompt, response) pair: the log-probability of every response token
 given the prompt and the response tokens before it, under the reference model, and
@@ -39,33 +40,6 @@ class ScoredResponse:
                 "num_tokens": len(self.tokens)}
 
 
-# A task whose doc sets this key to True asks the evaluated model itself to score its
-# answers, noise off, on the doc's "prompt" under its chat template. hf-noise does so
-# right after generating, with the weights it already holds, and returns ScoredAnswers;
-# any other model returns plain strings and the task loads the model by name instead.
-SELF_SCORING_KEY = "score_with_evaluated_model"
-
-
-def asks_for_self_scoring(doc) -> bool:
-    return isinstance(doc, dict) and doc.get(SELF_SCORING_KEY) is True
-
-
-class ScoredAnswer(str):
-    """A generated answer carrying its score under the evaluated model
-    (`ScoredResponse.to_record()`): the score travels with the answer, so the weights
-    never need to be found again or loaded twice."""
-
-    record: dict
-
-    def __new__(cls, text: str, record: dict):
-        answer = super().__new__(cls, text)
-        answer.record = record
-        return answer
-
-    def __reduce__(self):  # pickled by lm-eval's request cache
-        return ScoredAnswer, (str(self), self.record)
-
-
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The prompt as a chat model sees it: the tokenizer's own chat template with the
     generation prompt (what --apply_chat_template does), or the raw text without one."""
@@ -74,13 +48,6 @@ def chat_prompt(tokenizer, prompt: str) -> str:
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
     return prompt
-
-
-def score_answers(model, tokenizer, docs: list[dict], answers: list[str]) -> list[ScoredAnswer]:
-    """Each answer scored under `model` given its doc's chat-formatted prompt."""
-    prompts = [chat_prompt(tokenizer, doc["prompt"]) for doc in docs]
-    scored = score_responses(model, tokenizer, prompts, answers, progress=True)
-    return [ScoredAnswer(answer, score.to_record()) for answer, score in zip(answers, scored)]
 
 
 def encode_pair(tokenizer, prompt: str, response: str, max_length: int) -> tuple[list[int], list[int]]:
