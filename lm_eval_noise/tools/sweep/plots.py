@@ -1,148 +1,198 @@
-"""The sweep's plots, made to answer "does noise match temperature?" at a glance.
+"""The sweep's plots, one set per model and task, on the verdict's own axes (verdict.py):
+for code, correctness is pass@k averaged over the k every run reports and diversity is
+Distinct-2; for chat, quality is the reference model's mean log-prob per token and
+diversity the pairwise edit distance. Every title says what its intervals rest on
+(problems x samples per problem).
 
-- pass_vs_diversity.png: pass@1 and the largest other pass@k (or, for chat tasks,
-  reference log-prob) against Distinct-2. Temperature runs are one curve in temperature
-  order, each noise family (method, site, scope) a curve in scale order, greedy a star,
-  other samplers single points; 95% intervals on both axes; a legend, not labels.
-- noise_scale.png: Distinct-2, empty and degenerate rates (and reference log-prob for
-  chat tasks) against noise scale, one curve per noise family, with each temperature
-  run's value as a dashed reference line.
+- passk_vs_k.png (code): pass@k against k, one line per run.
+- correctness_vs_diversity.png: the temperature curve from greedy (its T=0 end) through
+  every temperature run, each noise run a point, 95% intervals on both axes.
+- matched_differences.png: each noise run minus the temperature curve at the noise run's
+  own diversity, with its interval, the +-margin band and the verdict.
+- per_problem.png: every problem's value under every run (greedy, temperatures, noise).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from .verdict import is_noise_run
+import numpy as np
 
-_TEMPERATURE_COLOUR = "black"
+from . import stats
+from .verdict import CHAT_QUALITY, merge_replicates, shared_axes
 
-
-def family(entry: dict) -> str:
-    """The curve a run belongs to: temperature, one per noise method/site/scope, or itself."""
-    args = entry["model_args"]
-    if entry["method"] == "noise":
-        return f"noise {args.get('noise_site', 'embed')} {args.get('noise_scope', 'per_token')}"
-    if entry["method"] == "residual":
-        vectors = args.get("noise_vectors")
-        count = vectors.get("count") if isinstance(vectors, dict) else "?"
-        return f"residual {args.get('noise_site')} k={count}"
-    return entry["method"] if entry["method"] in ("temperature", "greedy") else entry["name"]
+_VERDICT_COLOURS = {"success": "tab:green", "partial": "tab:blue", "null": "tab:red", "undetermined": "tab:gray"}
 
 
-def _temperature_runs(runs: list[dict]) -> list[dict]:
-    temperature = [e for e in runs if e["method"] == "temperature"]
-    return sorted(temperature, key=lambda e: e["gen_kwargs"].get("temperature", 0))
+def _runs_of(entries: list[dict]) -> list[dict]:
+    """Leaderboard entries as the verdict's runs, replicates merged, in plotting order:
+    greedy, temperatures (coolest first), noise runs by scale, the rest."""
+    runs = merge_replicates([{**e, "name": e["group"], "scale": e["noise_scale"]} for e in entries])
+
+    def order(run):
+        rank = {"greedy": 0, "temperature": 1}.get(run["method"], 2 if run["scale"] is not None else 3)
+        return rank, run.get("temperature") or 0.0, run["scale"] or 0.0, run["name"]
+    return sorted(runs, key=order)
 
 
-def _point(entry: dict, x_metric: str, y_metric: str):
-    x, y = entry["metrics"].get(x_metric), entry["metrics"].get(y_metric)
-    if not x or not y or not x["n"] or not y["n"]:
-        return None
-    return (x["mean"], y["mean"], [[x["mean"] - x["ci_low"]], [x["ci_high"] - x["mean"]]],
-            [[y["mean"] - y["ci_low"]], [y["ci_high"] - y["mean"]]])
+def _label(run: dict) -> str:
+    if run["method"] == "temperature":
+        return f"T={run['temperature']:g}"
+    return run["name"] + (f" (x{run['replicates']} seeds)" if run.get("replicates", 1) > 1 else "")
 
 
-def _curve(axis, entries, x_metric, y_metric, label, **style):
-    points = [p for p in (_point(e, x_metric, y_metric) for e in entries) if p]
+def _per_problem(run: dict, metrics: list[str]) -> dict:
+    """{problem: mean over `metrics`} where the run has every one of them."""
+    tables = [run["per_problem"].get(m, {}) for m in metrics]
+    shared = set.intersection(*(set(t) for t in tables)) if tables else set()
+    return {p: float(np.mean([t[p] for t in tables])) for p in shared}
+
+
+def _interval(values, bounded: bool = True) -> tuple[float, float, float, int]:
+    """The leaderboard's interval (report.metric_interval's rule) and the problems it rests on."""
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    mean, low, high = stats.mean_interval(values, stats.LEVEL, bounded=bounded) if values else (np.nan,) * 3
+    return mean, low, high, len(values)
+
+
+def _scope(entries: list[dict], problems: int) -> str:
+    samples = sorted({e["samples"] for e in entries})
+    return f"{problems} problems x {'/'.join(map(str, samples))} samples per problem"
+
+
+def _passk_vs_k(plt, runs, entries, axes, path) -> bool:
+    if axes[0] != "code":
+        return False
+    every_k = sorted({int(m[5:]) for run in runs for m in run["per_problem"] if m.startswith("pass@")})
+    figure, axis = plt.subplots(figsize=(8, 5))
+    most = 0
+    for colour, run in zip(_colours(plt, runs), runs):
+        points = [(k, *_interval(run["per_problem"][f"pass@{k}"].values())) for k in every_k
+                  if f"pass@{k}" in run["per_problem"]]
+        points = [p for p in points if p[4]]
+        if not points:
+            continue
+        most = max(most, *(p[4] for p in points))
+        ks, means = [p[0] for p in points], np.array([p[1] for p in points])
+        errors = [means - [p[2] for p in points], np.array([p[3] for p in points]) - means]
+        axis.errorbar(ks, means, yerr=errors, marker="o", capsize=3, label=_label(run), color=colour)
+    axis.set_xscale("log")
+    axis.set_xticks(every_k, [str(k) for k in every_k])
+    axis.set_xlabel("k (samples drawn per problem)")
+    axis.set_ylabel("pass@k (share of problems solved by at least one of k samples)")
+    axis.set_ylim(-0.02, 1.02)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title(f"pass@k against k ({_scope(entries, most)}; 95% intervals over problems)", fontsize=10)
+    return _save(plt, figure, path)
+
+
+def _correctness_vs_diversity(plt, runs, entries, axes, path) -> bool:
+    kind, diversity_metric, correctness = axes
+    figure, axis = plt.subplots(figsize=(8, 5.5))
+    points = {}
+    for run in runs:
+        x, y = _interval(run["per_problem"].get(diversity_metric, {}).values()), \
+            _interval(_per_problem(run, correctness).values(), bounded=kind == "code")
+        if x[3] and y[3]:
+            points[run["name"]] = (run, x, y)
+    curve = [points[r["name"]] for r in runs if r["method"] in ("greedy", "temperature") and r["name"] in points]
+    if curve:
+        axis.plot([p[1][0] for p in curve], [p[2][0] for p in curve], color="black", zorder=2,
+                  label="temperature curve from greedy (T=0)")
+    colours = dict(zip([r["name"] for r in runs], _colours(plt, runs)))
+    for name, (run, x, y) in points.items():
+        on_curve = run["method"] in ("greedy", "temperature")
+        axis.errorbar(x[0], y[0], xerr=[[x[0] - x[1]], [x[2] - x[0]]], yerr=[[y[0] - y[1]], [y[2] - y[0]]],
+                      capsize=3, marker="*" if run["method"] == "greedy" else ("o" if on_curve else "s"),
+                      markersize=12 if run["method"] == "greedy" else 6, linestyle="none",
+                      color="black" if on_curve else colours[name], label=None if on_curve else _label(run),
+                      zorder=3)
+        if on_curve:
+            axis.annotate("greedy" if run["method"] == "greedy" else _label(run), (x[0], y[0]), fontsize=7,
+                          xytext=(5, -10), textcoords="offset points")
     if not points:
-        return
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    xerr = [[p[2][0][0] for p in points], [p[2][1][0] for p in points]]
-    yerr = [[p[3][0][0] for p in points], [p[3][1][0] for p in points]]
-    axis.errorbar(xs, ys, xerr=xerr, yerr=yerr, capsize=3, label=label, **style)
-
-
-def _correctness_metrics(runs: list[dict]) -> list[str]:
-    present = {m for e in runs for m in e["metrics"]}
-    passes = sorted((m for m in present if m.startswith("pass@")), key=lambda m: int(m[5:]))
-    if passes:
-        return passes[:1] + passes[-1:] if len(passes) > 1 else passes
-    return ["ref_logprob_mean"] if "ref_logprob_mean" in present else []
-
-
-def _pass_vs_diversity(plt, board: dict, path: Path) -> bool:
-    runs = board["runs"]
-    y_metrics = _correctness_metrics(runs)
-    if not y_metrics or not any("distinct_2" in e["metrics"] for e in runs):
+        plt.close(figure)
         return False
-    figure, axes = plt.subplots(1, len(y_metrics), figsize=(max(8.0, 6.5 * len(y_metrics)), 5), squeeze=False)
-    for axis, y_metric in zip(axes[0], y_metrics):
-        temperatures = _temperature_runs(runs)
-        _curve(axis, temperatures, "distinct_2", y_metric, "temperature (T increasing)",
-               color=_TEMPERATURE_COLOUR, marker="o", linestyle="-", zorder=3)
-        for entry in temperatures:
-            point = _point(entry, "distinct_2", y_metric)
-            if point:
-                axis.annotate(f"T={entry['gen_kwargs'].get('temperature')}", point[:2], fontsize=7,
-                              xytext=(5, -10), textcoords="offset points", color=_TEMPERATURE_COLOUR)
-        families: dict[str, list] = {}
-        for entry in filter(is_noise_run, runs):
-            families.setdefault(family(entry), []).append(entry)
-        for name, members in sorted(families.items()):
-            members = sorted(members, key=lambda e: e["noise_scale"])
-            _curve(axis, members, "distinct_2", y_metric, f"{name} (scale increasing)", marker="s", linestyle="--")
-            colour = axis.get_lines()[-1].get_color() if axis.get_lines() else None
-            for entry in members:
-                point = _point(entry, "distinct_2", y_metric)
-                if point:
-                    axis.annotate(f"{entry['noise_scale']:g}", point[:2], fontsize=7, xytext=(5, 4),
-                                  textcoords="offset points", color=colour)
-        for entry in runs:
-            if entry["method"] == "greedy":
-                _curve(axis, [entry], "distinct_2", y_metric, "greedy", marker="*", markersize=16,
-                       linestyle="none", color="tab:red", zorder=1)  # beneath a temperature run it equals
-            elif entry["method"] not in ("temperature",) and not is_noise_run(entry):
-                _curve(axis, [entry], "distinct_2", y_metric, entry["name"], marker="^", linestyle="none")
-        axis.set_xlabel("Distinct-2 (higher: more diverse)")
-        axis.set_ylabel(y_metric)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
-    figure.suptitle(f"{board['sweep']}: correctness against diversity (95% bootstrap intervals over problems)",
-                    fontsize=11)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
+    problems = max(max(p[1][3], p[2][3]) for p in points.values())
+    y_name = "mean of " + ", ".join(correctness) if kind == "code" else f"{CHAT_QUALITY} (nats per token)"
+    axis.set_xlabel(f"{diversity_metric} (higher: more diverse samples)")
+    axis.set_ylabel(f"{y_name} (higher: better)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title(f"{'correctness' if kind == 'code' else 'quality'} against diversity "
+                   f"({_scope(entries, problems)}; 95% intervals over problems)", fontsize=10)
+    return _save(plt, figure, path)
 
 
-def _against_scale(plt, board: dict, path: Path) -> bool:
-    runs = board["runs"]
-    noisy = [e for e in runs if is_noise_run(e) and e["noise_scale"] is not None]
-    metrics = [m for m in ("distinct_2", "empty_rate", "degenerate_rate", "ref_logprob_mean")
-               if any(m in e["metrics"] for e in noisy)]
-    if not noisy or not metrics:
+def _matched_differences(plt, rows, entries, axes, path) -> bool:
+    if not rows:
         return False
-    figure, axes = plt.subplots(1, len(metrics), figsize=(5.3 * len(metrics), 4.5), squeeze=False)
-    temperatures = _temperature_runs(runs)
-    for axis, metric in zip(axes[0], metrics):
-        families: dict[str, list] = {}
-        for entry in noisy:
-            if entry["metrics"].get(metric, {}).get("n"):
-                families.setdefault(family(entry), []).append(entry)
-        for name, members in sorted(families.items()):
-            members.sort(key=lambda e: e["noise_scale"])
-            means = [e["metrics"][metric]["mean"] for e in members]
-            axis.errorbar([e["noise_scale"] for e in members], means,
-                          yerr=[[m - e["metrics"][metric]["ci_low"] for m, e in zip(means, members)],
-                                [e["metrics"][metric]["ci_high"] - m for m, e in zip(means, members)]],
-                          marker="o", capsize=3, label=name)
-        levels: dict[float, list] = {}  # temperatures with one value share one line and label
-        for entry in temperatures:
-            value = entry["metrics"].get(metric)
-            if value and value["n"]:
-                levels.setdefault(round(value["mean"], 6), []).append(entry["gen_kwargs"].get("temperature"))
-        for level, temps in levels.items():
-            axis.axhline(level, color=_TEMPERATURE_COLOUR, linestyle=":", linewidth=1)
-            axis.annotate("T=" + ", ".join(map(str, temps)), (1.0, level), xycoords=("axes fraction", "data"),
-                          fontsize=7, xytext=(2, 0), textcoords="offset points", va="center",
-                          color=_TEMPERATURE_COLOUR)
-        axis.set_xlabel("noise scale (sigma_scale or noise_norm)")
-        axis.set_ylabel(metric)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="best")
-    figure.suptitle(f"{board['sweep']}: against noise scale; dotted lines: the temperature runs, T at the right "
-                    f"(95% intervals)", fontsize=11)
+    kind, diversity_metric, correctness = axes
+    figure, axis = plt.subplots(figsize=(11, 1.8 + 0.45 * len(rows)))
+    margin = rows[0].get("margin")
+    for i, row in enumerate(rows):
+        colour = _VERDICT_COLOURS[row["verdict"]]
+        matched = row.get("matched")
+        if matched:
+            axis.errorbar(matched["difference"], i, xerr=[[matched["difference"] - matched["low"]],
+                                                          [matched["high"] - matched["difference"]]],
+                          marker="o", capsize=3, color=colour)
+        axis.annotate(f"{row['verdict']}: {_short(row['reason'])}",
+                      (1.0, i), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                      va="center", fontsize=8, color=colour)
+    axis.axvline(0, color="black", linewidth=1)
+    if margin is not None:
+        axis.axvspan(-margin, margin, color="tab:blue", alpha=0.08)
+    axis.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=8)
+    axis.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
+    what = "mean of " + ", ".join(correctness) if kind == "code" else CHAT_QUALITY
+    band = f"; shaded: within the margin {margin:g}" if margin is not None else ""
+    axis.set_xlabel(f"noise run minus the temperature curve at the same {diversity_metric}: {what}{band}")
+    axis.grid(alpha=0.3, axis="x")
+    problems = max((row.get("problems", 0) for row in rows), default=0)
+    axis.set_title(f"Noise against temperature at matched diversity, Holm-adjusted verdicts\n"
+                   f"({_scope(entries, problems)}; 95% t intervals over problems)", fontsize=10)
+    return _save(plt, figure, path)
+
+
+def _short(reason: str, most: int = 48) -> str:
+    """A verdict's reason up to its numbers (the table has the rest)."""
+    head = reason.split(":")[0]
+    return head if len(head) <= most else head[: most - 3] + "..."
+
+
+def _per_problem_view(plt, runs, entries, axes, path) -> bool:
+    kind, _, correctness = axes
+    tables = [_per_problem(run, correctness) for run in runs]
+    problems = sorted(set().union(*tables), key=lambda p: (int(p) if str(p).isdigit() else 0, str(p)))
+    if not problems:
+        return False
+    values = np.array([[table.get(p, np.nan) for p in problems] for table in tables])
+    order = np.argsort(-np.nanmean(np.where(np.isnan(values), -np.inf, values), axis=0), kind="stable")
+    figure, axis = plt.subplots(figsize=(min(20, 4 + 0.12 * len(problems)), 1.5 + 0.35 * len(runs)))
+    image = axis.imshow(values[:, order], aspect="auto", interpolation="nearest", cmap="viridis",
+                        **({"vmin": 0, "vmax": 1} if kind == "code" else {}))
+    axis.set_yticks(range(len(runs)), ["greedy" if r["method"] == "greedy" else _label(r) for r in runs],
+                    fontsize=7)
+    axis.set_xlabel(f"problem (sorted by mean over runs; {len(problems)} problems; blank: not scored)")
+    name = "mean of " + ", ".join(correctness) if kind == "code" else CHAT_QUALITY
+    figure.colorbar(image, ax=axis, label=name)
+    axis.set_title(f"Per problem: {name} under each run ({_scope(entries, len(problems))})", fontsize=10)
+    return _save(plt, figure, path)
+
+
+def _colours(plt, runs):
+    """Temperature runs in shades of grey (cool to hot), other runs in distinct colours."""
+    temperatures = [r for r in runs if r["method"] == "temperature"]
+    greys = iter(plt.cm.Greys(np.linspace(0.45, 0.95, max(1, len(temperatures)))))
+    others = iter(plt.cm.tab10(np.arange(10)).tolist() * (1 + len(runs) // 10))
+    return [("tab:red" if r["method"] == "greedy" else next(greys) if r["method"] == "temperature"
+             else next(others)) for r in runs]
+
+
+def _save(plt, figure, path) -> bool:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -156,8 +206,22 @@ def write_plots(board: dict, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    groups = sorted({(e["model"], e["task"]) for e in board["runs"]})
     written = []
-    for name, draw in (("pass_vs_diversity.png", _pass_vs_diversity), ("noise_scale.png", _against_scale)):
-        if draw(plt, board, folder / name):
-            written.append(folder / name)
+    for model, task in groups:
+        entries = [e for e in board["runs"] if (e["model"], e["task"]) == (model, task)]
+        runs = _runs_of(entries)
+        axes = shared_axes(runs)
+        if axes is None:
+            continue
+        rows = [r for r in board["verdicts"] if (r["model"], r["task"]) == (model, task)]
+        suffix = "" if len(groups) == 1 else "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(model).name}-{task}")
+        for name, draw, data in (("passk_vs_k", _passk_vs_k, runs),
+                                 ("correctness_vs_diversity", _correctness_vs_diversity, runs),
+                                 ("matched_differences", _matched_differences, rows),
+                                 ("per_problem", _per_problem_view, runs)):
+            path = folder / f"{name}{suffix}.png"
+            if draw(plt, data, entries, axes, path):
+                written.append(path)
     return written
+

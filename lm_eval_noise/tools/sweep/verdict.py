@@ -110,7 +110,7 @@ def _pass_metrics(run: dict) -> set[str]:
     return {m for m in run["per_problem"] if m.startswith("pass@")}
 
 
-def _axes(runs: list[dict]) -> tuple[str, str, list[str]] | None:
+def shared_axes(runs: list[dict]) -> tuple[str, str, list[str]] | None:
     """(kind, diversity metric, correctness metrics) shared by all runs, or None."""
     passes = set.intersection(*(_pass_metrics(r) for r in runs))
     if passes:
@@ -172,7 +172,7 @@ def _prepare(noise: dict, greedy: dict | None, temperatures: list[dict], limits:
     if greedy is None or not temperatures:
         return _undetermined("needs a greedy run and at least one temperature run: the curve runs from greedy")
     curve = [greedy, *temperatures]
-    axes = _axes([noise, *curve])
+    axes = shared_axes([noise, *curve])
     if axes is None:
         return _undetermined("no correctness metric (pass@k, or ref_logprob_mean for chat) shared with the curve")
     kind, diversity_metric, correctness_metrics = axes
