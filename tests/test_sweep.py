@@ -138,8 +138,8 @@ methods:
   temperature: {{temperature: [0.8]}}
   noise: {{sigma_scale: [1.0], site: [embed], scope: [per_sequence]}}
   residual: {{layer: 1, noise_norm: [2.0], vectors: [2]}}
-  custom: [{{name: broken, model_args: {{sigma_scale: -1}}}}]
-""")
+  custom: [{{name: broken, model_args: {{sigma_scale: 0.1, noise_site: "layer:99"}}}}]
+""")  # `broken` passes the checks at load (its layer needs the model) and fails when it runs
     out = tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     # Killed once the first run is done and the second has started (states, not times:
@@ -152,6 +152,7 @@ methods:
             list(out.glob("runs/*/DONE.json")) and len(list(out.glob("runs/*/log.txt"))) >= 2
         ):
             time.sleep(0.2)
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]  # still running
         os.killpg(first.pid, signal.SIGKILL)  # the sweep and the harness run inside it
         first.wait()
     finished = list(out.glob("runs/*/DONE.json"))
@@ -163,7 +164,7 @@ methods:
 
     second = subprocess.run(_sweep_command(config, out), env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 1, second.stderr[-3000:]  # one run failed; the others went on
-    assert "failed: broken: exit code" in second.stderr and "sigma_scale" in second.stderr
+    assert "failed: broken: exit code" in second.stderr and "layer:99" in second.stderr
     assert "viz: no run scored its answers" in second.stderr and not (out / "viz.html").exists()
     assert (partial[0] / "DONE.json").exists() and not (partial[0] / "leftover").exists()  # redone
     board = json.loads((out / "leaderboard.json").read_text())
@@ -198,7 +199,8 @@ methods:
     for plot in board["plots"]:
         data = (out / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert {Path(p).name for p in board["plots"]} == {"pass_vs_diversity.png", "noise_scale.png"}
+    assert {Path(p).name for p in board["plots"]} == {
+        "passk_vs_k.png", "correctness_vs_diversity.png", "matched_differences.png", "per_problem.png"}
 
 
 def test_a_chat_sweep_with_viz_writes_the_viewer(toy_paths, tmp_path):
