@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import platform
@@ -120,10 +121,9 @@ except (OSError, MemoryError):
     pass
 """,
     "shared_memory_left_behind": """
-try:
+try:  # harm if it outlives the program on the host (`shm left`): a sandbox gives it a /dev/shm of its own
     with open('/dev/shm/{t.shm_name}', 'wb') as handle:
         handle.write(b'x' * (1 << 20))
-    HARMED = True
 except OSError:
     pass
 libc.shmget({t.sysv_key}, 1 << 20, 0o1000 | 0o600)  # IPC_CREAT, never removed
@@ -505,10 +505,24 @@ def test_a_hostile_program_sees_only_the_interpreter_and_its_tmp():
     allowed = {"bin", "dev", "etc", "lib", "lib32", "lib64", "libx32", "proc", "sbin", "tmp", "usr"}
     prefixes = {Path(p).parts[1] for p in (sys.base_prefix, sys.prefix)}
     assert set(roots) <= allowed | prefixes
-    assert set(devices) == {"null", "zero", "full", "random", "urandom"}
+    assert set(devices) == {"null", "zero", "full", "random", "urandom", "shm"}
     under_tmp = {Path(p).parts[2] for p in isolation.read_only_paths() if p.startswith("/tmp/")}
     assert set(tmp) == under_tmp  # a virtualenv under /tmp stays visible, read-only
     assert (pids, unprivileged, parent) == (["1"], True, 0)
+
+
+@needs_namespaces
+def test_each_program_has_its_own_empty_dev_shm():
+    """POSIX semaphores (multiprocessing.Lock) need /dev/shm; what one program leaves
+    there is gone for the next, on the same worker."""
+    probe = ("import os, multiprocessing\n"
+             "print(os.listdir('/dev/shm'))\n"
+             "open('/dev/shm/left-behind', 'w').write('x')\n"
+             "lock = multiprocessing.Lock()\n"
+             "with lock:\n"
+             "    pass\n")
+    results = execution.run_programs([probe] * 2, isolation=Isolation("namespaces"), workers=1)
+    assert [(r.passed, r.output.strip()) for r in results] == [(True, "[]")] * 2, results
 
 
 @needs_namespaces
@@ -543,3 +557,47 @@ def test_the_program_has_no_capabilities_no_new_privs_and_seccomp():
     ).split()
     assert int(capabilities, 16) == 0 and no_new_privs == "1"
     assert seccomp == ("2" if ctypes.util.find_library("seccomp") else "0")
+
+
+_FAMILY_PROBE = (
+    "import socket\n"
+    "for name in ('AF_UNIX', 'AF_INET', 'AF_INET6', 'AF_VSOCK', 'AF_NETLINK', 'AF_PACKET'):\n"
+    "    try:\n"
+    "        socket.socket(getattr(socket, name), socket.SOCK_DGRAM if name == 'AF_NETLINK' else socket.SOCK_STREAM"
+    ").close()\n"
+    "        print(name, 'open')\n"
+    "    except OSError as error:\n"
+    "        print(name, error.errno)\n"
+)
+
+
+@needs_namespaces
+@pytest.mark.skipif(not ctypes.util.find_library("seccomp"), reason="needs libseccomp")
+def test_sockets_of_other_families_than_local_ones_do_not_open():
+    """vsock escapes the network namespace (it reaches the host's bound ports), netlink
+    and packet sockets are kernel attack surface; a program needs none of them."""
+    outcome = dict(line.split() for line in _confined_output(_FAMILY_PROBE).splitlines())
+    assert {name: outcome[name] for name in ("AF_UNIX", "AF_INET", "AF_INET6")} == dict.fromkeys(
+        ("AF_UNIX", "AF_INET", "AF_INET6"), "open")
+    assert all(outcome[name] != "open" for name in ("AF_VSOCK", "AF_NETLINK", "AF_PACKET")), outcome
+
+
+@needs_namespaces
+@pytest.mark.skipif(not ctypes.util.find_library("seccomp") or platform.machine() != "x86_64",
+                    reason="needs libseccomp; system call numbers of x86_64")
+def test_system_calls_outside_the_allow_list_answer_enosys_and_process_creation_eperm():
+    numbers = {"io_setup": 206, "add_key": 248, "inotify_init1": 294, "cachestat": 451, "fork": 57}
+    output = _confined_output(
+        "import ctypes, json\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"numbers = {numbers!r}\n"
+        "answers = {}\n"
+        "for name, number in numbers.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    answers[name] = (libc.syscall(number, 0, 0, 0), ctypes.get_errno())\n"
+        "print(json.dumps(answers))\n"
+    )
+    answers = json.loads(output)
+    assert {name: tuple(answer) for name, answer in answers.items()} == {
+        "io_setup": (-1, errno.ENOSYS), "add_key": (-1, errno.ENOSYS), "inotify_init1": (-1, errno.ENOSYS),
+        "cachestat": (-1, errno.ENOSYS), "fork": (-1, errno.EPERM)}

@@ -11,12 +11,13 @@ started from a bare `python -I`). Two steps:
 - `fork_in_new_pid_namespace` + `confine_program`, per program, in the forked child
   before any untrusted byte runs: it is PID 1 of a fresh PID namespace (so it sees no
   other process and everything it leaves dies with it), has its own mount and IPC
-  namespaces (a fresh /proc, a size- and inode-capped tmpfs at /tmp that vanishes with
-  it, System V IPC that vanishes with it), drops every capability and changes to an
-  unprivileged uid when there is one to change to (the server runs as real root), sets
-  no_new_privs, and loads a seccomp filter (where libseccomp is installed) that refuses
-  process creation, exec, ptrace, namespace and mount calls and a list of kernel attack
-  surface.
+  namespaces (a fresh /proc, size- and inode-capped tmpfs at /tmp and /dev/shm that
+  vanish with it, System V IPC that vanishes with it), drops every capability and changes
+  to an unprivileged uid when there is one to change to (the server runs as real root),
+  sets no_new_privs, and loads a seccomp filter (where libseccomp is installed): an
+  allow-list of the system calls a Python program needs, sockets of the local families
+  only, and every other call refused (process creation, exec, ptrace, namespace and
+  mount calls with EPERM, anything unlisted or newer than the list with ENOSYS).
 """
 
 import ctypes
@@ -161,6 +162,7 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
         open(target, "w").close()
         _bind_read_only("/dev/" + name, target)
     os.makedirs(new_root + "/tmp", exist_ok=True)
+    os.makedirs(new_root + "/dev/shm", exist_ok=True)  # POSIX semaphores (multiprocessing.Lock)
     # Each program mounts its own /proc on top of this one; a user namespace may mount a
     # proc file system only where one is already fully visible.
     os.makedirs(new_root + "/proc", exist_ok=True)
@@ -195,8 +197,9 @@ def confine_program(*, tmp_mb, tmp_inodes, uid, read_only=(), seccomp=None):
     under_tmp = [path for path in read_only if path.startswith("/tmp/")]
     holders = [os.open(path, os.O_PATH) for path in under_tmp]  # reachable after /tmp is covered
     owner = f",uid={uid},gid={uid}" if uid else ""
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
-          f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode=0700{owner}")
+    for path, mode in (("/tmp", "0700"), ("/dev/shm", "1777")):  # each its own, same caps
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
+              f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode={mode}{owner}")
     for path, holder in zip(under_tmp, holders):
         os.makedirs(path, exist_ok=True)
         mount(f"/proc/self/fd/{holder}", path, None, MS_BIND | MS_REC)  # keeps its read-only flag
@@ -236,23 +239,58 @@ def _has_capabilities():
 
 # ---------------------------------------------------------------- seccomp
 
-# Refused with EPERM. Names unknown to the architecture are skipped.
+# What a Python program (threads, numpy, asyncio, files under /tmp, local sockets) needs.
+# Everything else answers ENOSYS, as on a kernel too old to have it: a new system call
+# reaches no program until it is listed here. Names unknown to the architecture are skipped.
+_ALLOWED = (
+    # memory
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore", "msync", "membarrier",
+    "pkey_alloc", "pkey_free", "pkey_mprotect", "memfd_create",
+    # files and descriptors
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
+    "pwritev2", "open", "openat", "openat2", "creat", "close", "close_range", "lseek", "dup",
+    "dup2", "dup3", "fcntl", "flock", "ioctl", "pipe", "pipe2", "stat", "fstat", "lstat",
+    "newfstatat", "statx", "statfs", "fstatfs", "access", "faccessat", "faccessat2",
+    "readlink", "readlinkat", "getdents", "getdents64", "getcwd", "chdir", "fchdir", "mkdir",
+    "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2", "link",
+    "linkat", "symlink", "symlinkat", "chmod", "fchmod", "fchmodat", "umask", "truncate",
+    "ftruncate", "fallocate", "fsync", "fdatasync", "sync_file_range", "fadvise64", "readahead",
+    "utime", "utimes", "utimensat", "futimesat", "sendfile", "copy_file_range", "getxattr",
+    "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "setxattr", "lsetxattr",
+    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    # waiting
+    "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl",
+    "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "timerfd_create",
+    "timerfd_settime", "timerfd_gettime", "signalfd", "signalfd4", "futex", "futex_waitv",
+    "nanosleep", "clock_nanosleep", "pause", "sched_yield",
+    # threads (clone: below), signals, time
+    "set_robust_list", "get_robust_list", "set_tid_address", "rseq", "arch_prctl",
+    "set_thread_area", "get_thread_area", "exit", "exit_group", "wait4", "waitid",
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "rt_sigpending",
+    "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "kill", "tkill",
+    "tgkill", "alarm", "getitimer", "setitimer", "timer_create", "timer_settime",
+    "timer_gettime", "timer_getoverrun", "timer_delete", "clock_gettime", "clock_getres",
+    "gettimeofday", "time", "times", "restart_syscall",
+    # who and where am I
+    "getpid", "getppid", "gettid", "getuid", "geteuid", "getgid", "getegid", "getgroups",
+    "getresuid", "getresgid", "getpgid", "getpgrp", "getsid", "setsid", "setpgid", "uname",
+    "sysinfo", "getrusage", "getrlimit", "setrlimit", "prlimit64", "getcpu", "getrandom",
+    "getpriority", "setpriority", "sched_getaffinity", "sched_setaffinity", "sched_getparam",
+    "sched_getscheduler", "sched_getattr", "sched_get_priority_max", "sched_get_priority_min",
+    "sched_rr_get_interval", "ioprio_get", "capget",
+    # sockets (socket and socketpair: below); no sendmsg: descriptors in flight in a Unix
+    # socket outlive the program, pinning its memory
+    "bind", "listen", "accept", "accept4", "connect", "shutdown", "getsockname", "getpeername",
+    "getsockopt", "setsockopt", "sendto", "recvfrom", "recvmsg", "recvmmsg",
+)
+# Refused with EPERM (a clear "Operation not permitted" where a program tries them).
 _DENIED = (
     "fork", "vfork", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev",
     "kcmp", "pidfd_open", "pidfd_getfd", "pidfd_send_signal", "unshare", "setns", "mount",
-    "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount",
-    "fsconfig", "fspick", "mount_setattr", "bpf", "perf_event_open", "userfaultfd", "keyctl",
-    "add_key", "request_key", "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module", "reboot",
-    "swapon", "swapoff", "acct", "quotactl", "syslog", "iopl", "ioperm", "open_by_handle_at",
-    "name_to_handle_at", "sethostname", "setdomainname", "settimeofday", "clock_settime",
-    "clock_adjtime", "adjtimex", "prctl", "personality", "setuid", "setgid", "setreuid",
-    "setregid", "setresuid", "setresgid", "setgroups", "capset", "seccomp", "memfd_secret",
-    "landlock_create_ruleset", "mbind", "migrate_pages", "move_pages", "set_mempolicy",
-    # Descriptors in flight in a Unix socket outlive the program (pinning its memory);
-    # sendmsg is the only way to put them there.
-    "sendmsg", "sendmmsg",
+    "umount2", "pivot_root", "chroot", "prctl", "personality", "setuid", "setgid", "setreuid",
+    "setregid", "setresuid", "setresgid", "setgroups", "capset", "seccomp", "sendmsg", "sendmmsg",
 )
+_SOCKET_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6: not vsock, netlink, packet...
 
 
 class _ArgCmp(ctypes.Structure):
@@ -263,7 +301,7 @@ class _ArgCmp(ctypes.Structure):
 class Seccomp:
     """A filter built once (in the fork server) and loaded in each program."""
 
-    _ALLOW, _ERRNO, _MASKED_EQ = 0x7FFF0000, 0x00050000, 7
+    _ALLOW, _ERRNO, _EQ, _MASKED_EQ = 0x7FFF0000, 0x00050000, 4, 7
 
     def __init__(self, library):
         self._lib = library
@@ -273,22 +311,27 @@ class Seccomp:
         library.seccomp_rule_add_array.argtypes = [
             ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCmp)]
         library.seccomp_load.argtypes = [ctypes.c_void_p]
-        self._ctx = library.seccomp_init(self._ALLOW)
+        self._ctx = library.seccomp_init(self._ERRNO | errno.ENOSYS)
         if not self._ctx:
             raise ConfineError(errno.ENOMEM, "seccomp_init")
+        for name in _ALLOWED:
+            self._rule(name, self._ALLOW)
         for name in _DENIED:
-            self._refuse(name, errno.EPERM)
-        # New processes: clone without CLONE_THREAD; clone3 hides its flags in memory, so
-        # it answers ENOSYS and the C library falls back to clone for threads.
-        self._refuse("clone", errno.EPERM, _ArgCmp(0, self._MASKED_EQ, CLONE_THREAD, 0))
-        self._refuse("clone3", errno.ENOSYS)
+            self._rule(name, self._ERRNO | errno.EPERM)
+        # Threads, not processes: clone only with CLONE_THREAD. clone3 hides its flags in
+        # memory, so it answers ENOSYS (the default) and the C library falls back to clone.
+        self._rule("clone", self._ALLOW, _ArgCmp(0, self._MASKED_EQ, CLONE_THREAD, CLONE_THREAD))
+        self._rule("clone", self._ERRNO | errno.EPERM, _ArgCmp(0, self._MASKED_EQ, CLONE_THREAD, 0))
+        for family in _SOCKET_FAMILIES:
+            self._rule("socket", self._ALLOW, _ArgCmp(0, self._EQ, family, 0))
+        self._rule("socketpair", self._ALLOW, _ArgCmp(0, self._EQ, 1, 0))
 
-    def _refuse(self, name, code, *conditions):
+    def _rule(self, name, action, *conditions):
         number = self._lib.seccomp_syscall_resolve_name(name.encode())
         if number < 0:
             return
         array = (_ArgCmp * max(1, len(conditions)))(*conditions)
-        result = self._lib.seccomp_rule_add_array(self._ctx, self._ERRNO | code, number, len(conditions), array)
+        result = self._lib.seccomp_rule_add_array(self._ctx, action, number, len(conditions), array)
         if result < 0:
             raise ConfineError(-result, f"seccomp rule for {name}")
 

