@@ -12,16 +12,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 
-from lm_eval_noise.demo.toymodels import ARCHITECTURES, save_toy_model
+# toymodels.ARCHITECTURES, spelled out here: importing toymodels imports torch and
+# transformers (seconds), which most test files never need. toy_paths checks they agree.
+TOY_ARCHITECTURES = ("llama", "gpt2")
 
 
 @pytest.fixture(scope="session")
 def toy_paths(tmp_path_factory) -> dict[str, str]:
+    from lm_eval_noise.demo.toymodels import ARCHITECTURES, save_toy_model
+
+    assert tuple(ARCHITECTURES) == TOY_ARCHITECTURES
     root = tmp_path_factory.mktemp("toy_models")
     return {arch: str(save_toy_model(root / arch, arch)) for arch in ARCHITECTURES}
 
 
-@pytest.fixture(params=ARCHITECTURES)
+@pytest.fixture(params=TOY_ARCHITECTURES)
 def toy_path(request, toy_paths) -> str:
     return toy_paths[request.param]
 
