@@ -96,5 +96,14 @@ def test_degenerate_inputs_say_so_instead_of_inventing_precision():
         stats.paired_interval([1, 2], [1])
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         stats.mean_interval([2.0, 0.5], bounded=True)
+    # Identical runs do not prove equal rates: the interval still allows a difference on
+    # the problems not seen to differ, shrinking with their number ...
+    assert stats.paired_interval([1.0] * 4, [1.0] * 4) == (0.0, 0.0, 0.0)
+    assert stats.paired_interval([1.0] * 4, [1.0] * 4, bounded=True)[2] == pytest.approx(3.84 / 7.84, abs=1e-3)
+    assert stats.paired_interval([1.0] * 164, [1.0] * 164, bounded=True)[2] == pytest.approx(0.023, abs=1e-3)
+    # ... and leaves a t interval wider than that alone.
+    rng = np.random.default_rng(0)
+    a, b = rng.random(50), rng.random(50)
+    assert stats.paired_interval(a, b, bounded=True) == stats.paired_interval(a, b)
     # Mappings pair by problem id, whatever the order.
     assert stats.paired_interval({"a": 1.0, "b": 0.0, "c": 0.5}, {"b": 0.0, "a": 0.5})[0] == pytest.approx(0.25)

@@ -92,10 +92,12 @@ def test_leaderboard_intervals_state_their_problems_and_pair_by_problem():
 
     run = {0: 1.0, 1: 0.5, 2: float("nan"), 3: 0.0}
     base = {0: 0.5, 1: 0.5, 2: 0.2, 4: 1.0}
-    paired = paired_interval(run, base)
+    paired = paired_interval("pass@1", run, base)
     assert paired["n"] == 2 and paired["mean"] == pytest.approx(0.25) and paired["ci_low"] <= 0.25 <= paired["ci_high"]
     bounded = metric_interval("pass@1", {0: 0.0, 1: 0.0, 2: 0.0})
     assert bounded["n"] == 3 and bounded["ci_low"] == 0.0 and bounded["ci_high"] > 0.3  # not [0, 0]
+    same = paired_interval("pass@4", dict.fromkeys(range(4), 1.0), dict.fromkeys(range(4), 1.0))
+    assert same["mean"] == 0 and same["ci_low"] == pytest.approx(-0.49, abs=0.01)  # identical runs: not [0, 0]
     assert metric_interval("pass@1", {0: 0.5}) == {"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}
     assert metric_interval("ref_logprob_mean", {0: -2.0, 1: -3.0})["ci_low"] < -3.0  # unbounded: plain t
 

@@ -67,9 +67,10 @@ def metric_interval(metric: str, values: dict) -> dict:
     return _interval(*stats.mean_interval(finite, LEVEL, bounded=metric.startswith(_UNIT_INTERVAL)), len(finite))
 
 
-def paired_interval(values: dict, baseline: dict) -> dict:
+def paired_interval(metric: str, values: dict, baseline: dict) -> dict:
     left, _ = stats.paired_values(values, baseline)
-    return _interval(*stats.paired_interval(values, baseline, LEVEL), int(left.size))
+    bounded = metric.startswith(_UNIT_INTERVAL)
+    return _interval(*stats.paired_interval(values, baseline, LEVEL, bounded=bounded), int(left.size))
 
 
 def build_leaderboard(sweep, outcomes) -> dict:
@@ -93,7 +94,7 @@ def build_leaderboard(sweep, outcomes) -> dict:
                      and o.run.task == run.task), None)
         if base is not None and base.run.run_id != run.run_id:
             base_metrics = per_doc[base.run.run_id]
-            entry["vs_baseline"] = {m: paired_interval(v, base_metrics[m]) for m, v in metrics.items()
+            entry["vs_baseline"] = {m: paired_interval(m, v, base_metrics[m]) for m, v in metrics.items()
                                     if m in base_metrics}
         entries.append(entry)
     failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail}

@@ -81,10 +81,20 @@ def paired_values(a: Mapping | Sequence, b: Mapping | Sequence) -> tuple[np.ndar
     return left[keep], right[keep]
 
 
-def paired_interval(a, b, level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean of a - b, low, high): a Student-t interval over the problems both have."""
+def paired_interval(a, b, level: float = LEVEL, bounded: bool = False) -> tuple[float, float, float]:
+    """(mean of a - b, low, high): a Student-t interval over the problems both have.
+    With `bounded` (values in [0, 1]) it is at least as wide as a difference no problem
+    showed could be: where the runs differ on none of n problems, the share of problems
+    where they do still has a Wilson upper bound of z^2 / (n + z^2), so identical runs on
+    4 problems give +-0.49, not [0, 0]."""
     left, right = paired_values(a, b)
-    return mean_interval(left - right, level)
+    mean, low, high = mean_interval(left - right, level)
+    if bounded and left.size >= 2:
+        if min(left.min(), right.min()) < 0 or max(left.max(), right.max()) > 1:
+            raise ValueError("bounded=True needs values in [0, 1]")
+        unseen = _wilson(0.0, left.size, level)[1]
+        low, high = max(-1.0, min(low, mean - unseen)), min(1.0, max(high, mean + unseen))
+    return mean, low, high
 
 
 def p_above(differences: Iterable[float], shift: float = 0.0) -> float:
