@@ -78,6 +78,7 @@ def _passk_vs_k(plt, runs, entries, axes, path) -> bool:
         errors = [means - [p[2] for p in points], np.array([p[3] for p in points]) - means]
         axis.errorbar(ks, means, yerr=errors, marker="o", capsize=3, label=_label(run), color=colour)
     axis.set_xscale("log")
+    axis.minorticks_off()
     axis.set_xticks(every_k, [str(k) for k in every_k])
     axis.set_xlabel("k (samples drawn per problem)")
     axis.set_ylabel("pass@k (share of problems solved by at least one of k samples)")
@@ -157,7 +158,7 @@ def _matched_differences(plt, rows, entries, axes, path) -> bool:
     return _save(plt, figure, path)
 
 
-def _short(reason: str, most: int = 48) -> str:
+def _short(reason: str, most: int = 64) -> str:
     """A verdict's reason up to its numbers (the table has the rest)."""
     head = reason.split(":")[0]
     return head if len(head) <= most else head[: most - 3] + "..."
@@ -171,15 +172,17 @@ def _per_problem_view(plt, runs, entries, axes, path) -> bool:
         return False
     values = np.array([[table.get(p, np.nan) for p in problems] for table in tables])
     order = np.argsort(-np.nanmean(np.where(np.isnan(values), -np.inf, values), axis=0), kind="stable")
-    figure, axis = plt.subplots(figsize=(min(20, 4 + 0.12 * len(problems)), 1.5 + 0.35 * len(runs)))
+    figure, axis = plt.subplots(figsize=(min(20, max(9, 4 + 0.12 * len(problems))), 1.8 + 0.35 * len(runs)))
     image = axis.imshow(values[:, order], aspect="auto", interpolation="nearest", cmap="viridis",
                         **({"vmin": 0, "vmax": 1} if kind == "code" else {}))
     axis.set_yticks(range(len(runs)), ["greedy" if r["method"] == "greedy" else _label(r) for r in runs],
                     fontsize=7)
-    axis.set_xlabel(f"problem (sorted by mean over runs; {len(problems)} problems; blank: not scored)")
+    if len(problems) <= 40:
+        axis.set_xticks(range(len(problems)), [str(problems[i]) for i in order], fontsize=7)
+    axis.set_xlabel(f"problem (document id, sorted by mean over runs; {len(problems)} problems; blank: not scored)")
     name = "mean of " + ", ".join(correctness) if kind == "code" else CHAT_QUALITY
     figure.colorbar(image, ax=axis, label=name)
-    axis.set_title(f"Per problem: {name} under each run ({_scope(entries, len(problems))})", fontsize=10)
+    axis.set_title(f"Per problem: {name} under each run\n({_scope(entries, len(problems))})", fontsize=10)
     return _save(plt, figure, path)
 
 
