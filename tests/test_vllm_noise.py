@@ -58,6 +58,7 @@ VARIANTS = {
     "embed per token": {"sigma_scale": 1.5},
     "embed per sequence": {"sigma_scale": 1.5, "noise_scope": "per_sequence"},
     "layer per token, exact norm": {"noise_norm": 30.0, "noise_site": "layer:1"},
+    "layer per sequence": {"sigma_scale": 1.5, "noise_site": "layer:0", "noise_scope": "per_sequence"},
     "generated positions, schedule": {"sigma_scale": 2.0, "noise_positions": "generated",
                                       "noise_schedule": "linear:12"},
 }
@@ -70,14 +71,32 @@ def test_vllm_noise_gives_hf_noise_outputs_sample_by_sample(demo_model, variant)
     args = VARIANTS[variant]
     ours = _vllm(path, **args)
     theirs = _hf(path, **args)
-    assert ours.noise_record["reference_norm"] == theirs.get_model_info()["noise"]["reference_norm"]
-    assert ours.noise_record["expected_noise_norm"] == theirs.get_model_info()["noise"]["expected_noise_norm"]
+    # The embedding's reference is the same arithmetic on the same weights; a layer's is
+    # measured through each engine's own kernels, equal up to float rounding.
+    for key in ("reference_norm", "expected_noise_norm"):
+        assert ours.noise_record[key] == pytest.approx(theirs.get_model_info()["noise"][key], rel=1e-6)
     on_vllm, on_hf = ours.generate_until(_requests(prompts)), theirs.generate_until(_requests(prompts))
     same = sum(a == b for a, b in zip(on_vllm, on_hf))
     print(f"\n{variant}: {same} of {len(on_hf)} samples identical")
     assert same == len(on_hf), list(zip(on_vllm, on_hf))
     # The noise is there: the repeats of a prompt differ, on both.
     assert len(set(on_vllm)) > len(prompts)
+
+
+@pytest.mark.slow
+def test_covariance_and_vector_files_give_hf_noise_outputs(demo_model, tmp_path):
+    import numpy as np
+
+    path, prompts = demo_model
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cov_sqrt.npy", rng.normal(size=(128, 128)).astype(np.float32))
+    np.save(tmp_path / "vectors.npy", rng.normal(size=(3, 128)).astype(np.float32))
+    for args in ({"sigma_scale": 1.5, "noise_cov_sqrt": str(tmp_path / "cov_sqrt.npy")},
+                 {"noise_norm": 1.0, "noise_vectors": str(tmp_path / "vectors.npy"), "noise_scope": "per_sequence"}):
+        on_vllm = _vllm(path, **args).generate_until(_requests(prompts))
+        on_hf = _hf(path, **args).generate_until(_requests(prompts))
+        assert on_vllm == on_hf, args
+        assert len(set(on_vllm)) > len(prompts), args
 
 
 @pytest.mark.slow
