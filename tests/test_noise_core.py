@@ -307,13 +307,15 @@ def test_noise_vectors_per_token_pick_a_row_per_position_from_the_seed(toy, tmp_
     assert torch.allclose(again[0], noise[0], atol=1e-6)  # same seed, same rows
 
 
-def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
-    """Noise is generated per step ([B, 1, d]) and in bounded chunks in the prefill,
-    never for the whole generation at once."""
+def test_noise_is_drawn_in_bounded_chunks_and_once_per_block_of_decoding_steps(toy, monkeypatch):
+    """The prefill's noise in chunks of at most _MAX_CHUNK_ELEMENTS; the decoding steps'
+    in one block of _BLOCK positions per row (in the same chunks), drawn at the first step
+    and served from there: no draw per step."""
     model, tokenizer = toy
     spec = _spec(sigma_scale=0.5)
     injector = NoiseInjector(model, spec, tokenizer=tokenizer)
     monkeypatch.setattr(hooks_module, "_MAX_CHUNK_ELEMENTS", 4 * 64 * 8)  # 8 positions of 4 rows
+    monkeypatch.setattr(hooks_module, "_BLOCK", 16)
     shapes = []
     sample = injector.sampler.sample
 
@@ -325,11 +327,12 @@ def test_noise_state_is_batch_times_hidden_per_decoding_step(toy, monkeypatch):
     monkeypatch.setattr(injector.sampler, "sample", recording_sample)
     ids = _ids(tokenizer, rows=4, length=20)
     with inject_noise(model, spec, range(4), attention_mask=torch.ones_like(ids), injector=injector):
-        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5,
-                       min_new_tokens=5, do_sample=False, pad_token_id=0)
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=20,
+                       min_new_tokens=20, do_sample=False, pad_token_id=0)
     dim = model.get_input_embeddings().embedding_dim
     assert shapes[:3] == [(4, 8, dim), (4, 8, dim), (4, 4, dim)]  # prefill of 20, in chunks
-    assert shapes[3:] == [(4, 1, dim)] * 4  # then one position per cached step
+    # 19 decoding steps: a block of 16 (two chunks) at the first, the next at the 17th.
+    assert shapes[3:] == [(4, 8, dim)] * 4
 
 
 def test_embedding_scaled_inside_the_module_is_measured_after_the_scale():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from lm_eval_noise.noise import NoiseInjector, NoiseSpec, inject_noise
+from lm_eval_noise.noise import NoiseInjector, NoiseSpec, hooks, inject_noise
 from lm_eval_noise.noise.positions import PositionsUnknown, call_positions
 
 NEW_TOKENS = 5
@@ -24,10 +24,13 @@ def toy(toy_path):
 
 class Recorder:
     """Per model call: the positions the sampler was asked for, and the tensor the hook
-    added at its site (noised output minus clean output), [B, T, d]."""
+    added at its site (noised output minus clean output), [B, T, d]. Decoding steps draw
+    their noise one at a time (`block` 0) unless `block` says otherwise, so the sampler
+    sees each call's own positions (tests/test_noise_ops.py holds the blocks to that)."""
 
-    def __init__(self, injector: NoiseInjector):
+    def __init__(self, injector: NoiseInjector, block: int = 0):
         self.injector = injector
+        self.block = block
         self.positions: list[list[list[int]]] = []
         self.added: list[torch.Tensor] = []
         self._clean: list[torch.Tensor] = []
@@ -47,6 +50,7 @@ class Recorder:
 
         self.injector.sampler.sample = spy
         before = self.injector.module.register_forward_hook(clean)
+        block, hooks._BLOCK = hooks._BLOCK, self.block
         try:
             with inject_noise(model, self.injector.spec, seeds, injector=self.injector, **batch):
                 after = self.injector.module.register_forward_hook(noised)  # runs after the noise hook
@@ -56,6 +60,7 @@ class Recorder:
                 finally:
                     after.remove()
         finally:
+            hooks._BLOCK = block
             before.remove()
             del self.injector.sampler.sample
 
@@ -156,10 +161,13 @@ def test_generate_with_and_without_cache_agree(toy, kwargs, rows):
     assert [call[0] for call in positions[True]][1:] == [[length + k] for k in range(len(positions[True]) - 1)]
 
 
-def test_the_hook_used_the_true_positions_through_hf_noise_at_batch_size_1(toy_path):
-    """lm-eval's default --batch_size 1, through HFNoiseLM.generate_until."""
+@pytest.mark.parametrize("block", [0, 64])
+def test_the_hook_used_the_true_positions_through_hf_noise_at_batch_size_1(toy_path, block, monkeypatch):
+    """lm-eval's default --batch_size 1, through HFNoiseLM.generate_until: drawn step by
+    step, or (the default) the decoding steps' positions in one block from the first."""
     from helpers import generation_requests, make_lm
 
+    monkeypatch.setattr(hooks, "_BLOCK", block)
     lm = make_lm(toy_path, batch_size=1, sigma_scale=0.5)
     sample = lm.injector.sampler.sample
     used = []
@@ -171,7 +179,8 @@ def test_the_hook_used_the_true_positions_through_hf_noise_at_batch_size_1(toy_p
     lm.injector.sampler.sample = spy
     lm.generate_until(generation_requests(prompts=[PROMPT], max_gen_toks=3))
     length = len(used[0])
-    assert used == [list(range(length)), [length], [length + 1]]
+    decoding = [[length], [length + 1]] if block == 0 else [list(range(length, length + block))]
+    assert used == [list(range(length)), *decoding]
 
 
 # --- the position reader on each release's call shapes ------------------------------

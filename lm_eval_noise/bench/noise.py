@@ -2,9 +2,11 @@
 
 Both wrap the same randomly initialised model object and generate the same greedy
 requests (a fixed number of new tokens each). Runs alternate in order round by round
-and the table reports medians and the ratio noise / hf. On CPU it also reports the
-share of each noisy run spent inside the noise hook, a direct and far less noisy
-measure of the cost than a throughput ratio on a shared machine.
+and the table reports medians and the ratio noise / hf. Beside it, the cost on any
+machine: the torch operations the noise adds per decoding step (one counted run,
+noisy minus plain; each is a kernel launch on a GPU) and, on CPU, the milliseconds
+spent inside the noise hook per decoding step (on an accelerator its kernels run
+asynchronously, so only the ratio tells).
 """
 
 from __future__ import annotations
@@ -40,6 +42,33 @@ def _requests(count: int, new_tokens: int):
 def _variant_args(variant: str, sigma_scale: float) -> dict:
     site, _, scope = variant.rpartition(":")
     return {"sigma_scale": sigma_scale, "noise_site": site, "noise_scope": scope}
+
+
+class _OperationCounter:
+    """Counts the torch operations dispatched inside the block."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.count, self._mode = 0, Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+def _operations(lm, requests) -> int:
+    with _OperationCounter() as counter:
+        lm.generate_until(requests, disable_tqdm=True)
+    return counter.count
 
 
 @contextmanager
@@ -91,15 +120,20 @@ def run(args) -> int:
                 lms[name].generate_until(requests, disable_tqdm=True)
                 seconds[name].append(time.perf_counter() - start)
 
+    # Decoding steps per run: one forward per batch and new token.
+    steps = -(-args.prompts // args.batch_size) * args.new_tokens
+    counted = requests[: args.batch_size]
+    plain_operations = _operations(lms["hf"], counted)
     baseline = tokens / statistics.median(seconds["hf"])
     print(
         f"\ngeneration throughput, {args.device} {args.dtype}, hidden {args.hidden}, "
         f"{args.layers} layers, vocab {args.vocab}, batch {args.batch_size}, "
         f"{args.prompts} prompts x {args.new_tokens} new tokens, median of {args.rounds} rounds"
     )
-    print(f"{'model':<36}{'tokens/s':>12}{'ratio vs hf':>14}{'time in hook':>14}")
+    print(f"{'model':<36}{'tokens/s':>12}{'ratio vs hf':>14}{'ops/step added':>16}{'hook ms/step':>14}")
     for name, times in seconds.items():
         rate = tokens / statistics.median(times)
-        share = f"{hook_seconds.get(name, 0.0) / sum(times):.2%}" if on_cpu else "n/a"
-        print(f"{name:<36}{rate:>12.1f}{rate / baseline:>14.3f}{share:>14}")
+        added = (_operations(lms[name], counted) - plain_operations) / args.new_tokens
+        hook = f"{1000 * hook_seconds.get(name, 0.0) / (steps * args.rounds):.3f}" if on_cpu else "n/a"
+        print(f"{name:<36}{rate:>12.1f}{rate / baseline:>14.3f}{added:>16.1f}{hook:>14}")
     return 0

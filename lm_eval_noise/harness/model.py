@@ -262,14 +262,14 @@ class HFNoiseLM(HFLM):
             attention_mask=generation_kwargs.get("attention_mask"),
             device=self.noise.device,
         )
-        with self.noise.attached(batch):
+        with self.noise.attached(batch) as hook:
             output = super()._model_generate(context, max_length, stop, **generation_kwargs)
-        self._record_prompt_reference(batch)
+        self._record_prompt_reference(batch, hook)
         return output
 
-    def _record_prompt_reference(self, batch: NoiseBatch) -> None:
-        if batch.norms is not None:  # noise_reference=prompt: each sample's own norm
-            for seed, norm in zip(batch.seeds.tolist(), batch.norms.tolist()):
+    def _record_prompt_reference(self, batch: NoiseBatch, hook) -> None:
+        if hook.prompt_norms is not None:  # noise_reference=prompt: each sample's own norm
+            for seed, norm in zip(batch.seeds.tolist(), hook.prompt_norms.tolist()):
                 self._prompt_reference_norms[str(seed)] = norm / self.noise.norm_per_reference()
 
     def _gather_prompt_reference_norms(self) -> None:
@@ -371,10 +371,10 @@ class HFNoiseLM(HFLM):
             prompt_lengths=[row.prompt_length for row in rows],
             device=self.noise.device,
         )
-        with self.noise.attached(batch):
+        with self.noise.attached(batch) as hook:
             logits = super()._model_call(inps, attn_mask=attn_mask, labels=labels)
         if not self._probing:
-            self._record_prompt_reference(batch)
+            self._record_prompt_reference(batch, hook)
         return logits
 
     def _row_of(self, tokens: list[int]) -> _Row:

@@ -8,6 +8,14 @@ Hooks are attached only around one batch's model call or `generate` (as lm-eval'
   outside a forward of the body, where no positions are known.
 So position p gets the same noise in a prefill, a cached step, a forward without cache
 or a second call inside one block.
+
+Decoding steps (one token per row, a KV cache whose length is known on the host) take
+their noise from a block drawn in one go for the next _BLOCK positions of every row
+(the noise is a pure function of seed, position and coordinate, so a block holds
+exactly what each step would draw): a step costs a slice and an add, not the ~140
+operations of drawing. The block assumes each row advances one position per step;
+what each step's call says (its position_ids, cache_position and attention mask) is
+kept and checked against that when the block closes, and a mismatch is an error.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ from torch import nn
 
 from ..errors import InputError
 from . import sites
-from .positions import PositionsUnknown, call_positions
+from .positions import PositionsUnknown, cache_length, call_positions
 from .sampler import NoiseSampler
 from .spec import NoiseSpec
 
 # Bound on noise elements generated at once during a long prefill (int64 hash temporaries).
 _MAX_CHUNK_ELEMENTS = 1 << 22
 _NO_BOUNDARY = torch.iinfo(torch.int64).max
+# Decoding positions per row whose noise is drawn in one go (0: draw at every step).
+_BLOCK = 64
 
 
 @dataclass
@@ -36,16 +46,13 @@ class NoiseBatch:
     """Per-row facts the hooks need, on the model's device.
 
     seeds, repeats: int64 [B]; prompt_lengths: int64 [B], positions below are prompt, the
-    rest generated (or continuation); norms: float32 [B] noise norm per row, None for the
-    spec's own; with `noise_reference=prompt` the hook fills it from the prompt it sees.
-    left_padded: whether some row starts with padding (then every model call must show
+    rest generated (or continuation); left_padded: whether some row starts with padding (then every model call must show
     it, through a 2-D attention mask).
     """
 
     seeds: torch.Tensor
     repeats: torch.Tensor
     prompt_lengths: torch.Tensor
-    norms: torch.Tensor | None = None
     left_padded: bool = False
 
     @classmethod
@@ -74,8 +81,7 @@ class NoiseBatch:
         num_return_sequences runs that many copies of every prompt, which share its noise."""
         def repeat(tensor):
             return None if tensor is None else tensor.repeat_interleave(factor, dim=0)
-        return NoiseBatch(repeat(self.seeds), repeat(self.repeats), repeat(self.prompt_lengths), repeat(self.norms),
-                          self.left_padded)
+        return NoiseBatch(repeat(self.seeds), repeat(self.repeats), repeat(self.prompt_lengths), self.left_padded)
 
 
 class NoiseInjector:
@@ -86,14 +92,9 @@ class NoiseInjector:
         layers = sites.decoder_layers(model) if spec.site == "layer" else None
         self.spec = spec.validate_for_model(dim, len(layers) if layers is not None else 0)
         self.model = model
-        if self.spec.site == "embed":
-            self.module = sites.unwrap(model).get_input_embeddings()
-            self.reference_norm = sites.embedding_reference_norm(model)
-        else:
-            if tokenizer is None:
-                raise InputError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
-            self.module = layers[self.spec.layer]
-            self.reference_norm = sites.layer_reference_norm(model, self.module, tokenizer, max_length)
+        self.site = sites.SITES[self.spec.site](model, self.spec.layer)
+        self.module = self.site.module
+        self.reference_norm = self.site.reference_norm(tokenizer, max_length)
         self.body = sites.body(model)
         device = sites.unwrap(model).get_input_embeddings().weight.device
         self.sampler = NoiseSampler(self.spec, self.reference_norm, dim, device)
@@ -125,6 +126,7 @@ class NoiseInjector:
         ]
         try:
             yield hook
+            hook.close_block()
         finally:
             for handle in handles:
                 handle.remove()
@@ -153,6 +155,47 @@ def warn_if_rounded_away(noise_norm: float, reference_norm: float, dim: int, dty
         "dtype=float32.", UserWarning, stacklevel=3)
 
 
+class _DecodeBlock:
+    """The noise, times its multiplier and in the site's dtype, of positions
+    `positions[b, k]` = first position of row b + k, for the decoding steps whose KV cache
+    holds `start` + k tokens; and what each step served from it said about its positions."""
+
+    def __init__(self, start: int, positions: torch.Tensor, noise: torch.Tensor):
+        self.start, self.positions, self.noise = start, positions, noise
+        self.claims: list[tuple[int, dict]] = []  # (k, the step's position arguments)
+
+    def step_of(self, start: int, rows: int) -> int | None:
+        k = start - self.start
+        return k if 0 < k < self.positions.shape[1] and rows == self.positions.shape[0] else None
+
+    def check(self) -> None:
+        """Each served step's call against the block's positions: its position_ids, its
+        cache_position, and its attention mask's column for the token (real, so that
+        positions advance by one). One host sync per block."""
+        if not self.claims:
+            return
+        steps = torch.tensor([k for k, _ in self.claims], device=self.positions.device)
+        expected = self.positions.index_select(1, steps)
+        wrong = []
+        ids = [c.get("position_ids") for _, c in self.claims]
+        if all(isinstance(i, torch.Tensor) for i in ids):
+            if len({tuple(i.shape) for i in ids}) != 1 or ids[0].shape[1:] != (1,):
+                raise PositionsUnknown("decoding steps passed position_ids of different shapes")
+            said = torch.cat(ids, dim=1).to(expected.device, torch.int64)  # [1 or B, steps]: broadcasts
+            wrong.append((said != expected).any())
+        cache = [c.get("cache_position") for _, c in self.claims]
+        if all(isinstance(i, torch.Tensor) for i in cache):
+            wrong.append((torch.cat(cache).to(steps.device, torch.int64) != steps + self.start).any())
+        mask = self.claims[-1][1].get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            if mask.shape[1] <= self.start + self.claims[-1][0]:
+                raise PositionsUnknown("an attention mask does not cover the decoding steps")
+            wrong.append((mask.to(steps.device).index_select(1, steps + self.start) <= 0).any())
+        self.claims = []
+        if wrong and bool(torch.stack(wrong).any()):
+            raise PositionsUnknown("the decoding steps did not advance one position per row")
+
+
 class _NoiseHook:
     def __init__(self, injector: NoiseInjector, batch: NoiseBatch):
         self.injector = injector
@@ -161,15 +204,29 @@ class _NoiseHook:
         self.batch = batch
         self._positions: torch.Tensor | None = None  # of the body's current forward
         self._expanded: NoiseBatch | None = None  # the batch for beams / return sequences
+        self._block: _DecodeBlock | None = None
+        self._step: int | None = None  # this forward's step in the block
+        self._open_at: int | None = None  # this forward opens a block at this cache length
+        # Its output: with noise_reference=prompt, each sample's noise norm (float32 [B]),
+        # measured on its prompt in the first call.
+        self.prompt_norms: torch.Tensor | None = None
 
     def read_positions(self, module, args, kwargs):
         # Read now, before the forward runs: its layers append to the KV cache.
         tokens = args[0] if args else kwargs.get("input_ids")
         if tokens is None:
-            if self.spec.site == "embed":  # the embedding module would not run: no noise at all
-                raise InputError("hf-noise: noise_site=embed needs input_ids; this call passes inputs_embeds")
+            if self.injector.site.needs_input_ids:  # the site's module would not run: no noise at all
+                raise InputError(f"hf-noise: noise_site={self.spec.site_name} needs input_ids; this call passes "
+                                 "inputs_embeds")
             tokens = kwargs.get("inputs_embeds")
         rows, length = tokens.shape[:2]
+        start = cache_length(kwargs) if length == 1 and _BLOCK and not args[1:] else None
+        self._step = self._block.step_of(start, rows) if start is not None and self._block else None
+        if self._step is not None:  # served by the block: nothing computed now
+            self._block.claims.append((self._step, kwargs))
+            return
+        self.close_block()
+        self._open_at = start
         self._positions, padding_visible = call_positions(args, kwargs, rows, length, tokens.device)
         if self.batch.left_padded and not padding_visible:
             raise PositionsUnknown(
@@ -178,12 +235,41 @@ class _NoiseHook:
             )
 
     def forget_positions(self, module, args, output):
-        self._positions = None
+        self._positions = self._step = self._open_at = None
+
+    def close_block(self) -> None:
+        if self._block is not None:
+            block, self._block = self._block, None
+            block.check()
 
     def __call__(self, module, inputs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        noised = self._add_noise(hidden)
+        if self._step is not None:
+            noised = hidden + self._block.noise[:, self._step : self._step + 1]
+        elif self._open_at is not None and self._opens_block(hidden):
+            noised = hidden + self._block.noise[:, :1]
+        else:
+            noised = self._add_noise(hidden)
         return (noised, *output[1:]) if isinstance(output, tuple) else noised
+
+    def _opens_block(self, hidden: torch.Tensor) -> bool:
+        """Draw the block of the decoding steps from this one's positions on; False (this
+        step drawn alone) where a row's token is padding or the reference is not known yet."""
+        rows, _, dim = hidden.shape
+        batch = self._batch_for(rows)
+        first = self._positions_of(hidden)
+        if (self.spec.reference == "prompt" and self.prompt_norms is None) or bool((first < 0).any()):
+            return False
+        positions = first + torch.arange(_BLOCK, device=first.device)
+        noise = torch.empty((rows, _BLOCK, dim), dtype=hidden.dtype, device=hidden.device)
+        step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
+        for chunk_start in range(0, _BLOCK, step):
+            chunk = slice(chunk_start, min(_BLOCK, chunk_start + step))
+            chunk_positions = positions[:, chunk]
+            drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows))
+            noise[:, chunk] = (drawn * self._multiplier(batch, chunk_positions)[..., None]).to(hidden.dtype)
+        self._block = _DecodeBlock(self._open_at, positions, noise)
+        return True
 
     def _positions_of(self, hidden: torch.Tensor) -> torch.Tensor:
         rows, length = hidden.shape[:2]
@@ -203,18 +289,23 @@ class _NoiseHook:
         rows, length, dim = hidden.shape
         batch = self._batch_for(rows)
         positions = self._positions_of(hidden)
-        if self.spec.reference == "prompt" and batch.norms is None:
-            batch.norms = self._prompt_norms(batch, hidden, positions)
-            if batch is not self.batch:  # keep one norm per sample for the record
-                self.batch.norms = batch.norms[:: rows // self.batch.seeds.shape[0]]
+        if self.spec.reference == "prompt" and self.prompt_norms is None:
+            self.prompt_norms = self._prompt_norms(batch, hidden, positions)[:: rows // self.batch.seeds.shape[0]]
+        norms = self._norms_for(rows)
         out = hidden.clone()
         step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
         for chunk_start in range(0, length, step):
             chunk = slice(chunk_start, min(length, chunk_start + step))
             chunk_positions = positions[:, chunk]
-            noise = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, batch.norms)
+            noise = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, norms)
             out[:, chunk] += (noise * self._multiplier(batch, chunk_positions)[..., None]).to(out.dtype)
         return out
+
+    def _norms_for(self, rows: int) -> torch.Tensor | None:
+        """prompt_norms per row of a call (beams and return sequences repeat each sample)."""
+        if self.prompt_norms is None:
+            return None
+        return self.prompt_norms.repeat_interleave(rows // self.prompt_norms.shape[0])
 
     def _batch_for(self, rows: int) -> NoiseBatch:
         size = self.batch.seeds.shape[0]
@@ -244,8 +335,7 @@ class _NoiseHook:
         the row's prompt tokens (for the embed site, mean_i ||E(x_i)||), times the noise
         per unit of reference. Measured in the first call, which holds the whole prompt."""
         in_prompt = (positions >= 0) & (positions < batch.prompt_lengths[:, None])
-        if self.spec.site == "layer":  # as for the calibration: the first position is an outlier
-            in_prompt &= (positions > 0) | (batch.prompt_lengths[:, None] == 1)
+        in_prompt = self.injector.site.prompt_positions(in_prompt, positions, batch.prompt_lengths)
         if not torch.all(in_prompt.any(dim=1)):
             raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
         norms = hidden.detach().float().norm(dim=-1) * in_prompt

@@ -71,11 +71,11 @@ def _call_columns(kwargs: dict, length: int, device) -> tuple[torch.Tensor, int 
             raise PositionsUnknown(f"cache_position of shape {tuple(cache_position.shape)} for {length} tokens")
         on_host = cache_position.device.type == "cpu"  # read on a GPU it would cost a sync per step
         return cache_position.to(device=device, dtype=torch.int64), int(cache_position[-1]) + 1 if on_host else None
-    start = _cache_length(kwargs) or 0  # no cache: the call holds the whole sequence
+    start = cache_length(kwargs) or 0  # no cache: the call holds the whole sequence
     return torch.arange(start, start + length, device=device), start + length
 
 
-def _cache_length(kwargs: dict) -> int | None:
+def cache_length(kwargs: dict) -> int | None:
     """Tokens already in the KV cache: from a cache object under any argument name (5.x
     renamed it), None when the call carries no cache (a forward without past)."""
     for name, value in kwargs.items():

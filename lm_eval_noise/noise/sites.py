@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import InputError
+
 CALIBRATION_TEXT = (
     "The history of science is full of small observations that changed how people "
     "understood the world. A farmer notices that one field yields more grain than "
@@ -143,3 +145,47 @@ def reference_norms(model: nn.Module, tokenizer, max_length: int = 2048) -> dict
     for index, norm in enumerate(layer_reference_norms(model, layers, tokenizer, max_length)):
         norms[f"layer:{index}"] = norm
     return norms
+
+
+# ---------------------------------------------------------------- the sites themselves
+# A site: the module whose output gets the noise, the reference norm sigma_scale is
+# relative to, and which prompt positions a per-prompt reference (noise_reference=prompt)
+# averages over. Adding a site (attention or MLP output, say) is one class in SITES.
+
+
+class EmbeddingSite:
+    """The input embedding's output: the token vectors (after any scale the module applies)."""
+
+    needs_input_ids = True  # the module does not run on a call that passes inputs_embeds
+
+    def __init__(self, model: nn.Module, layer: int | None = None):
+        self.model = model
+        self.module = unwrap(model).get_input_embeddings()
+
+    def reference_norm(self, tokenizer, max_length: int) -> float:
+        return embedding_reference_norm(self.model)
+
+    def prompt_positions(self, in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+        return in_prompt
+
+
+class LayerSite:
+    """Decoder layer L's output: the residual stream after it."""
+
+    needs_input_ids = False
+
+    def __init__(self, model: nn.Module, layer: int):
+        self.model = model
+        self.module = decoder_layers(model)[layer]
+
+    def reference_norm(self, tokenizer, max_length: int) -> float:
+        if tokenizer is None:
+            raise InputError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
+        return layer_reference_norm(self.model, self.module, tokenizer, max_length)
+
+    def prompt_positions(self, in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+        # As for the calibration: the first position is an outlier (unless it is all there is).
+        return in_prompt & ((positions > 0) | (lengths[:, None] == 1))
+
+
+SITES = {"embed": EmbeddingSite, "layer": LayerSite}
