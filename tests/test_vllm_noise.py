@@ -133,11 +133,29 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
     for name, args in refused.items():
         with pytest.raises(InputError, match=f"vllm-noise: {name}="):
             _vllm(path, sigma_scale=0.5, **args)
-    noisy = _vllm(path, sigma_scale=0.5)
-    request = Instance("loglikelihood", {}, ("def f(", "x)"), 0)
-    with pytest.raises(InputError, match="loglikelihood tasks under noise are not served"):
-        noisy.loglikelihood([request])
-    assert noisy.get_model_info()["noise"]["engine"] == "vllm"
+    assert _vllm(path, sigma_scale=0.5).get_model_info()["noise"]["engine"] == "vllm"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [{"sigma_scale": 1.5}, {"sigma_scale": 1.5, "noise_positions": "generated",
+                                                          "noise_site": "layer:1"}])
+def test_scoring_under_noise_gives_hf_noise_values(demo_model, args):
+    """loglikelihood (a question's choices share their context's noise; continuation
+    positions count as generated) and loglikelihood_rolling, repeats included."""
+    path, prompts = demo_model
+    pairs = [(prompts[0], "    return x + y\n"), (prompts[0], "    return x - y\n"), (prompts[1], "    return 0\n")]
+    questions = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    questions = [q for q in questions for _ in range(2)]  # two repeats: two draws
+    texts = [Instance("loglikelihood_rolling", {}, (prompt,), i) for i, prompt in enumerate(prompts[:2])]
+    values = {}
+    for name, lm in (("vllm", _vllm(path, **args)), ("hf", _hf(path, **args)), ("quiet", _hf(path))):
+        values[name] = ([score for score, _ in lm.loglikelihood(questions)], lm.loglikelihood_rolling(texts))
+        del lm
+    for ours, theirs, quiet in zip(values["vllm"], values["hf"], values["quiet"]):
+        assert ours == pytest.approx(theirs, abs=2e-3)  # two engines' kernels, float32
+        assert max(abs(a - b) for a, b in zip(ours, quiet)) > 0.05  # the noise is there
+    scores = values["vllm"][0]
+    assert scores[0] != scores[1]  # the repeats of a question get two draws
 
 
 @pytest.mark.slow

@@ -3,13 +3,16 @@
 The same arguments (NoiseSpec), the same seeding rule (seeding.generation_seeds: a
 sample's seed from noise_seed, its context and its repeat index) and the same sampler;
 the hook runs inside vLLM's worker (vllm_worker.py). Each request carries its sample
-seed and repeat index to the worker in `SamplingParams.extra_args`, so the noise of a
-sample depends on nothing vLLM's scheduler decides (batching, order, preemption).
+seed, repeat index and (for scoring) where its context ends to the worker in
+`SamplingParams.extra_args`, so the noise of a sample depends on nothing vLLM's
+scheduler decides (batching, order, preemption). Scoring requests get hf-noise's
+seeds (a loglikelihood pair's from its context tokens, a rolling window's from its
+tokens), scored in one pass per repeat index as hf-noise does.
 
 Under noise the engine runs eagerly (hooks do not fire inside compiled graphs) and
 without prefix caching (a cached prefix would carry another sample's noise). What is
-not served is refused with one line: loglikelihood requests under noise,
-`noise_reference=prompt`, `random_prefix`, tensor and data parallel.
+not served is refused with one line: `noise_reference=prompt`, `random_prefix`, tensor
+and data parallel.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from ..errors import InputError
 from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
 from ..noise.sites import _CALIBRATION_MAX_TOKENS, CALIBRATION_TEXT, count_layers
+from .model import _in_parts, _unambiguous_passes
 from .provenance import stack_versions
-from .seeding import generation_seeds
+from .seeding import generation_seeds, loglikelihood_seed, repeat_indices, rolling_seed
 from .vllm_worker import EXTRA_ARGS_KEY
 
 
@@ -81,6 +85,8 @@ class VLLMNoiseLM(VLLM):
             kwargs.update(enforce_eager=True, enable_prefix_caching=False)
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
         super().__init__(pretrained=pretrained, **kwargs)
+        self._scoring_repeat = 0
+        self._scoring_table: dict[tuple, dict] | None = None  # a scoring pass: tokens -> its sample
         self.noise_record = self._install_noise()
         print(f"vllm-noise: {self.noise_record}", file=sys.stderr, flush=True)
 
@@ -123,17 +129,70 @@ class VLLMNoiseLM(VLLM):
             kwargs["extra_args"] = {EXTRA_ARGS_KEY: sample}
         return kwargs, until, max_gen_toks
 
+    # --- scoring: hf-noise's seeds, one pass per repeat index -----------------------
+
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        self._refuse_scoring()
-        return super().loglikelihood(requests, disable_tqdm)
+        return self._by_repeat(super().loglikelihood, requests, disable_tqdm)
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        self._refuse_scoring()
-        return super().loglikelihood_rolling(requests, disable_tqdm)
+        return self._by_repeat(super().loglikelihood_rolling, requests, disable_tqdm)
 
-    def _refuse_scoring(self) -> None:
-        if self.noise_spec.active:
-            raise InputError("vllm-noise: loglikelihood tasks under noise are not served; use hf-noise")
+    def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
+        if not self.noise_spec.active:
+            return score(requests, disable_tqdm=disable_tqdm)
+        passes: dict[int, list[int]] = {}
+        for index, repeat in enumerate(repeat_indices(requests)):
+            passes.setdefault(repeat, []).append(index)
+
+        def score_pass(repeat, indices):
+            self._scoring_repeat = repeat
+            return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
+
+        try:
+            return _in_parts(len(requests), passes.items(), score_pass)
+        finally:
+            self._scoring_repeat = 0
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False):
+        if not self.noise_spec.active:
+            return super()._loglikelihood_tokens(requests, disable_tqdm)
+        keyed = [self._scoring_row(*request) for request in requests]
+
+        def score_pass(table, indices):
+            self._scoring_table = table
+            return super(VLLMNoiseLM, self)._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm)
+
+        try:
+            return _in_parts(len(requests), _unambiguous_passes(keyed), score_pass)
+        finally:
+            self._scoring_table = None
+
+    def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, dict]:
+        """(the tokens VLLM._loglikelihood_tokens sends, truncated as it does; their sample)."""
+        if key is None:  # a rolling window: its tokens are its content
+            seed = rolling_seed(self.noise_spec.seed, [*context, *continuation], self._scoring_repeat)
+        else:  # the context's tokens alone, so the choices of a question share noise
+            seed = loglikelihood_seed(self.noise_spec.seed, context, self._scoring_repeat)
+        tokens = (context + continuation)[-(self.max_length - 1):]
+        sample = {"seed": seed, "repeat": self._scoring_repeat,
+                  "prompt_length": max(0, len(tokens) - len(continuation))}
+        return tuple(tokens), sample
+
+    def _model_generate(self, requests, generate: bool = False, sampling_params=None):
+        if generate or self._scoring_table is None:
+            return super()._model_generate(requests, generate, sampling_params)
+        from vllm import SamplingParams, TokensPrompt
+
+        params = []
+        for tokens in requests:  # VLLM's scoring parameters, each with its sample
+            sample = self._scoring_table.get(tuple(tokens))
+            if sample is None:
+                raise RuntimeError("vllm-noise: a scoring input arrived that no request registered")
+            params.append(SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False,
+                                         extra_args={EXTRA_ARGS_KEY: sample}))
+        return self.model.generate([TokensPrompt(prompt_token_ids=tokens) for tokens in requests],
+                                   sampling_params=params, use_tqdm=self.batch_size == "auto",
+                                   lora_request=self.lora_request)
 
 
 def _with_sample(request, seed: int, repeat: int):

@@ -19,7 +19,7 @@ from ..noise import sites
 from ..noise.sampler import NoiseSampler
 from ..noise.spec import NoiseSpec
 
-EXTRA_ARGS_KEY = "lm_eval_noise"  # {"seed": int, "repeat": int}
+EXTRA_ARGS_KEY = "lm_eval_noise"  # {"seed": int, "repeat": int, "prompt_length": int (scoring)}
 
 
 class NoiseWorkerExtension:
@@ -160,9 +160,10 @@ class _NoiseHook:
             count = end - start
             seeds += [seed] * count
             repeats += [repeat] * count
-            # Requests without a seed get a prompt that never ends and positions="prompt"
-            # semantics do not apply: their multiplier is zeroed below.
-            lengths += [requests[req_id].num_prompt_tokens if carried else -1] * count
+            # A scoring request says where its context ends (the rest is continuation, as
+            # hf-noise counts it); a request without a seed gets -1: multiplier 0 below.
+            length = carried.get("prompt_length", requests[req_id].num_prompt_tokens) if carried else -1
+            lengths += [length] * count
         if not noisy:
             return None
         device = positions.device
