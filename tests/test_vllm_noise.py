@@ -61,6 +61,7 @@ VARIANTS = {
     "layer per sequence": {"sigma_scale": 1.5, "noise_site": "layer:0", "noise_scope": "per_sequence"},
     "generated positions, schedule": {"sigma_scale": 2.0, "noise_positions": "generated",
                                       "noise_schedule": "linear:12"},
+    "random prefix, no noise": {"random_prefix": 8},
 }
 
 
@@ -123,7 +124,7 @@ def test_outputs_do_not_depend_on_batching_and_plain_requests_stay_plain(demo_mo
 def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
     path, _ = demo_model
     refused = {
-        "random_prefix": {"random_prefix": 8},
+        "random_prefix": {"random_prefix": -1},
         "noise_reference": {"noise_reference": "prompt"},
         "data_parallel_size": {"data_parallel_size": 2},
         "tensor_parallel_size": {"tensor_parallel_size": 2},

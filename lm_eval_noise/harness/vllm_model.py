@@ -11,8 +11,8 @@ tokens), scored in one pass per repeat index as hf-noise does.
 
 Under noise the engine runs eagerly (hooks do not fire inside compiled graphs) and
 without prefix caching (a cached prefix would carry another sample's noise). What is
-not served is refused with one line: `noise_reference=prompt`, `random_prefix`, tensor
-and data parallel.
+not served is refused with one line: `noise_reference=prompt`, tensor and data
+parallel.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from ..errors import InputError
 from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
 from ..noise.sites import _CALIBRATION_MAX_TOKENS, CALIBRATION_TEXT, count_layers
-from .model import _in_parts, _unambiguous_passes
+from .model import _in_parts, _prefixed, _unambiguous_passes
 from .provenance import stack_versions
-from .seeding import generation_seeds, loglikelihood_seed, repeat_indices, rolling_seed
+from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 from .vllm_worker import EXTRA_ARGS_KEY
 
 
@@ -67,8 +67,8 @@ class VLLMNoiseLM(VLLM):
     def __init__(self, pretrained, random_prefix: int = 0, **kwargs):
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
         active = self.noise_spec.active
+        self.random_prefix = _random_prefix_length(random_prefix)
         refusals = {
-            "random_prefix": (str(random_prefix) not in ("0", ""), "0 (vllm-noise does not serve it; use hf-noise)"),
             "noise_reference": (self.noise_spec.reference == "prompt", "vocab (prompt is hf-noise only)"),
             "tensor_parallel_size": (int(kwargs.get("tensor_parallel_size", 1)) != 1, "1 (not yet tested)"),
             "data_parallel_size": (int(kwargs.get("data_parallel_size", 1)) != 1,
@@ -80,7 +80,7 @@ class VLLMNoiseLM(VLLM):
         }
         for name, (refused, valid) in refusals.items():
             if refused:
-                raise InputError(f"vllm-noise: {name}={kwargs.get(name, random_prefix)!r}: valid: {valid}")
+                raise InputError(f"vllm-noise: {name}={kwargs.get(name)!r}: valid: {valid}")
         if active:
             kwargs.update(enforce_eager=True, enable_prefix_caching=False)
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
@@ -110,12 +110,15 @@ class VLLMNoiseLM(VLLM):
 
     def get_model_info(self) -> dict:
         return {"noise": {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm",
-                          "random_prefix": 0, "versions": stack_versions()}}
+                          "random_prefix": self.random_prefix, "versions": stack_versions()}}
 
     def generate_until(self, requests, disable_tqdm: bool = False):
+        seeds = generation_seeds(requests, self.noise_spec.seed)
+        if self.random_prefix:  # as hf-noise: the seed from the request as the task made it
+            requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
+                        for request, (seed, _) in zip(requests, seeds)]
         if not self.noise_spec.active:
             return super().generate_until(requests, disable_tqdm)
-        seeds = generation_seeds(requests, self.noise_spec.seed)
         carried = [_with_sample(request, seed, repeat) for request, (seed, repeat) in zip(requests, seeds)]
         return super().generate_until(carried, disable_tqdm)
 
@@ -193,6 +196,16 @@ class VLLMNoiseLM(VLLM):
         return self.model.generate([TokensPrompt(prompt_token_ids=tokens) for tokens in requests],
                                    sampling_params=params, use_tqdm=self.batch_size == "auto",
                                    lora_request=self.lora_request)
+
+
+def _random_prefix_length(value) -> int:
+    try:
+        length = int(value)
+    except (TypeError, ValueError):
+        length = -1
+    if length < 0:
+        raise InputError(f"vllm-noise: random_prefix={value!r}: valid: an integer >= 0 (characters; 0 = off)")
+    return length
 
 
 def _with_sample(request, seed: int, repeat: int):
