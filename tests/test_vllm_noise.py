@@ -130,9 +130,11 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
         "tensor_parallel_size": {"tensor_parallel_size": 2},
         "enable_prefix_caching": {"enable_prefix_caching": True},
         "enforce_eager": {"enforce_eager": False},
+        "pipeline_parallel_size": {"pipeline_parallel_size": 2},
+        "speculative_config": {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2}},
     }
     for name, args in refused.items():
-        with pytest.raises(InputError, match=f"vllm-noise: {name}="):
+        with pytest.raises(InputError, match=re.escape(f"vllm-noise: {name}={args[name]!r}: valid")):
             _vllm(path, sigma_scale=0.5, **args)
     assert _vllm(path, sigma_scale=0.5).get_model_info()["noise"]["engine"] == "vllm"
 

@@ -11,8 +11,8 @@ tokens), scored in one pass per repeat index as hf-noise does.
 
 Under noise the engine runs eagerly (hooks do not fire inside compiled graphs) and
 without prefix caching (a cached prefix would carry another sample's noise). What is
-not served is refused with one line: `noise_reference=prompt`, tensor and data
-parallel.
+not served is refused with one line: `noise_reference=prompt`, tensor, pipeline and
+data parallel, speculative decoding.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ _SAMPLE_KEY = "_lm_eval_noise_sample"  # in a request's gen_kwargs copy, on its 
 @register_model("vllm-noise")
 class VLLMNoiseLM(VLLM):
     def __init__(self, pretrained, random_prefix: int = 0, **kwargs):
+        given = dict(kwargs)  # as the user wrote them, for the messages
         self.noise_spec = NoiseSpec.from_model_args(kwargs)
         active = self.noise_spec.active
         self.random_prefix = _random_prefix_length(random_prefix)
@@ -77,12 +78,20 @@ class VLLMNoiseLM(VLLM):
                               "True under noise (hooks do not fire in compiled graphs)"),
             "enable_prefix_caching": (active and str(kwargs.get("enable_prefix_caching", False)) in ("True", "true"),
                                       "False under noise (a cached prefix would carry another sample's noise)"),
+            "pipeline_parallel_size": (int(kwargs.get("pipeline_parallel_size", 1)) != 1,
+                                       "1 (the hooked layer may live on another rank)"),
+            "speculative_config": (active and kwargs.get("speculative_config") is not None,
+                                   "none under noise (a drafter shares the hooked embedding)"),
         }
         for name, (refused, valid) in refusals.items():
             if refused:
-                raise InputError(f"vllm-noise: {name}={kwargs.get(name)!r}: valid: {valid}")
+                raise InputError(f"vllm-noise: {name}={given.get(name)!r}: valid: {valid}")
+        # Hooks do not fire in compiled graphs: eager under noise, and for a layer site
+        # always (its reference norm is measured by a hook on a calibration request).
+        if active or self.noise_spec.site == "layer":
+            kwargs["enforce_eager"] = True
         if active:
-            kwargs.update(enforce_eager=True, enable_prefix_caching=False)
+            kwargs["enable_prefix_caching"] = False
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
         super().__init__(pretrained=pretrained, **kwargs)
         self._scoring_repeat = 0
