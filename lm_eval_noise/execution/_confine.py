@@ -244,8 +244,10 @@ def _has_capabilities():
 # reaches no program until it is listed here. Names unknown to the architecture are skipped.
 _ALLOWED = (
     # memory
+    # (no memfd_create: its pages are neither address space nor a file of a capped tmpfs,
+    # so without a cgroup no limit would hold them; libffi falls back to a file)
     "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore", "msync", "membarrier",
-    "pkey_alloc", "pkey_free", "pkey_mprotect", "memfd_create",
+    "pkey_alloc", "pkey_free", "pkey_mprotect", "mlock", "mlock2", "munlock", "mlockall", "munlockall",
     # files and descriptors
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2",
     "pwritev2", "open", "openat", "openat2", "creat", "close", "close_range", "lseek", "dup",
@@ -257,7 +259,12 @@ _ALLOWED = (
     "ftruncate", "fallocate", "fsync", "fdatasync", "sync_file_range", "fadvise64", "readahead",
     "utime", "utimes", "utimensat", "futimesat", "sendfile", "copy_file_range", "getxattr",
     "lgetxattr", "fgetxattr", "listxattr", "llistxattr", "flistxattr", "setxattr", "lsetxattr",
-    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr",
+    "fsetxattr", "removexattr", "lremovexattr", "fremovexattr", "chown", "fchown", "fchownat", "lchown",
+    "mknod", "mknodat", "sync", "syncfs", "inotify_init", "inotify_init1", "inotify_add_watch",
+    "inotify_rm_watch",
+    # System V IPC: a namespace of the program's own, gone with it
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop", "semctl", "msgget", "msgsnd",
+    "msgrcv", "msgctl",
     # waiting
     "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl",
     "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "timerfd_create",
