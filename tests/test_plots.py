@@ -62,3 +62,12 @@ def test_two_tasks_get_a_set_of_plots_each(tmp_path):
     names = {p.name for p in plots.write_plots(_board(code + chat), tmp_path)}
     assert "passk_vs_k-toy-humaneval_noise.png" in names and "per_problem-toy-lmsys_noise.png" in names
     assert not any(name.startswith("passk_vs_k-toy-lmsys") for name in names)
+
+
+def test_a_run_without_the_verdicts_metrics_does_not_hide_the_plots(tmp_path):
+    runs = sweep(np.random.default_rng(4), problems=12, noise=[("noise-a", 0.6, 0.0)])
+    runs.append({"name": "nucleus-0.9", "method": "nucleus", "temperature": None, "scale": None,
+                 "per_problem": {"distinct_2": dict(runs[1]["per_problem"]["distinct_2"])}})  # no pass@k
+    written = plots.write_plots(_board(_entries(runs, "humaneval_noise")), tmp_path)
+    assert [p.name for p in written] == ["passk_vs_k.png", "correctness_vs_diversity.png",
+                                         "matched_differences.png", "per_problem.png"]

@@ -15,12 +15,13 @@ diversity the pairwise edit distance. Every title says what its intervals rest o
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import stats
-from .verdict import CHAT_QUALITY, merge_replicates, shared_axes
+from .verdict import CHAT_QUALITY, is_noise, merge_replicates, shared_axes
 
 _VERDICT_COLOURS = {"success": "tab:green", "partial": "tab:blue", "null": "tab:red", "undetermined": "tab:gray"}
 
@@ -171,7 +172,10 @@ def _per_problem_view(plt, runs, entries, axes, path) -> bool:
     if not problems:
         return False
     values = np.array([[table.get(p, np.nan) for p in problems] for table in tables])
-    order = np.argsort(-np.nanmean(np.where(np.isnan(values), -np.inf, values), axis=0), kind="stable")
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a problem no run scored: all-NaN mean
+        means = np.nanmean(values, axis=0)
+    order = np.argsort(-np.nan_to_num(means, nan=-np.inf), kind="stable")
     figure, axis = plt.subplots(figsize=(min(20, max(9, 4 + 0.12 * len(problems))), 1.8 + 0.35 * len(runs)))
     image = axis.imshow(values[:, order], aspect="auto", interpolation="nearest", cmap="viridis",
                         **({"vmin": 0, "vmax": 1} if kind == "code" else {}))
@@ -213,10 +217,14 @@ def write_plots(board: dict, folder: Path) -> list[Path]:
     written = []
     for model, task in groups:
         entries = [e for e in board["runs"] if (e["model"], e["task"]) == (model, task)]
-        runs = _runs_of(entries)
-        axes = shared_axes(runs)
+        # The verdict's axes: those greedy, the temperatures and the noise runs share;
+        # other runs are drawn where they have them.
+        judged = [r for r in _runs_of(entries)
+                  if r["method"] in ("greedy", "temperature") or is_noise(r["method"], r["scale"])]
+        axes = shared_axes(judged) if judged else None
         if axes is None:
             continue
+        runs = [r for r in _runs_of(entries) if all(m in r["per_problem"] for m in (axes[1], *axes[2]))]
         rows = [r for r in board["verdicts"] if (r["model"], r["task"]) == (model, task)]
         suffix = "" if len(groups) == 1 else "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{Path(model).name}-{task}")
         for name, draw, data in (("passk_vs_k", _passk_vs_k, runs),

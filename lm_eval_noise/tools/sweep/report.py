@@ -29,7 +29,8 @@ _UNIT_INTERVAL = ("pass@", "compile_rate", "empty_rate", "degenerate_rate", "dis
                   "pairwise_bleu", "edit_distance")
 LEVEL = stats.LEVEL
 INTERVALS = ("Student-t over problems; metrics in [0, 1] widened to a Wilson interval at the effective "
-             "number of problems (lm_eval_noise/tools/sweep/stats.py)")
+             "number of problems, and their paired differences to at least +-z^2/(n+z^2) "
+             "(lm_eval_noise/tools/sweep/stats.py)")
 
 
 def per_doc_metrics(run_dir: Path) -> dict[str, dict[int, float]]:
