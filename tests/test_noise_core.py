@@ -319,8 +319,8 @@ def test_noise_is_drawn_in_bounded_chunks_and_once_per_block_of_decoding_steps(t
     shapes = []
     sample = injector.sampler.sample
 
-    def recording_sample(seeds, repeats, positions, norms=None):
-        out = sample(seeds, repeats, positions, norms)
+    def recording_sample(seeds, repeats, positions, norms=None, **options):
+        out = sample(seeds, repeats, positions, norms, **options)
         shapes.append(tuple(out.shape))
         return out
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import pytest
 import torch
 from test_positions import Recorder
@@ -13,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from lm_eval_noise.demo.toymodels import build_model, build_tokenizer
 from lm_eval_noise.noise import NoiseInjector, NoiseSpec, hooks, inject_noise
+from lm_eval_noise.noise import rng as noise_rng
 from lm_eval_noise.noise.positions import PositionsUnknown
 
 NEW_TOKENS = 128
@@ -40,6 +42,17 @@ class _Counter(TorchDispatchMode):
 @pytest.fixture(scope="module")
 def model():
     return build_model("llama", vocab_size=512, hidden_size=64, num_layers=2, num_heads=4)
+
+
+@pytest.fixture(scope="module")
+def matrix_files(tmp_path_factory) -> dict[str, str]:
+    """A cov_sqrt (d x d) and a noise_vectors (K x d) file for the toy model (d = 64)."""
+    root = tmp_path_factory.mktemp("matrices")
+    rng = np.random.default_rng(0)
+    factor = rng.standard_normal((64, 64)).astype(np.float32)
+    np.save(root / "cov_sqrt.npy", factor @ factor.T / 64 + np.eye(64, dtype=np.float32))
+    np.save(root / "vectors.npy", rng.standard_normal((5, 64)).astype(np.float32))
+    return {"cov_sqrt": str(root / "cov_sqrt.npy"), "vectors": str(root / "vectors.npy")}
 
 
 def _padded_batch():
@@ -81,24 +94,33 @@ SCENARIOS = {
     **{name: (args, {}) for name, args in VARIANTS.items()},
     "two return sequences": ({"sigma_scale": 0.5}, {"num_return_sequences": 2, "do_sample": True}),
     "no cache": ({"sigma_scale": 0.5}, {"use_cache": False}),
+    # A matrix product's rounding depends on how many rows it multiplies at once (on a
+    # CPU, below 4 rows a step takes another kernel than a block of 2 x 64 rows).
+    "cov_sqrt": ({"sigma_scale": 0.5, "noise_cov_sqrt": "{cov_sqrt}"}, {"rows": 2}),
+    "cov_sqrt, 4 rows": ({"sigma_scale": 0.5, "noise_cov_sqrt": "{cov_sqrt}"}, {}),
+    "cov_sqrt per sequence": ({"sigma_scale": 0.5, "noise_cov_sqrt": "{cov_sqrt}", "noise_scope": "per_sequence"}, {}),
+    "vectors": ({"noise_norm": 2.0, "noise_vectors": "{vectors}"}, {}),
 }
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("block", [5, 64])
-def test_blocks_add_exactly_the_noise_drawn_step_by_step(model, scenario, block):
+def test_blocks_add_exactly_the_noise_drawn_step_by_step(model, matrix_files, scenario, block):
     """Bit for bit, at every model call: the noise each call added with blocks (of 5, so
     that steps cross block boundaries, and the default) and with the noise drawn step by
     step (today's rule of seed, position and coordinate), and the tokens generated."""
     args, generate = SCENARIOS[scenario]
-    spec = NoiseSpec.from_model_args(dict(args))
+    generate = dict(generate)
+    rows = generate.pop("rows", 4)
+    spec = NoiseSpec.from_model_args({k: v.format(**matrix_files) if isinstance(v, str) else v
+                                      for k, v in args.items()})
     injector = NoiseInjector(model, spec, tokenizer=build_tokenizer())
-    ids, mask = _padded_batch()
+    ids, mask = (part[:rows] for part in _padded_batch())
     added, tokens = {}, {}
     for size in (0, block):
         torch.manual_seed(0)  # the sampling of return sequences
         recorder = Recorder(injector, block=size)
-        tokens[size] = recorder.run(model, range(4), lambda: model.generate(
+        tokens[size] = recorder.run(model, range(rows), lambda: model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=12, min_new_tokens=12, pad_token_id=0,
             **{"do_sample": False, **generate}), attention_mask=mask)
         added[size] = recorder.added
@@ -124,3 +146,31 @@ def test_a_call_that_does_not_advance_one_position_per_step_is_an_error(model):
             step = out.logits[:, -1:].argmax(-1)
             out = model(input_ids=step, attention_mask=mask, position_ids=positions[:, -1:],  # stands still
                         past_key_values=cache)
+
+
+# Recorded from the generator before the decoding blocks existed (commit aae1299): the
+# 24-bit uniforms behind `gaussian` and its first normals, for two seeds (one using the
+# high 32 bits) at positions including per-sequence (-1) and a far one.
+PINNED_SEEDS = [0, 2**62 + 12345]
+PINNED_POSITIONS = [[0, 1, 4097], [-1, 7, 100000]]
+PINNED_UNIFORMS = [
+    [[7064687, 8132887, 14680955], [1157290, 9534450, 10358752], [9076916, 8594425, 13924920]],
+    [[5950493, 12948819, 5792042], [16646709, 3728768, 5516365], [15096356, 6732949, 11955451]],
+]
+PINNED_NORMALS = [  # [row][position][coordinate], coordinates 0 and 3 of 5
+    [["0x1.48ab5ep+0", "-0x1.245d38p-2"], ["-0x1.76539cp-1", "0x1.18d2f4p+1"], ["-0x1.100a5cp-4", "-0x1.1b3e48p+0"]],
+    [["-0x1.6bf93p+0", "-0x1.d17f18p-3"], ["0x1.038b4ap-4", "-0x1.b936a8p-4"], ["0x1.9d14a8p-2", "0x1.c2964p-3"]],
+]
+
+
+def test_the_generator_draws_what_it_drew_before_the_blocks():
+    """The hash is pinned exactly; the normals go through log and cos, whose last bit a
+    different CPU's vector code may round otherwise, so they are held to a few ulp."""
+    seeds = torch.tensor(PINNED_SEEDS, dtype=torch.int64)
+    positions = torch.tensor(PINNED_POSITIONS, dtype=torch.int64)
+    keys = noise_rng._position_keys(seeds, positions, noise_rng._STREAM_A)
+    coords = noise_rng._coordinate_keys(3, seeds.device, noise_rng._COORD_SALT)
+    assert noise_rng._uniform24(keys, coords).tolist() == PINNED_UNIFORMS
+    normals = noise_rng.gaussian(seeds, positions, 5)[..., [0, 3]]
+    pinned = torch.tensor([[[float.fromhex(x) for x in pair] for pair in row] for row in PINNED_NORMALS])
+    torch.testing.assert_close(normals, pinned, rtol=4 * 2.0**-23, atol=0)

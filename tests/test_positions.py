@@ -38,9 +38,9 @@ class Recorder:
     def run(self, model, seeds, call, **batch):
         sample = self.injector.sampler.sample
 
-        def spy(seeds_, repeats, positions, norms=None):
+        def spy(seeds_, repeats, positions, norms=None, **options):
             self.positions.append(positions.tolist())
-            return sample(seeds_, repeats, positions, norms)
+            return sample(seeds_, repeats, positions, norms, **options)
 
         def clean(module, inputs, output):
             self._clean.append(_hidden(output).detach().clone())
@@ -172,9 +172,9 @@ def test_the_hook_used_the_true_positions_through_hf_noise_at_batch_size_1(toy_p
     sample = lm.injector.sampler.sample
     used = []
 
-    def spy(seeds, repeats, positions, norms=None):
+    def spy(seeds, repeats, positions, norms=None, **options):
         used.append(positions[0].tolist())
-        return sample(seeds, repeats, positions, norms)
+        return sample(seeds, repeats, positions, norms, **options)
 
     lm.injector.sampler.sample = spy
     lm.generate_until(generation_requests(prompts=[PROMPT], max_gen_toks=3))

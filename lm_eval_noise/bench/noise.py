@@ -73,24 +73,29 @@ def _operations(lm, requests) -> int:
 
 @contextmanager
 def _timed_hook(totals: dict, name: str):
-    """Accumulate wall time spent inside the noise hook into totals[name] (CPU only:
-    on an accelerator the hook's kernels run asynchronously)."""
+    """Accumulate wall time spent inside the noise hooks (the site's hook and the one that
+    reads each call's positions) into totals[name] (CPU only: on an accelerator the
+    hooks' kernels run asynchronously)."""
     from ..noise import hooks
 
-    original = hooks._NoiseHook.__call__
+    originals = {method: getattr(hooks._NoiseHook, method) for method in ("__call__", "read_positions")}
 
-    def timed(self, *args):
-        start = time.perf_counter()
-        try:
-            return original(self, *args)
-        finally:
-            totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+    def timed(original):
+        def method(self, *args):
+            start = time.perf_counter()
+            try:
+                return original(self, *args)
+            finally:
+                totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return method
 
-    hooks._NoiseHook.__call__ = timed
+    for method, original in originals.items():
+        setattr(hooks._NoiseHook, method, timed(original))
     try:
         yield
     finally:
-        hooks._NoiseHook.__call__ = original
+        for method, original in originals.items():
+            setattr(hooks._NoiseHook, method, original)
 
 
 def run(args) -> int:

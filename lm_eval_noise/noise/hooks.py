@@ -266,7 +266,8 @@ class _NoiseHook:
         for chunk_start in range(0, _BLOCK, step):
             chunk = slice(chunk_start, min(_BLOCK, chunk_start + step))
             chunk_positions = positions[:, chunk]
-            drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows))
+            drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows),
+                                       by_position=True)
             noise[:, chunk] = (drawn * self._multiplier(batch, chunk_positions)[..., None]).to(hidden.dtype)
         self._block = _DecodeBlock(self._open_at, positions, noise)
         return True
@@ -360,7 +361,9 @@ def inject_noise(
     Positions are read from each forward call (pass the attention mask to the model as
     usual). `attention_mask` or `prompt_lengths` here tells where each row's prompt ends,
     for `noise_positions`, schedules and `noise_reference=prompt`. Reuse an `injector`
-    across batches to measure the reference norm once.
+    across batches to measure the reference norm once. Decoding steps are checked
+    against their block when it closes, at the latest when this block ends: a loop of
+    one's own learns of a position mismatch only then.
 
         spec = NoiseSpec(sigma_scale=0.1)
         with inject_noise(model, spec, seeds=[1, 2], attention_mask=mask):

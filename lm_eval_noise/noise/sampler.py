@@ -51,18 +51,22 @@ class NoiseSampler:
             vectors = torch.as_tensor(spec.vectors, device=device)
             self._directions = vectors / vectors.norm(dim=1, keepdim=True)
 
-    def sample(self, seeds, repeats, positions, norms: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, seeds, repeats, positions, norms: torch.Tensor | None = None, *,
+               by_position: bool = False) -> torch.Tensor:
         """float32 noise [B, T, d] for seeds/repeats [B] and absolute positions [B, T];
         `norms` [B] replaces `expected_norm` row by row (a per-sample reference).
 
         Per-sequence scope ignores `positions` and returns [B, 1, d], to be broadcast.
+        `by_position`: shape by the cov_sqrt one position at a time, as a decoding step
+        drawing that position alone does (see `_shape`).
         """
-        unit = self.unit(seeds, repeats, positions)
+        unit = self.unit(seeds, repeats, positions, by_position=by_position)
         if norms is None:
             return unit.mul_(self.expected_norm)
         return unit.mul_(norms.to(unit.dtype)[:, None, None])
 
-    def unit(self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def unit(self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor, *,
+             by_position: bool = False) -> torch.Tensor:
         """Noise of norm exactly 1 (`spec.exact_norm`) or of expected norm 1 (Gaussian).
         The direction does not depend on the norm, so a norm sweep keeps each sample's
         directions and only rescales them."""
@@ -74,12 +78,25 @@ class NoiseSampler:
         normals = gaussian(seeds, positions, self.dim)
         radius = normals.norm(dim=-1, keepdim=True)
         if self._cov_sqrt is not None:
-            normals = normals @ self._cov_sqrt.T  # rows u^T A^T = (A u)^T
+            normals = self._shape(normals, by_position)
         # A direction of exactly zero length is measure-zero; the clamp guards it.
         direction = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         if self.spec.exact_norm:
             return direction
         return direction.mul_(radius / chi_mean(self.dim))
+
+    def _shape(self, normals: torch.Tensor, by_position: bool) -> torch.Tensor:
+        """Rows u^T A^T = (A u)^T. A matrix product's rounding depends on how many rows it
+        multiplies at once, so a block of decoding steps multiplies each position's [B, d]
+        alone: bit for bit what drawing that step alone gives."""
+        if not by_position:
+            return normals @ self._cov_sqrt.T
+        by_step = normals.transpose(0, 1).contiguous()  # [T, B, d]: each position's rows contiguous
+        shaped = torch.empty_like(by_step)
+        factor = self._cov_sqrt.T
+        for k in range(by_step.shape[0]):
+            torch.mm(by_step[k], factor, out=shaped[k])
+        return shaped.transpose(0, 1).contiguous()
 
     def _fixed_directions(self, seeds, repeats, positions, per_sequence) -> torch.Tensor:
         count = self._directions.shape[0]
