@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..noise import sites
+from ..noise.hooks import position_multiplier
 from ..noise.sampler import NoiseSampler
 from ..noise.spec import NoiseSpec
 
@@ -131,7 +132,10 @@ class _NoiseHook:
         seeds, repeats, positions, prompt_lengths, count = rows
         noise = self.sampler.sample(seeds, repeats, positions[:, None])
         out = stream.clone()
-        out[:count] += (noise * self._multiplier(positions, prompt_lengths)[:, None, None])[:, 0].to(out.dtype)
+        # A token of a request without a seed counts as padding (position -1): no noise.
+        positions = positions.masked_fill(prompt_lengths < 0, -1)
+        multiplier = position_multiplier(self.spec, positions, prompt_lengths)
+        out[:count] += (noise * multiplier[:, None, None])[:, 0].to(out.dtype)
         if not self.layer_site:
             return out
         # The whole stream in the first element and a zero residual: the next layer's
@@ -161,7 +165,7 @@ class _NoiseHook:
             seeds += [seed] * count
             repeats += [repeat] * count
             # A scoring request says where its context ends (the rest is continuation, as
-            # hf-noise counts it); a request without a seed gets -1: multiplier 0 below.
+            # hf-noise counts it); a request without a seed gets -1: no noise (below).
             length = carried.get("prompt_length", requests[req_id].num_prompt_tokens) if carried else -1
             lengths += [length] * count
         if not noisy:
@@ -170,15 +174,3 @@ class _NoiseHook:
         return (torch.tensor(seeds, dtype=torch.int64, device=device),
                 torch.tensor(repeats, dtype=torch.int64, device=device),
                 positions.to(torch.int64), torch.tensor(lengths, dtype=torch.int64, device=device), starts[-1])
-
-    def _multiplier(self, positions: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
-        """hooks._NoiseHook._multiplier for one token per row; 0 for rows without a seed."""
-        generated_index = positions - prompt_lengths
-        mask = (positions >= 0) & (prompt_lengths >= 0)
-        if self.spec.positions == "prompt":
-            mask &= generated_index < 0
-        elif self.spec.positions == "generated":
-            mask &= generated_index >= 0
-        multiplier = mask.to(torch.float32)
-        factor = self.spec.schedule.factor(generated_index)
-        return multiplier if factor is None else multiplier * factor

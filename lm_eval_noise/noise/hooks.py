@@ -319,17 +319,7 @@ class _NoiseHook:
         return self._expanded
 
     def _multiplier(self, batch: NoiseBatch, positions: torch.Tensor) -> torch.Tensor:
-        """Per (row, position): 0 where no noise goes (padding, the excluded region),
-        else the schedule's factor over generated positions."""
-        generated_index = positions - batch.prompt_lengths[:, None]
-        mask = positions >= 0
-        if self.spec.positions == "prompt":
-            mask &= generated_index < 0
-        elif self.spec.positions == "generated":
-            mask &= generated_index >= 0
-        multiplier = mask.to(torch.float32)
-        factor = self.spec.schedule.factor(generated_index)
-        return multiplier if factor is None else multiplier * factor
+        return position_multiplier(self.spec, positions, batch.prompt_lengths[:, None])
 
     def _prompt_norms(self, batch: NoiseBatch, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Recipe A's reference per row: the mean L2 norm of the site's clean output over
@@ -342,6 +332,21 @@ class _NoiseHook:
         norms = hidden.detach().float().norm(dim=-1) * in_prompt
         reference = norms.sum(dim=1) / in_prompt.sum(dim=1)
         return reference * self.injector.norm_per_reference()
+
+
+def position_multiplier(spec: NoiseSpec, positions: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:
+    """Per position (prompt_lengths broadcast against positions): 0 where no noise goes
+    (padding, position -1; the region `noise_positions` excludes), else the schedule's
+    factor over generated positions. The vLLM worker uses it too."""
+    generated_index = positions - prompt_lengths
+    mask = positions >= 0
+    if spec.positions == "prompt":
+        mask &= generated_index < 0
+    elif spec.positions == "generated":
+        mask &= generated_index >= 0
+    multiplier = mask.to(torch.float32)
+    factor = spec.schedule.factor(generated_index)
+    return multiplier if factor is None else multiplier * factor
 
 
 @contextmanager
