@@ -15,3 +15,31 @@ def build_bench_model(args):
         num_heads=max(1, args.hidden // 64), max_positions=2048,
     ).to(device=args.device, dtype=getattr(torch, args.dtype))
     return model, build_tokenizer()
+
+
+def timed_rounds(runs: dict, rounds: int, progress: str | None = None) -> tuple[dict, dict]:
+    """Each callable of `runs` once per round, the order reversed every other round (so
+    neither always runs second): ({name: [seconds per round]}, {name: last result})."""
+    import time
+
+    from tqdm import tqdm
+
+    seconds = {name: [] for name in runs}
+    results = {}
+    for round_index in tqdm(range(rounds), desc=progress, disable=progress is None):
+        for name in list(runs) if round_index % 2 == 0 else list(runs)[::-1]:
+            start = time.perf_counter()
+            results[name] = runs[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds, results
+
+
+def print_rates(seconds: dict, tokens: int, baseline: str, width: int, ratio_header: str) -> None:
+    """tokens/s (median over rounds) of each run and its ratio to `baseline`'s."""
+    import statistics
+
+    base = tokens / statistics.median(seconds[baseline])
+    print(f"{'model':<{width}}{'tokens/s':>12}{ratio_header:>{len(ratio_header) + 2}}")
+    for name, times in seconds.items():
+        rate = tokens / statistics.median(times)
+        print(f"{name:<{width}}{rate:>12.1f}{rate / base:>{len(ratio_header) + 2}.3f}")

@@ -4,12 +4,9 @@ per-answer log-softmax)."""
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 
-from .common import build_bench_model
+from .common import build_bench_model, print_rates, timed_rounds
 
 
 def run(args) -> int:
@@ -33,18 +30,8 @@ def run(args) -> int:
         score_responses(model, tokenizer, prompts, responses, batch_size=args.batch_size)
 
     forward_only(), scoring()  # warm-up
-    times = {"forward pass": [], "score_responses": []}
-    for round_index in range(args.rounds):
-        runs = (("forward pass", forward_only), ("score_responses", scoring))
-        for name, run in runs[:: 1 if round_index % 2 == 0 else -1]:
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    base = tokens / statistics.median(times["forward pass"])
+    seconds, _ = timed_rounds({"forward pass": forward_only, "score_responses": scoring}, args.rounds)
     print(f"\nscoring throughput, {args.device}, hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}, "
           f"{args.answers} answers ({tokens} tokens), batch {args.batch_size}, median of {args.rounds} rounds")
-    print(f"{'':<20}{'tokens/s':>12}{'ratio':>8}")
-    for name, runs in times.items():
-        rate = tokens / statistics.median(runs)
-        print(f"{name:<20}{rate:>12.1f}{rate / base:>8.3f}")
+    print_rates(seconds, tokens, "forward pass", 20, "ratio")
     return 0

@@ -6,13 +6,9 @@ by round after a warm-up, medians reported with the ratio vllm-noise / hf-noise.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 
-from tqdm import tqdm
-
-from .common import build_bench_model
+from .common import build_bench_model, print_rates, timed_rounds
 from .noise import _requests
 
 
@@ -36,23 +32,12 @@ def run(args) -> int:
         }
         for lm in lms.values():  # warm-up, untimed
             lm.generate_until(requests[: args.batch_size], disable_tqdm=True)
-        seconds = {name: [] for name in lms}
-        answers = {}
-        for round_index in tqdm(range(args.rounds), desc="bench rounds"):
-            for name in list(lms) if round_index % 2 == 0 else list(lms)[::-1]:
-                start = time.perf_counter()
-                answers[name] = lms[name].generate_until(requests, disable_tqdm=True)
-                seconds[name].append(time.perf_counter() - start)
+        seconds, answers = timed_rounds({name: lambda lm=lm: lm.generate_until(requests, disable_tqdm=True)
+                                         for name, lm in lms.items()}, args.rounds, "bench rounds")
     same = sum(a == b for a, b in zip(answers["hf-noise"], answers["vllm-noise"]))
-    tokens = args.prompts * args.new_tokens
-    baseline = tokens / statistics.median(seconds["hf-noise"])
     print(f"\ngeneration throughput, {args.device} {args.dtype}, hidden {args.hidden}, {args.layers} layers, "
           f"vocab {args.vocab}, {args.site} {args.scope} sigma_scale {args.sigma_scale}, {args.prompts} prompts x "
           f"{args.new_tokens} new tokens (hf-noise batch {args.batch_size}, vLLM its own), median of {args.rounds} "
           f"rounds; {same} of {args.prompts} answers identical")
-    print(f"{'model':<16}{'tokens/s':>12}{'ratio vs hf-noise':>20}")
-    for name, times in seconds.items():
-        rate = tokens / statistics.median(times)
-        print(f"{name:<16}{rate:>12.1f}{rate / baseline:>20.3f}")
+    print_rates(seconds, args.prompts * args.new_tokens, "hf-noise", 16, "ratio vs hf-noise")
     return 0
-
