@@ -46,8 +46,8 @@ class NoiseBatch:
     """Per-row facts the hooks need, on the model's device.
 
     seeds, repeats: int64 [B]; prompt_lengths: int64 [B], positions below are prompt, the
-    rest generated (or continuation); left_padded: whether some row starts with padding (then every model call must show
-    it, through a 2-D attention mask).
+    rest generated (or continuation); left_padded: whether some row starts with padding
+    (then every model call must show it, through a 2-D attention mask).
     """
 
     seeds: torch.Tensor
