@@ -62,6 +62,8 @@ VARIANTS = {
     "generated positions, schedule": {"sigma_scale": 2.0, "noise_positions": "generated",
                                       "noise_schedule": "linear:12"},
     "random prefix, no noise": {"random_prefix": 8},
+    "embed, prompt reference": {"sigma_scale": 1.5, "noise_reference": "prompt"},
+    "layer, prompt reference": {"sigma_scale": 1.5, "noise_site": "layer:1", "noise_reference": "prompt"},
 }
 
 
@@ -80,6 +82,11 @@ def test_vllm_noise_gives_hf_noise_outputs_sample_by_sample(demo_model, variant)
     same = sum(a == b for a, b in zip(on_vllm, on_hf))
     print(f"\n{variant}: {same} of {len(on_hf)} samples identical")
     assert same == len(on_hf), list(zip(on_vllm, on_hf))
+    if args.get("noise_reference") == "prompt":  # each sample's own norm, recorded as hf-noise records it
+        mine, hers = ours.get_model_info()["noise"], theirs.get_model_info()["noise"]
+        assert mine["noise_per_reference"] == pytest.approx(hers["noise_per_reference"], rel=1e-6)
+        assert mine["prompt_reference_norms"].keys() == hers["prompt_reference_norms"].keys()
+        assert mine["prompt_reference_norms"] == pytest.approx(hers["prompt_reference_norms"], rel=1e-5)
     # The noise is there: the repeats of a prompt differ, on both.
     assert len(set(on_vllm)) > len(prompts)
 
@@ -121,13 +128,16 @@ def test_outputs_do_not_depend_on_batching_and_plain_requests_stay_plain(demo_mo
 
 
 @pytest.mark.slow
-def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
+def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model, monkeypatch):
     path, _ = demo_model
+    # vLLM's V2 model runner (its default on GPUs) keeps other state than the hook reads.
+    monkeypatch.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    with pytest.raises(InputError, match=r"vllm-noise: VLLM_USE_V2_MODEL_RUNNER=1: valid: 0 \(the noise hook"):
+        _vllm(path, sigma_scale=0.5)
+    monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER")
     refused = {
         "random_prefix": {"random_prefix": -1},
-        "noise_reference": {"noise_reference": "prompt"},
-        "data_parallel_size": {"data_parallel_size": 2},
-        "tensor_parallel_size": {"tensor_parallel_size": 2},
+        "enable_chunked_prefill": {"noise_reference": "prompt", "enable_chunked_prefill": True},
         "enable_prefix_caching": {"enable_prefix_caching": True},
         "enforce_eager": {"enforce_eager": False},
         "pipeline_parallel_size": {"pipeline_parallel_size": 2},
@@ -137,6 +147,7 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model):
         with pytest.raises(InputError, match=re.escape(f"vllm-noise: {name}={args[name]!r}: valid")):
             _vllm(path, sigma_scale=0.5, **args)
     assert _vllm(path, sigma_scale=0.5).get_model_info()["noise"]["engine"] == "vllm"
+    assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"  # chosen for the engine (and its workers)
 
 
 @pytest.mark.slow
@@ -191,3 +202,92 @@ def test_vllm_bench_prints_the_ratio_against_hf_noise(capsys):
     assert re.search(r"; \d of 4 answers identical", out)  # a random model: its odd bytes decode apart
     assert re.search(r"^hf-noise\s+[\d.]+\s+1\.000$", out, re.MULTILINE)
     assert re.search(r"^vllm-noise\s+[\d.]+\s+[\d.]+$", out, re.MULTILINE)
+
+
+def test_a_prompt_split_across_steps_is_an_error_under_a_prompt_reference():
+    """hf-noise measures a prompt's norm on the call holding all of it; a step with part
+    of a prompt (chunked prefill, which vllm-noise switches off) must not guess."""
+    import torch
+
+    from lm_eval_noise.harness.vllm_worker import _PromptNorms, _Span, _Step
+    from lm_eval_noise.noise import NoiseSpec
+
+    spec = NoiseSpec.from_model_args({"sigma_scale": 1.0, "noise_reference": "prompt"})
+    norms = _PromptNorms(spec, per_reference=2.0)
+
+    def step(spans, positions):
+        spans = [_Span(req_id, start, end, length, seed=7, generation=True) for req_id, start, end, length in spans]
+        count = len(positions)
+        lengths = [s.prompt_length for s in spans for _ in range(s.end - s.start)]
+        return _Step(torch.zeros(count, dtype=torch.int64), torch.zeros(count, dtype=torch.int64),
+                     torch.tensor(positions), torch.tensor(lengths), spans, held={s.req_id for s in spans})
+
+    stream = torch.ones(6, 4)  # every vector of norm 2
+    whole = norms.per_token(step([("a", 0, 4, 4), ("b", 4, 6, 2)], [0, 1, 2, 3, 0, 1]), stream)
+    assert whole.tolist() == [4.0] * 6  # mean prompt norm 2, times 2 per unit of reference
+    assert norms.recorded == {"7": 2.0}  # the sample's own reference, as hf-noise records it
+    assert norms.per_token(step([("a", 0, 1, 4)], [4]), stream[:1]).tolist() == [4.0]  # its later steps
+    with pytest.raises(RuntimeError, match="whole in one step, but a prompt of 5 tokens came with 3"):
+        norms.per_token(step([("c", 0, 3, 5)], [0, 1, 2]), stream[:3])
+    with pytest.raises(RuntimeError, match="a prompt of 0 tokens"):  # hf-noise refuses it too
+        norms.per_token(step([("d", 0, 1, 0)], [0]), stream[:1])
+
+
+@pytest.mark.slow
+def test_data_parallel_replicas_give_the_outputs_and_scores_of_one_engine(demo_model):
+    """lm-eval's data parallel: Ray replicas, each a fresh engine with the noise hook; a
+    sample's noise follows its seed, whichever replica serves it."""
+    pytest.importorskip("ray")
+    path, prompts = demo_model
+    args = {"sigma_scale": 1.5, "noise_site": "layer:1"}
+    questions = [Instance("loglikelihood", {}, (prompts[0], "    return x + y\n"), 0)] * 2
+    one = _vllm(path, **args)
+    expected = one.generate_until(_requests(prompts)), one.loglikelihood(questions), one.noise_record
+    del one
+    replicas = _vllm(path, data_parallel_size=2, **args)
+    assert replicas.noise_record["reference_norm"] is None  # measured in the replicas, at the first request
+    assert replicas.generate_until(_requests(prompts)) == expected[0]
+    assert replicas.noise_record["reference_norm"] == pytest.approx(expected[2]["reference_norm"], rel=1e-6)
+    scores = replicas.loglikelihood(questions)
+    assert [s for s, _ in scores] == pytest.approx([s for s, _ in expected[1]], abs=1e-5)
+    assert scores[0][0] != scores[1][0]  # two repeats, two draws
+
+
+@pytest.mark.slow
+def test_tensor_parallel_gives_the_outputs_of_one_rank(demo_model, monkeypatch):
+    """Two ranks (vLLM's CPU build, one core each): each holds a slice of the embedding
+    and of every layer; the reference norm is measured on whole vectors and the noise,
+    drawn alike on both, lands on the stream both hold whole."""
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one NUMA node here: vLLM asks for a core per rank
+    path, prompts = demo_model
+    for args in ({"sigma_scale": 1.5}, {"sigma_scale": 1.5, "noise_site": "layer:1", "noise_reference": "prompt"}):
+        one = _vllm(path, **args)
+        expected = one.generate_until(_requests(prompts)), one.noise_record
+        del one
+        two = _vllm(path, tensor_parallel_size=2, **args)
+        assert two.noise_record["reference_norm"] == pytest.approx(expected[1]["reference_norm"], rel=1e-6), args
+        same = sum(a == b for a, b in zip(two.generate_until(_requests(prompts)), expected[0]))
+        del two
+        assert same == len(expected[0]), args
+
+
+@pytest.mark.slow
+def test_an_embedding_scaled_outside_vllms_module_is_refused_for_the_embed_site(demo_model, tmp_path):
+    """Gemma scales its token embeddings by sqrt(d): transformers inside the embedding
+    module (where hf-noise's hook sits), vLLM after it. Noise on vLLM's module would be
+    another noise than hf-noise's, so the embed site is refused there; a layer is served."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    path, _ = demo_model
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=32, sliding_window=64,
+                              max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path / "gemma")
+    tokenizer.save_pretrained(tmp_path / "gemma")
+    with pytest.raises(InputError, match=r"vllm-noise: noise_site=embed: valid here: layer:L \(gemma3_text in vLLM"):
+        _vllm(str(tmp_path / "gemma"), sigma_scale=1.0)
+    assert _vllm(str(tmp_path / "gemma"), sigma_scale=1.0, noise_site="layer:0").noise_record["reference_norm"] > 0

@@ -10,14 +10,17 @@ seeds (a loglikelihood pair's from its context tokens, a rolling window's from i
 tokens), scored in one pass per repeat index as hf-noise does.
 
 Under noise the engine runs eagerly (hooks do not fire inside compiled graphs) and
-without prefix caching (a cached prefix would carry another sample's noise). What is
-not served is refused with one line: `noise_reference=prompt`, tensor, pipeline and
-data parallel, speculative decoding.
+without prefix caching (a cached prefix would carry another sample's noise); under
+`noise_reference=prompt` without chunked prefill (a prompt's norm is measured on the
+step that holds all of it, as hf-noise measures it on its first call). Tensor parallel:
+every rank hooks whole vectors; data parallel: lm-eval's Ray replicas, each installing
+the hook (`_on_replicas`). Refused with one line: pipeline parallel, speculative decoding.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 
 import lm_eval.models  # noqa: F401  (register the built-in models before ours; see registration.py)
@@ -59,6 +62,7 @@ def _lm_eval_vllm() -> type:
 
 VLLM = _lm_eval_vllm()
 WORKER_EXTENSION = "lm_eval_noise.harness.vllm_worker.NoiseWorkerExtension"
+V2_RUNNER = "VLLM_USE_V2_MODEL_RUNNER"
 _SAMPLE_KEY = "_lm_eval_noise_sample"  # in a request's gen_kwargs copy, on its way to SamplingParams
 
 
@@ -70,13 +74,12 @@ class VLLMNoiseLM(VLLM):
         active = self.noise_spec.active
         self.random_prefix = _random_prefix_length(random_prefix)
         refusals = {
-            "noise_reference": (self.noise_spec.reference == "prompt", "vocab (prompt is hf-noise only)"),
-            "tensor_parallel_size": (int(kwargs.get("tensor_parallel_size", 1)) != 1, "1 (not yet tested)"),
-            "data_parallel_size": (int(kwargs.get("data_parallel_size", 1)) != 1,
-                                   "1 (lm-eval's Ray replicas would need the noise hook too)"),
-            "enforce_eager": (active and str(kwargs.get("enforce_eager", True)) in ("False", "false"),
+            "enable_chunked_prefill": (active and self.noise_spec.reference == "prompt"
+                                       and _flag(kwargs.get("enable_chunked_prefill", False)),
+                                       "False under noise_reference=prompt (a prompt's norm needs the whole prompt)"),
+            "enforce_eager": (active and not _flag(kwargs.get("enforce_eager", True)),
                               "True under noise (hooks do not fire in compiled graphs)"),
-            "enable_prefix_caching": (active and str(kwargs.get("enable_prefix_caching", False)) in ("True", "true"),
+            "enable_prefix_caching": (active and _flag(kwargs.get("enable_prefix_caching", False)),
                                       "False under noise (a cached prefix would carry another sample's noise)"),
             "pipeline_parallel_size": (int(kwargs.get("pipeline_parallel_size", 1)) != 1,
                                        "1 (the hooked layer may live on another rank)"),
@@ -86,40 +89,47 @@ class VLLMNoiseLM(VLLM):
         for name, (refused, valid) in refusals.items():
             if refused:
                 raise InputError(f"vllm-noise: {name}={given.get(name)!r}: valid: {valid}")
+        # vLLM 0.32 picks its V2 model runner on GPUs; the hook reads the V1 runner's state.
+        # Always, not only under noise: vLLM caches its environment once an engine starts.
+        if _flag(os.environ.get(V2_RUNNER, "0")):
+            raise InputError(f"vllm-noise: {V2_RUNNER}={os.environ[V2_RUNNER]}: valid: 0 (the noise hook reads "
+                             "the V1 model runner)")
+        os.environ[V2_RUNNER] = "0"  # read by vLLM in this process and inherited by its workers
         # Hooks do not fire in compiled graphs: eager under noise, and for a layer site
         # always (its reference norm is measured by a hook on a calibration request).
         if active or self.noise_spec.site == "layer":
             kwargs["enforce_eager"] = True
         if active:
             kwargs["enable_prefix_caching"] = False
+        if active and self.noise_spec.reference == "prompt":  # each prompt whole in one step
+            kwargs["enable_chunked_prefill"] = False
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
         super().__init__(pretrained=pretrained, **kwargs)
         self._scoring_repeat = 0
         self._scoring_table: dict[tuple, dict] | None = None  # a scoring pass: tokens -> its sample
-        self.noise_record = self._install_noise()
+        self._prompt_reference_norms: dict[str, float] = {}  # noise_reference=prompt: per sample seed
+        self._calibration_ids = self.tokenizer(CALIBRATION_TEXT)["input_ids"][
+            : min(_CALIBRATION_MAX_TOKENS, self.max_length)]
+        config = self._config.get_text_config()
+        self.noise_spec = self.noise_spec.validate_for_model(config.hidden_size, count_layers(config) or 0)
+        if self.data_parallel_size > 1:  # no engine here: each replica measures and installs
+            self.noise_record = {**self.noise_spec.to_record(), "reference_norm": None,
+                                 "hidden_size": config.hidden_size}
+        else:
+            self.noise_record = install_noise(self.model, self.noise_spec, self._calibration_ids)
         print(f"vllm-noise: {self.noise_record}", file=sys.stderr, flush=True)
 
-    def _install_noise(self) -> dict:
-        config = self.model.llm_engine.model_config.hf_text_config
-        dim = config.hidden_size
-        spec = self.noise_spec.validate_for_model(dim, count_layers(config) or 0)
-        self.noise_spec = spec
-        (reference,) = set(self.model.collective_rpc("lm_eval_noise_reference_norm", args=(spec.site, spec.layer)))
-        if reference is None:  # a layer: measured as hf-noise does, on the calibration text
-            from vllm import SamplingParams, TokensPrompt
-
-            ids = self.tokenizer(CALIBRATION_TEXT)["input_ids"][: min(_CALIBRATION_MAX_TOKENS, self.max_length)]
-            self.model.generate([TokensPrompt(prompt_token_ids=ids)], SamplingParams(max_tokens=1), use_tqdm=False)
-            (reference,) = set(self.model.collective_rpc("lm_eval_noise_measured"))
-        record = {**spec.to_record(), "reference_norm": reference,
-                  "expected_noise_norm": expected_noise_norm(spec, reference, dim), "hidden_size": dim}
-        if spec.active:
-            self.model.collective_rpc("lm_eval_noise_install", args=(record,))
-        return record
-
     def get_model_info(self) -> dict:
-        return {"noise": {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm",
-                          "random_prefix": self.random_prefix, "versions": stack_versions()}}
+        noise = {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm",
+                 "random_prefix": self.random_prefix, "versions": stack_versions()}
+        record = self.noise_record
+        if self.noise_spec.reference == "prompt" and record["reference_norm"] is not None:
+            noise["noise_per_reference"] = record["expected_noise_norm"] / record["reference_norm"]
+            if self.data_parallel_size <= 1:
+                for norms in self.model.collective_rpc("lm_eval_noise_prompt_norms"):
+                    self._prompt_reference_norms.update(norms)
+            noise["prompt_reference_norms"] = self._prompt_reference_norms
+        return {"noise": noise}
 
     def generate_until(self, requests, disable_tqdm: bool = False):
         seeds = generation_seeds(requests, self.noise_spec.seed)
@@ -191,20 +201,113 @@ class VLLMNoiseLM(VLLM):
         return tuple(tokens), sample
 
     def _model_generate(self, requests, generate: bool = False, sampling_params=None):
-        if generate or self._scoring_table is None:
+        if not generate and self._scoring_table is not None:  # scoring under noise: each input its sample
+            sampling_params, generate = [self._scoring_params(tokens) for tokens in requests], True
+        if self.data_parallel_size <= 1:
             return super()._model_generate(requests, generate, sampling_params)
+        return self._on_replicas(requests, generate, sampling_params)
+
+    def _scoring_params(self, tokens: list[int]):
+        """VLLM's scoring parameters, with the sample the input was registered with."""
+        from vllm import SamplingParams
+
+        sample = self._scoring_table.get(tuple(tokens))
+        if sample is None:
+            raise RuntimeError("vllm-noise: a scoring input arrived that no request registered")
+        return SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False,
+                              extra_args={EXTRA_ARGS_KEY: sample})
+
+    def _on_replicas(self, requests, generate: bool, sampling_params):
+        """lm-eval's data parallel (one Ray task per replica, the requests dealt out in
+        turn, a fresh engine in each), with every replica's engine measuring its reference
+        and carrying the noise hook. A sample's noise depends on its seed only, so which
+        replica serves it does not matter."""
+        import ray
+        import torch
+        from lm_eval.models.utils import undistribute
+        from more_itertools import distribute
+        from vllm import SamplingParams
+
+        if not generate or sampling_params is None:
+            sampling_params = SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False)
+        if not isinstance(sampling_params, list):
+            sampling_params = [sampling_params] * len(requests)
+        # A GPU per tensor-parallel rank where there are GPUs (lm-eval asks for them
+        # everywhere, so on a CPU its replicas would wait for ever).
+        replica = ray.remote(num_gpus=self.tensor_parallel_size if torch.cuda.is_available() else 0)(_replica)
+        shares = zip(distribute(self.data_parallel_size, requests),
+                     distribute(self.data_parallel_size, sampling_params))
+        answers = ray.get([replica.remote(self.model_args, self.noise_spec.to_record(), self._calibration_ids,
+                                          list(prompts), list(params), self.lora_request)
+                           for prompts, params in shares])
+        ray.shutdown()  # as lm-eval: a later call starts afresh
+        records = [record for record, _ in answers]
+        for record in records:
+            self._prompt_reference_norms.update(record.pop("prompt_reference_norms", {}))
+        # The replicas agree, with each other and with the engines of earlier calls.
+        earlier = [self.noise_record["reference_norm"]] if self.noise_record["reference_norm"] is not None else []
+        _one_value([*earlier, *(record["reference_norm"] for record in records)])
+        self.noise_record = records[0]
+        return undistribute([outputs for _, outputs in answers])
+
+
+def install_noise(llm, spec: NoiseSpec, calibration_ids: list[int]) -> dict:
+    """Measure the site's reference norm in `llm`'s workers (a layer's on the calibration
+    text, as hf-noise measures it), attach the noise hook if `spec` is active, and return
+    the record: the spec resolved for the model, reference and expected noise norms."""
+    config = llm.llm_engine.model_config.hf_text_config
+    dim = config.hidden_size
+    spec = spec.validate_for_model(dim, count_layers(config) or 0)
+    if spec.active and spec.site == "embed" and any(llm.collective_rpc("lm_eval_noise_embedding_scaled_outside")):
+        raise InputError(f"vllm-noise: noise_site=embed: valid here: layer:L ({config.model_type} in vLLM scales its "
+                         "token embeddings after the embedding module, where transformers scales them inside it: "
+                         "noise on vLLM's module would not be hf-noise's)")
+    reference = _one_value(llm.collective_rpc("lm_eval_noise_reference_norm", args=(spec.site, spec.layer)))
+    if reference is None:  # a layer: the calibration request passes the measuring hook
         from vllm import SamplingParams, TokensPrompt
 
-        params = []
-        for tokens in requests:  # VLLM's scoring parameters, each with its sample
-            sample = self._scoring_table.get(tuple(tokens))
-            if sample is None:
-                raise RuntimeError("vllm-noise: a scoring input arrived that no request registered")
-            params.append(SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False,
-                                         extra_args={EXTRA_ARGS_KEY: sample}))
-        return self.model.generate([TokensPrompt(prompt_token_ids=tokens) for tokens in requests],
-                                   sampling_params=params, use_tqdm=self.batch_size == "auto",
-                                   lora_request=self.lora_request)
+        llm.generate([TokensPrompt(prompt_token_ids=calibration_ids)], SamplingParams(max_tokens=1), use_tqdm=False)
+        reference = _one_value(llm.collective_rpc("lm_eval_noise_measured"))
+    record = {**spec.to_record(), "reference_norm": reference,
+              "expected_noise_norm": expected_noise_norm(spec, reference, dim), "hidden_size": dim}
+    if spec.active:
+        llm.collective_rpc("lm_eval_noise_install", args=(record,))
+    return record
+
+
+def _replica(model_args: dict, spec_record: dict, calibration_ids: list[int], prompts, params, lora_request):
+    """One data-parallel replica, in its Ray worker: lm-eval's replica (no Ray inside it,
+    no data-parallel variables leaked from the driver) plus the noise install."""
+    from vllm import LLM, TokensPrompt
+
+    for name in ("VLLM_DP_RANK", "VLLM_DP_RANK_LOCAL", "VLLM_DP_SIZE", "VLLM_DP_MASTER_IP", "VLLM_DP_MASTER_PORT"):
+        os.environ.pop(name, None)
+    if NoiseSpec.from_record(spec_record).active:  # as in the driver (a Ray worker need not share its environment)
+        os.environ[V2_RUNNER] = "0"
+    llm = LLM(**{key: value for key, value in model_args.items() if key != "distributed_executor_backend"})
+    record = install_noise(llm, NoiseSpec.from_record(spec_record), calibration_ids)
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=tokens) for tokens in prompts], sampling_params=params,
+                           lora_request=lora_request, use_tqdm=False)
+    if record["reference"] == "prompt":
+        record["prompt_reference_norms"] = {}
+        for norms in llm.collective_rpc("lm_eval_noise_prompt_norms"):
+            record["prompt_reference_norms"].update(norms)
+    return record, outputs
+
+
+def _one_value(answers: list):
+    """The answer every worker or replica gave (the ranks of a tensor-parallel engine
+    each compute it on whole vectors); answers that disagree are an error, not a choice."""
+    first = answers[0]
+    if any((a is None) != (first is None) or (a is not None and abs(a - first) > 1e-6 * abs(first))
+           for a in answers):
+        raise RuntimeError(f"vllm-noise: the workers disagree on the reference norm: {answers}")
+    return first
+
+
+def _flag(value) -> bool:
+    """A boolean model argument as lm-eval hands it over (a string from the command line)."""
+    return str(value).strip().lower() in ("true", "1", "yes")
 
 
 def _random_prefix_length(value) -> int:

@@ -7,11 +7,14 @@ the request's sample seed and repeat index (carried in `SamplingParams.extra_arg
 under EXTRA_ARGS_KEY), and adds the noise hf-noise would add at that (seed, position):
 the same NoiseSampler, the same position mask and schedule. A request without the key
 gets no noise. Installed through `LLM(worker_extension_cls=...)` and `collective_rpc`;
-the layout read is that of vLLM's v1 model runner (GPU and CPU): another layout is an
-error, never a guess.
+the layout read is that of vLLM's V1 model runner (GPU and CPU; vllm-noise switches the
+V2 runner, vLLM 0.32's default on GPUs, off): another layout is an error, never a guess.
+Under `noise_reference=prompt` each request's noise norm follows its prompt (_PromptNorms).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -28,12 +31,28 @@ class NoiseWorkerExtension:
 
     def lm_eval_noise_reference_norm(self, site: str, layer: int | None) -> float | None:
         """The embedding's reference norm (hf-noise's rule: mean L2 norm over the
-        vocabulary); for a layer, None: it is measured by a calibration request."""
+        vocabulary; vLLM pads its table, and under tensor parallel each rank holds a
+        slice, but its forward returns whole vectors on every rank); for a layer, None:
+        it is measured by a calibration request."""
         model = self.model_runner.get_model()
         if site == "embed":
-            return sites.embedding_reference_norm(_EmbeddingView(_embedding(model), model.config))
+            device = next(model.parameters()).device
+            return sites.vocabulary_mean_norm(_embedding(model), model.config.vocab_size, device)
         _NoiseState.of(self).measure = _Measure(_layers(model)[layer])
         return None
+
+    def lm_eval_noise_embedding_scaled_outside(self) -> bool:
+        """Whether vLLM's model scales the token embeddings after its embedding module
+        (Gemma's sqrt(d) normalizer, say, which transformers applies inside the module, so
+        a hook on vLLM's module would add hf-noise's noise before the scale)."""
+        model = self.model_runner.get_model()
+        inner = getattr(model, "model", None)
+        if not hasattr(inner, "embed_input_ids"):
+            return False
+        device = next(model.parameters()).device
+        ids = torch.arange(min(64, model.config.vocab_size), device=device)
+        with torch.no_grad():
+            return not torch.equal(inner.embed_input_ids(ids), _embedding(model)(ids))
 
     def lm_eval_noise_measured(self) -> float:
         measure = _NoiseState.of(self).measure
@@ -55,13 +74,21 @@ class NoiseWorkerExtension:
         state = _NoiseState.of(self)
         if state.handle is not None:
             state.handle.remove()
-        state.handle = module.register_forward_hook(_NoiseHook(runner, spec, sampler, spec.site == "layer"))
+        state.hook = _NoiseHook(runner, spec, sampler, spec.site == "layer", float(record["reference_norm"]))
+        state.handle = module.register_forward_hook(state.hook)
         return dim
+
+    def lm_eval_noise_prompt_norms(self) -> dict[str, float]:
+        """noise_reference=prompt: {sample seed: its prompt's reference norm} of the
+        generation requests served so far, as hf-noise records them."""
+        hook = _NoiseState.of(self).hook
+        return dict(hook.prompt_norms.recorded) if hook is not None and hook.prompt_norms is not None else {}
 
 
 class _NoiseState:
     def __init__(self):
         self.handle = None
+        self.hook = None
         self.measure = None
 
     @staticmethod
@@ -69,23 +96,6 @@ class _NoiseState:
         if not hasattr(worker, "_lm_eval_noise_state"):
             worker._lm_eval_noise_state = _NoiseState()
         return worker._lm_eval_noise_state
-
-
-class _EmbeddingView(torch.nn.Module):
-    """An HF-like view of vLLM's embedding for sites.embedding_reference_norm: the real
-    vocabulary only (vLLM pads its table)."""
-
-    def __init__(self, embedding, config):
-        super().__init__()
-        self.embedding = embedding
-        self.config = config
-        self.weight = embedding.weight[: config.vocab_size]
-
-    def get_input_embeddings(self):
-        return self
-
-    def forward(self, ids):
-        return self.embedding(ids)
 
 
 def _embedding(model) -> torch.nn.Module:
@@ -121,31 +131,55 @@ class _Measure:
 
 
 class _NoiseHook:
-    def __init__(self, runner, spec: NoiseSpec, sampler: NoiseSampler, layer_site: bool):
+    def __init__(self, runner, spec: NoiseSpec, sampler: NoiseSampler, layer_site: bool, reference_norm: float):
         self.runner, self.spec, self.sampler, self.layer_site = runner, spec, sampler, layer_site
+        # noise_reference=prompt: a request's noise norm, measured on its prompt's step
+        self.prompt_norms = _PromptNorms(spec, sampler.expected_norm / reference_norm) \
+            if spec.reference == "prompt" else None
 
     def __call__(self, module, inputs, output):
         stream = _stream(output) if self.layer_site else output
-        rows = self._rows(stream.shape[0])
-        if rows is None:
+        step = _Step.read(self.runner, stream.shape[0])
+        if step is None:
             return None
-        seeds, repeats, positions, prompt_lengths, count = rows
-        noise = self.sampler.sample(seeds, repeats, positions[:, None])
+        norms = self.prompt_norms.per_token(step, stream) if self.prompt_norms is not None else None
+        noise = self.sampler.sample(step.seeds, step.repeats, step.positions[:, None], norms)
         out = stream.clone()
         # A token of a request without a seed counts as padding (position -1): no noise.
-        positions = positions.masked_fill(prompt_lengths < 0, -1)
-        multiplier = position_multiplier(self.spec, positions, prompt_lengths)
-        out[:count] += (noise * multiplier[:, None, None])[:, 0].to(out.dtype)
+        positions = step.positions.masked_fill(step.prompt_lengths < 0, -1)
+        multiplier = position_multiplier(self.spec, positions, step.prompt_lengths)
+        out[: step.count] += (noise * multiplier[:, None, None])[:, 0].to(out.dtype)
         if not self.layer_site:
             return out
         # The whole stream in the first element and a zero residual: the next layer's
         # fused add-and-norm then sees exactly hf-noise's noisy stream.
         return (out, torch.zeros_like(output[1])) if output[1] is not None else (out, None)
 
-    def _rows(self, tokens: int):
-        """Per scheduled token: seed, repeat, position, its request's prompt length; None
-        when no request of this step carries a seed."""
-        runner = self.runner
+
+class _Span(NamedTuple):
+    """One request's scheduled tokens in a step."""
+
+    req_id: str
+    start: int
+    end: int
+    prompt_length: int  # -1: a request without noise
+    seed: int
+    generation: bool  # not a scoring request
+
+
+class _Step:
+    """One model call's scheduled tokens: per token its request's seed, repeat and prompt
+    length and its absolute position; per request its span of tokens."""
+
+    def __init__(self, seeds, repeats, positions, prompt_lengths, spans, held):
+        self.seeds, self.repeats, self.positions, self.prompt_lengths = seeds, repeats, positions, prompt_lengths
+        self.spans = spans
+        self.count = spans[-1].end
+        self.held = held  # the ids of every request the runner holds
+
+    @staticmethod
+    def read(runner, tokens: int) -> _Step | None:
+        """None when no request of this step carries a seed."""
         try:
             req_ids = list(runner.input_batch.req_ids)
             starts = runner.query_start_loc.cpu[: len(req_ids) + 1].tolist()
@@ -155,22 +189,61 @@ class _NoiseHook:
             raise RuntimeError(f"vllm-noise: this vLLM's model runner has another layout ({error})") from None
         if starts[-1] > tokens:
             raise RuntimeError(f"vllm-noise: the site saw {tokens} tokens but the step schedules {starts[-1]}")
-        seeds, repeats, lengths, noisy = [], [], [], False
+        seeds, repeats, lengths, spans = [], [], [], []
         for req_id, start, end in zip(req_ids, starts, starts[1:]):
             params = requests[req_id].sampling_params
             carried = (params.extra_args or {}).get(EXTRA_ARGS_KEY) if params is not None else None
-            noisy = noisy or carried is not None
             seed, repeat = (carried["seed"], carried["repeat"]) if carried else (0, 0)
+            # A scoring request says where its context ends (the rest is continuation, as
+            # hf-noise counts it); a request without a seed gets -1: no noise.
+            length = carried.get("prompt_length", requests[req_id].num_prompt_tokens) if carried else -1
             count = end - start
             seeds += [seed] * count
             repeats += [repeat] * count
-            # A scoring request says where its context ends (the rest is continuation, as
-            # hf-noise counts it); a request without a seed gets -1: no noise (below).
-            length = carried.get("prompt_length", requests[req_id].num_prompt_tokens) if carried else -1
             lengths += [length] * count
-        if not noisy:
+            generation = carried is not None and "prompt_length" not in carried
+            spans.append(_Span(req_id, start, end, length, seed, generation))
+        if all(span.prompt_length < 0 for span in spans):
             return None
         device = positions.device
-        return (torch.tensor(seeds, dtype=torch.int64, device=device),
-                torch.tensor(repeats, dtype=torch.int64, device=device),
-                positions.to(torch.int64), torch.tensor(lengths, dtype=torch.int64, device=device), starts[-1])
+        return _Step(torch.tensor(seeds, dtype=torch.int64, device=device),
+                     torch.tensor(repeats, dtype=torch.int64, device=device), positions.to(torch.int64),
+                     torch.tensor(lengths, dtype=torch.int64, device=device), spans, requests)
+
+
+class _PromptNorms:
+    """noise_reference=prompt: hf-noise's per-sample reference, the mean L2 norm of the
+    site's clean output over the prompt (the site's own prompt positions), times the
+    noise per unit of reference. hf-noise measures it on the call that holds the whole
+    prompt; here the step that holds it (chunked prefill is off under this reference, and a
+    prompt split across steps is an error), kept per request for its later steps."""
+
+    def __init__(self, spec: NoiseSpec, per_reference: float):
+        self.prompt_positions = sites.SITES[spec.site].prompt_positions
+        self.per_reference = per_reference
+        self.norms: dict[str, torch.Tensor] = {}  # per request held by the runner: its noise norm
+        self.recorded: dict[str, float] = {}  # per generation sample seed: its prompt's norm, for the record
+
+    def per_token(self, step: _Step, stream: torch.Tensor) -> torch.Tensor:
+        if len(self.norms) > len(step.held) + 64:  # forget finished and aborted requests
+            self.norms = {req_id: norm for req_id, norm in self.norms.items() if req_id in step.held}
+        per_token = torch.zeros(step.count, dtype=torch.float32, device=stream.device)
+        for span in step.spans:
+            if span.prompt_length >= 0:  # a request with noise
+                if span.req_id not in self.norms:
+                    self.norms[span.req_id] = self._measure(step, stream, span)
+                per_token[span.start:span.end] = self.norms[span.req_id]
+        return per_token
+
+    def _measure(self, step: _Step, stream: torch.Tensor, span: _Span) -> torch.Tensor:
+        positions, length = step.positions[span.start:span.end], span.prompt_length
+        in_prompt = (positions >= 0) & (positions < length)
+        seen = int(in_prompt.sum())
+        if length == 0 or seen != length:
+            raise RuntimeError(f"vllm-noise: noise_reference=prompt needs each prompt whole in one step, but a "
+                               f"prompt of {length} tokens came with {seen} of them")
+        mask = self.prompt_positions(in_prompt[None], positions[None], torch.tensor([length], device=positions.device))
+        reference = stream[span.start:span.end][mask[0]].float().norm(dim=-1).mean()
+        if span.generation:
+            self.recorded[str(span.seed)] = reference.item()
+        return reference * self.per_reference

@@ -98,8 +98,12 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 def embedding_reference_norm(model: nn.Module) -> float:
     embedding = unwrap(model).get_input_embeddings()
-    vocab = embedding.weight.shape[0]
-    device = embedding.weight.device
+    return vocabulary_mean_norm(embedding, embedding.weight.shape[0], embedding.weight.device)
+
+
+def vocabulary_mean_norm(embedding: nn.Module, vocab: int, device) -> float:
+    """The mean L2 norm of embedding(i) over the ids 0..vocab-1 (through the module, so
+    any scale it applies counts; vLLM's worker calls it on its own embedding)."""
     total = 0.0
     with torch.no_grad():
         for start in range(0, vocab, _VOCAB_CHUNK):
@@ -165,7 +169,8 @@ class EmbeddingSite:
     def reference_norm(self, tokenizer, max_length: int) -> float:
         return embedding_reference_norm(self.model)
 
-    def prompt_positions(self, in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+    @staticmethod
+    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
         return in_prompt
 
 
@@ -183,7 +188,8 @@ class LayerSite:
             raise InputError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
         return layer_reference_norm(self.model, self.module, tokenizer, max_length)
 
-    def prompt_positions(self, in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+    @staticmethod
+    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
         # As for the calibration: the first position is an outlier (unless it is all there is).
         return in_prompt & ((positions > 0) | (lengths[:, None] == 1))
 
