@@ -14,7 +14,8 @@ without prefix caching (a cached prefix would carry another sample's noise); und
 `noise_reference=prompt` without chunked prefill (a prompt's norm is measured on the
 step that holds all of it, as hf-noise measures it on its first call). Tensor parallel:
 every rank hooks whole vectors; data parallel: lm-eval's Ray replicas, each installing
-the hook (`_on_replicas`). Refused with one line: pipeline parallel, speculative decoding.
+the hook (`_on_replicas`). Refused with one line: pipeline parallel, speculative decoding,
+the embed site where vLLM scales the embeddings outside the module transformers scales in.
 """
 
 from __future__ import annotations
@@ -282,8 +283,7 @@ def _replica(model_args: dict, spec_record: dict, calibration_ids: list[int], pr
 
     for name in ("VLLM_DP_RANK", "VLLM_DP_RANK_LOCAL", "VLLM_DP_SIZE", "VLLM_DP_MASTER_IP", "VLLM_DP_MASTER_PORT"):
         os.environ.pop(name, None)
-    if NoiseSpec.from_record(spec_record).active:  # as in the driver (a Ray worker need not share its environment)
-        os.environ[V2_RUNNER] = "0"
+    os.environ[V2_RUNNER] = "0"  # as in the driver (a Ray worker need not share its environment)
     llm = LLM(**{key: value for key, value in model_args.items() if key != "distributed_executor_backend"})
     record = install_noise(llm, NoiseSpec.from_record(spec_record), calibration_ids)
     outputs = llm.generate([TokensPrompt(prompt_token_ids=tokens) for tokens in prompts], sampling_params=params,
