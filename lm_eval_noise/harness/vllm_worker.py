@@ -70,11 +70,12 @@ class NoiseWorkerExtension:
         module = _embedding(model) if spec.site == "embed" else _layers(model)[spec.layer]
         dim = model.config.hidden_size
         device = next(model.parameters()).device
-        sampler = NoiseSampler(spec, float(record["reference_norm"]), dim, device)
+        reference = float(record["reference_norm"])
+        sampler = NoiseSampler(spec, reference, dim, device)
         state = _NoiseState.of(self)
         if state.handle is not None:
             state.handle.remove()
-        state.hook = _NoiseHook(runner, spec, sampler, spec.site == "layer", float(record["reference_norm"]))
+        state.hook = _NoiseHook(runner, spec, sampler, spec.site == "layer", reference)
         state.handle = module.register_forward_hook(state.hook)
         return dim
 
