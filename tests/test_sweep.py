@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,7 +196,7 @@ methods:
     assert set(verdicts) == {"noise-embed-per_sequence-sigma1", "residual-layer1-norm2-k2"}
     assert {row["verdict"] for row in verdicts.values()} == {"undetermined"}
     reason = verdicts["residual-layer1-norm2-k2"]["reason"]
-    assert "2 problems shared with the curve; a verdict needs at least 10" in reason
+    assert reason.startswith("2 problems shared with the") and "a verdict needs at least 10" in reason
     json.loads((out / "leaderboard.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     table = (out / "leaderboard.md").read_text()
     assert "| temperature-0.8 | humaneval_noise__n2 |" not in table and "temperature-0.8" in table
@@ -276,3 +279,142 @@ def test_a_runs_log_is_written_while_it_runs(tmp_path):
         time.sleep(0.1)
     assert "loading the model" in log.read_text()  # long before the 10 s run ends
     assert worker.is_alive()
+
+
+# Resuming: a finished run is reused only when everything that shapes its output is unchanged.
+
+def fake_harness(command: list[str], log: Path, echo: bool) -> int:
+    """Stands in for `lm-eval-noise run` (runner._run_logged): writes what the harness would,
+    a results JSON and samples with the task variant's n answers per doc for `--limit` docs."""
+    flags = dict(itertools.pairwise(command))
+    variant = Path(flags["--include_path"]) / f"{flags['--tasks']}.yaml"
+    n = __import__("yaml").safe_load(variant.read_text())["repeats"]
+    limit = int(flags["--limit"]) if "--limit" in flags else None
+    out = Path(flags["--output_path"]) / "model"
+    out.mkdir(parents=True)
+    (out / "results_0.json").write_text(json.dumps({"config": {"limit": limit}}))
+    (out / "samples_task_0.jsonl").write_text("".join(
+        json.dumps({"doc_id": doc, "resps": [["x"] * n], "pass@1": doc / 3}) + "\n" for doc in range(limit or 3)))
+    log.write_text("fake harness\n")
+    return 0
+
+
+@pytest.fixture
+def fake_runs(monkeypatch, tmp_path):
+    """A sweep writer and runner over the fake harness, with a copy of the task YAMLs."""
+    import shutil
+
+    from lm_eval_noise.harness.task_configs import tasks_dir
+    from lm_eval_noise.tools.sweep import runner
+
+    tasks = tmp_path / "task_yamls"
+    shutil.copytree(tasks_dir(), tasks)
+    monkeypatch.setattr(runner, "tasks_dir", lambda: tasks)
+    monkeypatch.setattr(runner, "_run_logged", fake_harness)
+    np.save(tmp_path / "vectors.npy", np.eye(2, 8, dtype=np.float32))
+
+    def sweep(extra: str = "", output: Path = tmp_path / "out"):
+        config = write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise_n100]\nsamples: 3\nlimit: 2\n"
+                                        f"methods: {{greedy: {{}}}}\n{extra}")
+        return runner.run_sweep(load_sweep(config), output, echo=False)
+
+    return sweep, tasks, tmp_path
+
+
+@pytest.mark.parametrize("change, message", [
+    ("samples", "samples 3 -> 10"),
+    ("limit", "limit 2 -> 5"),
+    ("metadata", 'metadata.num_prompts (unset) -> 5'),
+    ("apply_chat_template", "apply_chat_template false -> true"),
+    ("base task YAML", "task_files.humaneval_noise.yaml sha256:"),
+    ("noise_vectors file", "model_args.noise_vectors sha256:"),
+])
+def test_a_finished_run_made_with_other_settings_is_never_reused(fake_runs, change, message):
+    sweep, tasks, folder = fake_runs
+    custom = f"  custom: [{{name: fixed, model_args: {{noise_norm: 1.0, noise_vectors: {folder / 'vectors.npy'}}}}}]\n"
+    first = "methods:\n  greedy: {}\n" + custom
+    assert [o.status for o in sweep(first)] == ["done", "done"]
+    assert [o.status for o in sweep(first)] == ["skipped", "skipped"]  # the same settings: reused
+    second = {"samples": "samples: 10\n", "limit": "limit: 5\n", "metadata": "metadata: {num_prompts: 5}\n",
+              "apply_chat_template": "apply_chat_template: true\n"}.get(change, "") + first
+    if change == "base task YAML":  # included by humaneval_noise_n100.yaml
+        base = tasks / "humaneval_noise.yaml"
+        base.write_text(base.read_text().replace("max_gen_toks: 512", "max_gen_toks: 256"))
+    if change == "noise_vectors file":
+        np.save(folder / "vectors.npy", np.eye(2, 8, k=1, dtype=np.float32))
+    stamps = sorted(p.stat().st_mtime_ns for p in (folder / "out").rglob("results_*.json"))
+    with pytest.raises(SweepConfigError, match=f"was made with other settings: .*{re.escape(message)}.*; use another "
+                                               "--output folder or delete th"):
+        sweep(second)
+    assert sorted(p.stat().st_mtime_ns for p in (folder / "out").rglob("results_*.json")) == stamps  # kept
+    done = json.loads(next((folder / "out" / "runs").glob("*greedy*/DONE.json")).read_text())
+    assert done["settings"]["samples"] == 3 and len(done["fingerprint"]) == 16
+    assert [o.status for o in sweep(second, folder / "elsewhere")] == ["done", "done"]
+
+
+def test_a_finished_run_from_before_fingerprints_is_refused(fake_runs):
+    sweep, _, folder = fake_runs
+    sweep()
+    done = next((folder / "out" / "runs").glob("*/DONE.json"))
+    done.write_text(json.dumps({"run": "greedy", "results": "model/results_0.json"}))  # the old format
+    with pytest.raises(SweepConfigError, match="older lm-eval-noise that did not record its settings"):
+        sweep()
+    from lm_eval_noise.tools.sweep import finished_outcomes
+
+    with pytest.raises(SweepConfigError, match="older lm-eval-noise"):  # --report-only too
+        finished_outcomes(load_sweep(folder / "sweep.yaml"), folder / "out")
+
+
+def test_the_command_line_reports_a_changed_run_in_one_line(fake_runs, capsys):
+    from lm_eval_noise.cli import main
+
+    sweep, _, folder = fake_runs
+    sweep()
+    write_config(folder, "models: [m]\ntasks: [humaneval_noise_n100]\nsamples: 10\nlimit: 2\nmethods: {greedy: {}}\n")
+    assert main(["sweep", "--config", str(folder / "sweep.yaml"), "-o", str(folder / "out"), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("lm-eval-noise sweep: ") and "samples 3 -> 10" in error and "--output folder" in error
+
+
+def test_the_leaderboard_states_the_samples_and_limit_the_runs_have(fake_runs, tmp_path):
+    from lm_eval_noise.tools.sweep.report import build_leaderboard, markdown_table
+
+    sweep, _, folder = fake_runs
+    outcomes = sweep()
+    config = load_sweep(folder / "sweep.yaml")
+    board = build_leaderboard(dataclasses.replace(config, samples=10, limit=None), outcomes)  # the config lies
+    assert {(e["samples"], e["limit"], e["problems"]) for e in board["runs"]} == {(3, 2, 2)}
+    assert "3 samples per problem" in markdown_table(board)
+    samples = next(outcomes[0].directory.rglob("samples_*.jsonl"))
+    samples.write_text(samples.read_text().replace('["x", "x", "x"]', '["x"]'))
+    other = dataclasses.replace(outcomes[0], run=dataclasses.replace(outcomes[0].run, name="other"))
+    fourth = tmp_path / "four"
+    fake_harness(["--include_path", str(folder / "out" / "tasks"), "--tasks", "humaneval_noise_n100__n3",
+                  "--output_path", str(fourth)], tmp_path / "log", False)
+    (next(fourth.rglob("samples_*.jsonl"))).write_text(json.dumps({"doc_id": 0, "resps": [["x"] * 4]}) + "\n")
+    mixed = [dataclasses.replace(outcomes[0], directory=fourth), other]
+    with pytest.raises(SweepConfigError, match="runs of m on humaneval_noise_n100 have different samples per "
+                                               "problem \\(greedy: 4, other: 1\\)"):
+        build_leaderboard(config, mixed)
+
+
+def test_noise_seed_replicates_resample_the_residual_vectors(tmp_path, monkeypatch):
+    from transformers import LlamaConfig
+
+    from lm_eval_noise.tools.sweep import runner
+
+    LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2).save_pretrained(tmp_path / "model")
+    sweep = load_sweep(write_config(tmp_path, f"""
+models: [{tmp_path / 'model'}]
+tasks: [humaneval_noise]
+noise_seeds: [0, 1]
+methods: {{residual: {{layer: 1, noise_norm: [2.0], vectors: [3]}}}}
+"""))
+    first, second = sweep.runs
+    assert first.model_args["noise_vectors"] == {"count": 3, "seed": 0} and first.model_args["noise_seed"] == 0
+    assert second.model_args["noise_vectors"] == {"count": 3, "seed": 1} and second.model_args["noise_seed"] == 1
+    out = tmp_path / "out"
+    commands = [runner._prepare(sweep, run, out, out / "runs" / run.run_id)[0] for run in sweep.runs]
+    files = [json.loads(dict(itertools.pairwise(c))["--model_args"])["noise_vectors"] for c in commands]
+    assert files[0] != files[1] and not np.allclose(np.load(files[0]), np.load(files[1]))
+    assert [dict(itertools.pairwise(c))["--seed"] for c in commands] == ["0,0,0,1234", "1,1,1,1234"]

@@ -8,7 +8,9 @@
     limit: 5                     # problems / prompts per task (optional)
     baseline: temperature-0.8    # the method runs are compared against, paired
     verdict: {margin: 0.05}      # optional: thresholds of the verdict (verdict.py)
-    noise_seeds: [0, 1, 2]       # optional: each noise run repeated per seed (replicates)
+    noise_seeds: [0, 1, 2]       # optional: each noise run repeated per seed (replicates; the
+                                 #   seed replaces everything random: noise_seed, the residual
+                                 #   vectors' seed, lm_eval's sampling seeds)
     batch_size: auto             # optional: device, apply_chat_template, metadata,
     methods:                     #   gen_kwargs / model_args added to every run
       greedy: {}
@@ -20,7 +22,7 @@
       noise: {sigma_scale: [0.05, 0.1], site: [embed, "layer:-8"], scope: [per_token, per_sequence],
               schedule: [constant, "exp:16"],    # schedule: optional, as noise_schedule
               model_args: {noise_positions: generated}}  # optional: other hf-noise args
-      residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}
+      residual: {layer: 12, noise_norm: [4, 8], vectors: [1, 5]}  # seed: of vectors and noise (0)
       custom:                    # anything else: named runs with their own args
         - {name: low-noise-prompt-only, model_args: {sigma_scale: 0.05, noise_positions: prompt}}
 
@@ -58,10 +60,14 @@ class Run:
     method: str = ""
     noise_scale: float | None = None  # sigma_scale or noise_norm, for plots
     group: str = ""  # the name its replicates share (noise runs repeated over noise_seeds); else its name
+    seed: int | None = None  # its replicate's seed (noise_seeds), passed to lm_eval's --seed too; else None
 
     @property
     def run_id(self) -> str:
-        """Stable for the same settings: the resume key."""
+        """The run's folder name: readable, and distinct for distinct model, task, model_args
+        and gen_kwargs. Not the resume key: everything that shapes the run's output (samples,
+        limit, file contents, versions...) is its settings fingerprint (runner.run_settings),
+        which DONE.json records and a rerun compares."""
         payload = json.dumps([self.model, self.task, self.model_args, self.gen_kwargs], sort_keys=True)
         digest = hashlib.sha256(payload.encode()).hexdigest()[:8]
         model = re.sub(r"[^A-Za-z0-9.]+", "_", self.model.rstrip("/").split("/")[-1])
@@ -249,6 +255,16 @@ def _check_run_arguments(run: Run, path) -> None:
         raise SweepConfigError(f"{path}: run {run.name}: {error}") from None
 
 
+def _replicate(model_args: dict, seed: int) -> dict:
+    """A noise_seeds replicate's model_args: the seed replaces every seed of the run, the
+    noise's and that of random `noise_vectors: {count, seed}` directions (one set of
+    directions for all replicates would make them the same experiment, not replicates)."""
+    args = {**model_args, "noise_seed": seed}
+    if isinstance(args.get("noise_vectors"), dict):
+        args["noise_vectors"] = {**args["noise_vectors"], "seed": seed}
+    return args
+
+
 def _seeds(value, path) -> list[int]:
     if value is None:
         return []
@@ -310,13 +326,13 @@ def load_sweep(path: str | Path) -> Sweep:
             for method, spec in config.methods.items():
                 for name, model_args, gen_kwargs, scale in _method_points(method, spec, f"{path}: methods"):
                     noisy = is_noise(method, scale)
+                    args = {**model, **config.model_args, **model_args}
                     for seed in seeds if noisy and seeds else [None]:
                         runs.append(Run(
                             name=name if seed is None else f"{name}-seed{seed}", model=str(model["pretrained"]),
-                            task=str(task), model_args={**model, **config.model_args, **model_args,
-                                                        **({} if seed is None else {"noise_seed": seed})},
+                            task=str(task), model_args=args if seed is None else _replicate(args, seed),
                             gen_kwargs={**config.gen_kwargs, **gen_kwargs}, method=method, noise_scale=scale,
-                            group=name,
+                            group=name, seed=seed,
                         ))
     for run in runs:
         _check_run_arguments(run, path)

@@ -5,14 +5,25 @@ Layout of the output folder:
                            log.txt (its output), DONE.json once complete
     tasks/                 the task variants the sweep made (the config's n as `repeats`)
     vectors/               random unit vectors of residual runs
-A run whose DONE.json exists is skipped on a rerun; a partial one is redone from
-scratch; a failed one is reported and the sweep goes on.
+
+A run's settings (run_settings) are everything that shapes its output; DONE.json records
+them and their fingerprint. A rerun into the same folder
+- skips a finished run whose recorded fingerprint equals its current one;
+- refuses to start (SweepConfigError, one line naming what changed) when a finished run
+  was made with other settings, or by an older version that recorded none: reusing it
+  would report old results under new settings, and redoing it would delete results.
+  The way on is another output folder, or deleting that run;
+- redoes a partial run (no DONE.json) from scratch.
+A failed run is reported and the sweep goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +37,11 @@ from tqdm import tqdm
 
 from ...harness.task_configs import tasks_dir
 from .grid import Run, Sweep, SweepConfigError
+
+ENGINE = "hf-noise"  # the model of every run; a future `engine:` key sets it, and so each run's settings
+FILE_ARGS = ("noise_cov_sqrt", "noise_vectors")  # model_args that name files: their content shapes the output
+VERSIONED = ("lm_eval", "transformers", "torch")  # besides this package, code whose version shapes the output
+FEWSHOT_SEED = 1234  # lm_eval's default: seed replicates keep the baseline's few-shot examples
 
 
 @dataclass(frozen=True)
@@ -54,14 +70,83 @@ def task_variant(folder: Path, task: str, samples: int) -> str:
     return name
 
 
-def _metric_list(path: Path) -> list[dict]:
-    """The metric_list of a task YAML, following `include:` (task YAMLs carry !function tags)."""
+def _task_yaml(path: Path) -> dict:
+    """A task YAML as data (task YAMLs carry !function tags: kept as their text)."""
     loader = type("TaskLoader", (yaml.SafeLoader,), {})
     loader.add_constructor("!function", lambda node_loader, node: node_loader.construct_scalar(node))
-    config = yaml.load(path.read_text(), Loader=loader) or {}
+    return yaml.load(path.read_text(), Loader=loader) or {}
+
+
+def _metric_list(path: Path) -> list[dict]:
+    """The metric_list of a task YAML, following `include:`."""
+    config = _task_yaml(path)
     if "metric_list" in config:
         return list(config["metric_list"])
     return _metric_list(path.parent / config["include"]) if "include" in config else []
+
+
+def _digest(path) -> str:
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def task_files(task: str) -> dict[str, str]:
+    """{file: content digest} of what the harness reads for `task`: its YAML, the YAMLs it
+    includes (as lm_eval resolves `include:`), and the modules its `!function`s name (a .py
+    beside the YAML first, else an importable module, as lm_eval looks). Named relative to
+    the tasks folder, so moving an installation changes nothing. The variant the sweep
+    writes around the task is made from these and `samples`, both in the settings."""
+    files, pending = {}, [(tasks_dir() / f"{task}.yaml").resolve()]
+    while pending:
+        path = pending.pop()
+        name = os.path.relpath(path, tasks_dir().resolve())
+        if name in files:
+            continue
+        files[name] = _digest(path)
+        includes = _task_yaml(path).get("include", [])
+        includes = [includes] if isinstance(includes, str) else includes
+        pending += [(path.parent / include).resolve() for include in includes]
+        for module in sorted(set(re.findall(r"!function\s+([\w.]+)\.\w+", path.read_text()))):
+            files[f"!function {module}"] = _module_digest(module, path.parent)
+    return files
+
+
+def _module_digest(module: str, folder: Path) -> str:
+    """The digest of the source a `!function MODULE.name` runs, found as lm_eval finds it."""
+    path = folder / f"{module.replace('.', '/')}.py"
+    if not path.is_file():
+        try:
+            spec = importlib.util.find_spec(module)
+        except ImportError:
+            spec = None
+        path = Path(spec.origin) if spec and spec.origin else None
+    return _digest(path) if path and path.is_file() else "missing"  # then the run fails, and says why
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    from ... import __version__
+
+    return {"lm_eval_noise": __version__, **{name: version(name) for name in VERSIONED}}
+
+
+def run_settings(sweep: Sweep, run: Run, model_args: dict) -> dict:
+    """Everything that shapes a run's output: the key on which a finished run is reused.
+    `model_args` as the harness gets them, with the files they name by content."""
+    return {
+        "engine": ENGINE, "task": run.task, "task_files": task_files(run.task),
+        "model_args": {k: _digest(v) if k in FILE_ARGS and v else v for k, v in model_args.items()},
+        "gen_kwargs": run.gen_kwargs, "samples": sweep.samples, "limit": sweep.limit, "metadata": sweep.metadata,
+        "apply_chat_template": sweep.apply_chat_template, "seed": run.seed, "versions": versions(),
+        # In the key although hf-noise's noise is independent of the batch: the rest of a run
+        # is not (sampling draws from lm_eval's one torch generator in batch order; padding
+        # and kernels change the arithmetic, so a greedy near-tie can flip), nor of the device.
+        "batch_size": sweep.batch_size, "device": sweep.device,
+    }
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
@@ -79,14 +164,15 @@ def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
     return path
 
 
-def _command(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> list[str]:
+def _prepare(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> tuple[list[str], dict]:
+    """A run's command line and its settings, writing the files it needs (task variant, vectors)."""
     model_args = dict(run.model_args)
     vectors = model_args.get("noise_vectors")
     if isinstance(vectors, dict):
         path = random_vectors(output / "vectors", run.model, vectors["count"], vectors["seed"])
         model_args["noise_vectors"] = str(path)
     command = [
-        sys.executable, "-m", "lm_eval_noise", "run", "--model", "hf-noise",
+        sys.executable, "-m", "lm_eval_noise", "run", "--model", ENGINE,
         "--model_args", json.dumps(model_args), "--tasks", task_variant(output / "tasks", run.task, sweep.samples),
         "--include_path", str(output / "tasks"), "--output_path", str(run_dir), "--log_samples",
         "--batch_size", sweep.batch_size, "--confirm_run_unsafe_code", "--gen_kwargs", json.dumps(run.gen_kwargs),
@@ -99,7 +185,65 @@ def _command(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> list[str]:
         command += ["--apply_chat_template"]
     if sweep.metadata:
         command += ["--metadata", json.dumps(sweep.metadata)]
-    return command
+    if run.seed is not None:  # a replicate draws its own samples too (python, numpy, torch)
+        command += ["--seed", f"{run.seed},{run.seed},{run.seed},{FEWSHOT_SEED}"]
+    return command, run_settings(sweep, run, model_args)
+
+
+def _plan(sweep: Sweep, run: Run, output: Path) -> tuple[Run, Path, tuple | Exception]:
+    """(run, its folder, its (command, settings) or why they could not be made)."""
+    run_dir = output / "runs" / run.run_id
+    try:
+        return run, run_dir, _prepare(sweep, run, output, run_dir)
+    except (SweepConfigError, OSError, ValueError) as error:
+        return run, run_dir, error
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {key: item for k, v in value.items() for key, item in _flat(v, f"{prefix}{k}.").items()}
+    return {prefix[:-1]: value}
+
+
+def _changes(old: dict, new: dict) -> str:
+    """`key old -> new` for each setting that differs, for a one-line message."""
+    before, after = _flat(old), _flat(new)
+    same = lambda key: key in before and key in after and json.dumps(before[key]) == json.dumps(after[key])  # noqa: E731
+
+    def show(side: dict, key: str) -> str:
+        value = side.get(key, "(unset)")
+        return (value if isinstance(value, str) else json.dumps(value))[:48]
+
+    changed = [f"{key} {show(before, key)} -> {show(after, key)}"
+               for key in sorted(before.keys() | after.keys()) if not same(key)]
+    return ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+
+
+def _finished(plans: list) -> set[Path]:
+    """The folders of runs finished with exactly their current settings. A finished run made
+    otherwise is refused, before anything runs (see the module docstring)."""
+    finished, refused = set(), []
+    for _, run_dir, prepared in plans:
+        done = run_dir / "DONE.json"
+        if isinstance(prepared, Exception) or not done.exists():
+            continue
+        try:
+            stored = json.loads(done.read_text())
+        except (OSError, ValueError):
+            stored = {}
+        settings = prepared[1]
+        if stored.get("fingerprint") == fingerprint(settings):
+            finished.add(run_dir)
+        elif not isinstance(stored.get("settings"), dict):
+            refused.append(f"{run_dir} was made by an older lm-eval-noise that did not record its settings")
+        else:
+            refused.append(f"{run_dir} was made with other settings: {_changes(stored['settings'], settings)}")
+    if refused:
+        others = len(refused) - 1
+        more = f" (and {others} more finished run{'s' if others > 1 else ''})" if others else ""
+        raise SweepConfigError(f"{refused[0]}{more}; use another --output folder or delete "
+                               f"{'those runs' if others else 'that run'}")
+    return finished
 
 
 def _run_logged(command: list[str], log: Path, echo: bool) -> int:
@@ -125,38 +269,63 @@ def _run_logged(command: list[str], log: Path, echo: bool) -> int:
 
 
 def finished_outcomes(sweep: Sweep, output: Path) -> list[RunOutcome]:
-    """The runs already done (for --report-only), as skipped outcomes."""
-    return [RunOutcome(run, "skipped", output / "runs" / run.run_id) for run in sweep.runs
-            if (output / "runs" / run.run_id / "DONE.json").exists()]
+    """The runs already done (for --report-only), as skipped outcomes; refused as in a
+    rerun when one was made with other settings."""
+    plans = [_plan(sweep, run, output) for run in sweep.runs]
+    plans = [plan for plan in plans if (plan[1] / "DONE.json").exists()]
+    for _, run_dir, prepared in plans:
+        if isinstance(prepared, Exception):
+            raise SweepConfigError(f"{run_dir}: cannot check the settings it was made with: {prepared}")
+    _finished(plans)
+    return [RunOutcome(run, "skipped", run_dir) for run, run_dir, _ in plans]
 
 
 def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True) -> list[RunOutcome]:
+    plans = [_plan(sweep, run, output) for run in sweep.runs]
+    finished = _finished(plans)
     outcomes = []
-    bar = tqdm(sweep.runs, desc=f"sweep {sweep.name}", unit="run")
-    for run in bar:
-        run_dir = output / "runs" / run.run_id
-        done = run_dir / "DONE.json"
+    bar = tqdm(plans, desc=f"sweep {sweep.name}", unit="run")
+    for run, run_dir, prepared in bar:
         bar.set_postfix_str(run.name)
-        if done.exists():
+        if run_dir in finished:
             outcomes.append(RunOutcome(run, "skipped", run_dir))
             continue
+        if isinstance(prepared, Exception):
+            outcomes.append(RunOutcome(run, "failed", run_dir, str(prepared)))
+            continue
+        command, settings = prepared
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a partial run: start it again
         run_dir.mkdir(parents=True)
-        try:
-            command = _command(sweep, run, output, run_dir)
-        except (SweepConfigError, OSError, ValueError) as error:
-            outcomes.append(RunOutcome(run, "failed", run_dir, str(error)))
-            continue
         code = _run_logged(command, run_dir / "log.txt", echo)
         results = sorted(run_dir.rglob("results_*.json"))
         if code == 0 and results:
-            done.write_text(json.dumps({"run": run.name, "model": run.model, "task": run.task,
-                                        "model_args": run.model_args, "gen_kwargs": run.gen_kwargs,
-                                        "results": str(results[-1].relative_to(run_dir))}, indent=2))
+            done = {"run": run.name, "model": run.model, "task": run.task, "model_args": run.model_args,
+                    "gen_kwargs": run.gen_kwargs, "results": str(results[-1].relative_to(run_dir)),
+                    "fingerprint": fingerprint(settings), "settings": settings}
+            (run_dir / "DONE.json.partial").write_text(json.dumps(done, indent=2))
+            os.replace(run_dir / "DONE.json.partial", run_dir / "DONE.json")  # never half a DONE.json
             outcomes.append(RunOutcome(run, "done", run_dir))
         else:
             tail = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
             outcomes.append(RunOutcome(run, "failed", run_dir, f"exit code {code}: " + " | ".join(tail)))
         bar.write(f"{run.name}: {outcomes[-1].status}")
     return outcomes
+
+
+def run_shape(run_dir: Path) -> dict:
+    """What a finished run holds, from the files the harness wrote: samples per problem
+    (answers per doc in the samples JSONL), problems (its docs) and the limit the harness
+    was given (results JSON)."""
+    answers = {}
+    for path in sorted(run_dir.rglob("samples_*.jsonl")):
+        for line in path.open(encoding="utf-8"):
+            if line.strip():
+                sample = json.loads(line)
+                answers[sample["doc_id"]] = len(sample["resps"][0]) if sample["resps"] else 0
+    counts = sorted(set(answers.values()))
+    if len(counts) > 1:
+        raise SweepConfigError(f"{run_dir}: its problems have different numbers of samples ({counts})")
+    results = sorted(run_dir.rglob("results_*.json"))
+    limit = json.loads(results[-1].read_text()).get("config", {}).get("limit") if results else None
+    return {"samples": counts[0] if counts else 0, "problems": len(answers), "limit": limit}
