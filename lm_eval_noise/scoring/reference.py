@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -117,12 +118,34 @@ def _model_max_length(model) -> int:
     return 2048
 
 
+def check_gguf(name: str | None, gguf_file: str | None, model_flag: str = "--model",
+               file_flag: str = "--gguf-file") -> None:
+    """One line for each way a GGUF checkpoint is mis-given, before anything loads:
+    transformers wants the folder (or hub repo) as the model and the file name beside it."""
+    if name is None:
+        return
+    local = Path(name).expanduser()
+    if gguf_file is None:
+        if name.endswith(".gguf"):
+            raise InputError(f"{model_flag} {name!r} is a GGUF file: give its folder (or hub repo) as {model_flag} "
+                             f"and its file name as {file_flag}")
+        return
+    if not gguf_file.endswith(".gguf"):
+        raise InputError(f"{file_flag} {gguf_file!r}: not a .gguf file name")
+    if local.is_file():
+        raise InputError(f"{model_flag} {name!r} is a file: with {file_flag}, {model_flag} is the folder (or hub "
+                         "repo) that holds the GGUF file")
+    if local.is_dir() and not (local / gguf_file).is_file():
+        raise InputError(f"{file_flag} {gguf_file!r}: no such file in {name}")
+
+
 @functools.lru_cache(maxsize=2)
 def load_reference(name_or_path: str, device: str | None = None, dtype: str = "auto", gguf_file: str | None = None):
     """(model, tokenizer) of a reference model, loaded once per process. `gguf_file`: a
     GGUF checkpoint inside `name_or_path`, as for --model hf."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_gguf(name_or_path, gguf_file)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     extra = {"gguf_file": gguf_file} if gguf_file else {}
     if gguf_file:

@@ -26,7 +26,8 @@ def score_records(answers: list[dict], model, tokenizer, batch_size: int = 8) ->
     return [{**answer, **score.to_record()} for answer, score in zip(answers, scored)]
 
 
-def write_scores(records: list[dict], output: Path, *, reference_model: str, inputs: list[Path]) -> dict:
+def write_scores(records: list[dict], output: Path, *, reference_model: str, inputs: list[Path],
+                 reference_gguf_file: str | None = None) -> dict:
     """The per-answer records as JSONL at `output` and a summary beside it
     (OUTPUT.summary.json); returns the summary."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,7 @@ def write_scores(records: list[dict], output: Path, *, reference_model: str, inp
     means = [r["logprob_mean"] for r in records if r["num_tokens"]]
     summary = {
         "reference_model": reference_model,
+        "reference_gguf_file": reference_gguf_file,
         "inputs": [str(p) for p in inputs],
         "answers": len(records),
         "logprob_mean": math.fsum(means) / len(means) if means else None,
