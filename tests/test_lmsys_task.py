@@ -85,7 +85,8 @@ def test_chat_task_scores_answers_with_the_evaluated_model_by_default(chats_file
     metadata = {"pretrained": path, "lmsys_path": chats_file, "num_prompts": 3, "max_prompt_len": 40}
     out = _run(lm, "lmsys_chat_noise_n5", metadata)
     metrics = out["results"]["lmsys_chat_noise_n5"]
-    for name in ("response_length", "empty_rate", "degenerate_rate", "ref_logprob_mean", "self_bleu", "distinct_2"):
+    for name in ("response_length", "empty_rate", "degenerate_rate", "ref_logprob_mean", "self_bleu", "distinct_2",
+                 "edit_distance_matched"):
         assert f"{name},reference" in metrics
     assert metrics["ref_logprob_mean,reference"] < 0
     sample = out["samples"]["lmsys_chat_noise_n5"][0]

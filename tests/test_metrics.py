@@ -15,6 +15,7 @@ from lm_eval_noise.metrics import (
     compile_rate,
     distinct_n,
     edit_distance,
+    edit_distance_matched,
     is_degenerate_code,
     is_empty_code,
     pairwise_bleu,
@@ -142,6 +143,26 @@ def test_edit_distance_equals_dynamic_programming_reference(seed):
         for a, b in itertools.combinations(samples, 2)
     ]
     assert edit_distance(samples) == pytest.approx(sum(pairs) / len(pairs))
+    matched = [levenshtein_dp(a[:min(len(a), len(b))], b[:min(len(a), len(b))]) / min(len(a), len(b))
+               if min(len(a), len(b)) else 0.0 for a, b in itertools.combinations(samples, 2)]
+    assert edit_distance_matched(samples) == pytest.approx(sum(matched) / len(matched))
+
+
+def test_matched_edit_distance_cannot_be_faked_by_length():
+    """Greedy's answer with 0-30 words appended: the matched edit distance sees the
+    shared answer as identical and counts only the appended words both answers of a
+    pair have; real differences still count. (The verdict test shows such a run is
+    never a success.)"""
+    rng = random.Random(7)
+    words = "the a model answer because however therefore data noise sample".split()
+    greedy = ("Here is how to sort a list in Python: use sorted(items), which returns a new list, or "
+              "items.sort(), which sorts in place. ") * 5  # a chat answer's length, ~600 characters
+    padded = [greedy + "".join(" " + rng.choice(words) for _ in range(rng.randint(0, 30))) for _ in range(5)]
+    assert edit_distance_matched(padded) < 0.5 * edit_distance(padded)  # what is left: words both appended
+    assert edit_distance_matched([greedy, greedy + " and more words"]) == 0.0
+    assert edit_distance_matched(["", "abc"]) == 0.0 and math.isnan(edit_distance_matched(["one"]))
+    different = ["Use sorted(items) to sort.", "Call items.sort() in place.", "Try heapq for the top k."]
+    assert edit_distance_matched(different) > 0.5
 
 
 def exact_pass_at_k(n, c, k):

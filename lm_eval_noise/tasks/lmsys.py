@@ -5,16 +5,23 @@ Settable with `--metadata '{...}'` (no YAML edit): `lmsys_path` (local .json/.js
 .parquet file in the dataset's schema, or a hub id; default the gated hub dataset),
 `num_prompts` (100), `language` (English; "all" for any), `max_prompt_len` (256
 tokens under the evaluated model's tokenizer; longer prompts are dropped),
-`reference_model` (default: the evaluated model, `pretrained`, without noise).
+`reference_model` (default: the evaluated model, `pretrained`, without noise), with
+`reference_gguf_file` (a GGUF checkpoint inside it) and `reference_dtype`.
+
+Each doc records whether its answers are judged by the generator's own weights
+(`self_scored`, decided by scoring.identity, undecided counting as yes) and why: a sweep's
+chat verdict needs an independent reference and reads this record.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ..errors import InputError
 
+logger = logging.getLogger(__name__)
 HUB_DATASET = "lmsys/lmsys-chat-1m"
 _FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -48,25 +55,47 @@ def load_lmsys(
     language: str = "English",
     max_prompt_len: int = 256,
     reference_model: str | None = None,
+    reference_gguf_file: str | None = None,
+    reference_dtype: str | None = None,
     pretrained: str | None = None,
     tokenizer: str | None = None,
     gguf_file: str | None = None,
     dtype: str | None = None,
+    revision: str | None = None,
     **_metadata,
 ) -> dict:
     """{"test": Dataset} of the first `num_prompts` qualifying first user turns."""
     import datasets
     from transformers import AutoTokenizer
 
-    from ..scoring.self_scoring import SELF_SCORING_KEY
+    from ..scoring.identity import Identity, Weights, same_weights
+    from ..scoring.reference import check_gguf
+    from ..scoring.self_scoring import SELF_SCORED_KEY, SELF_SCORED_REASON_KEY, SELF_SCORING_KEY
 
     tokenizer_name = tokenizer or pretrained
     if tokenizer_name is None or not isinstance(tokenizer_name, str):
         raise InputError("lmsys_chat_noise needs the model's `pretrained` (or `tokenizer`) to apply max_prompt_len")
-    reference = reference_model or pretrained
-    own_reference = reference == pretrained  # scored by the evaluated model, noise off
-    # A GGUF checkpoint (gguf_file= in model_args) holds the tokenizer too.
-    counter = AutoTokenizer.from_pretrained(tokenizer_name, **({"gguf_file": gguf_file} if gguf_file else {}))
+    if reference_gguf_file and not reference_model:
+        raise InputError(f"reference_gguf_file={reference_gguf_file!r} needs reference_model: the folder or hub "
+                         "repo that holds it")
+    # Checked now, not after every answer is generated.
+    check_gguf(reference_model, reference_gguf_file, "reference_model", "reference_gguf_file")
+    generator = Weights(str(pretrained or tokenizer_name), gguf_file, revision)
+    if reference_model is None:
+        reference, identity = generator, Identity(True, "no reference_model: the evaluated model scores itself")
+    else:
+        reference = Weights(reference_model, reference_gguf_file)
+        identity = same_weights(generator, reference)
+    if identity.same is None:
+        logger.warning("lmsys_chat_noise: %s; counted as self-scored, so chat verdicts stay undetermined",
+                       identity.reason)
+    # The reference's weights are the generator's: hf-noise scores with the weights it holds
+    # (noise off) instead of loading them again, unless another dtype is asked for.
+    own_weights = identity.same is True and reference_dtype in (None, dtype)
+    # A GGUF checkpoint (gguf_file= in model_args) holds the tokenizer too, unless
+    # `tokenizer` names another (as HFLM decides).
+    from_gguf = {"gguf_file": gguf_file} if gguf_file and not tokenizer else {}
+    counter = AutoTokenizer.from_pretrained(tokenizer_name, **from_gguf)
     docs = []
     for row in _rows(lmsys_path):
         if len(docs) >= int(num_prompts):
@@ -82,10 +111,12 @@ def load_lmsys(
             "conversation_id": str(row.get("conversation_id", len(docs))),
             "language": row.get("language"),
             "prompt": prompt,
-            "reference_model": reference,
-            "reference_gguf_file": gguf_file if own_reference else None,
-            "reference_dtype": dtype if own_reference else None,
-            SELF_SCORING_KEY: own_reference,
+            "reference_model": reference.name,
+            "reference_gguf_file": reference.gguf_file,
+            "reference_dtype": reference_dtype or (dtype if identity.same else None),
+            SELF_SCORING_KEY: own_weights,
+            SELF_SCORED_KEY: identity.same is not False,
+            SELF_SCORED_REASON_KEY: identity.reason,
         })
     return {"test": datasets.Dataset.from_list(docs)}
 
@@ -115,7 +146,15 @@ def score_with_reference(resps, docs):
 
 
 def process_results(doc, results) -> dict[str, float]:
-    from ..metrics import distinct_n, edit_distance, is_degenerate, pairwise_bleu, response_length, self_bleu
+    from ..metrics import (
+        distinct_n,
+        edit_distance,
+        edit_distance_matched,
+        is_degenerate,
+        pairwise_bleu,
+        response_length,
+        self_bleu,
+    )
 
     records = [json.loads(record) for record in results[0]]
     responses = [r["response"] for r in records]
@@ -135,5 +174,6 @@ def process_results(doc, results) -> dict[str, float]:
             "self_bleu": self_bleu(responses),
             "pairwise_bleu": pairwise_bleu(responses),
             "edit_distance": edit_distance(responses),
+            "edit_distance_matched": edit_distance_matched(responses),  # the verdict's: length cannot fake it
         })
     return metrics

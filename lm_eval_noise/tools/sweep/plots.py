@@ -1,14 +1,15 @@
 """The sweep's plots, one set per model and task, on the verdict's own axes (verdict.py):
-for code, correctness is pass@k averaged over the k every run reports and diversity is
-Distinct-2; for chat, quality is the reference model's mean log-prob per token and
-diversity the pairwise edit distance. Every title says what its intervals rest on
-(problems x samples per problem).
+for code, correctness is pass@1 (the primary endpoint) and diversity Distinct-2; for
+chat, quality is the reference model's mean log-prob per token and diversity the
+pairwise edit distance at matched length. Every title says what its intervals rest on
+(problems x samples per problem). A plot with nothing to show is not drawn.
 
 - passk_vs_k.png (code): pass@k against k, one line per run.
 - correctness_vs_diversity.png: the temperature curve from greedy (its T=0 end) through
   every temperature run, each noise run a point, 95% intervals on both axes.
 - matched_differences.png: each noise run minus the temperature curve at the noise run's
-  own diversity, with its interval, the +-margin band and the verdict.
+  own diversity (pass@1 filled, other k hollow), with its interval, the +-margin band and
+  the verdict; drawn when at least one noise run could be placed on the curve.
 - per_problem.png: every problem's value under every run (greedy, temperatures, noise).
 """
 
@@ -96,7 +97,7 @@ def _correctness_vs_diversity(plt, runs, entries, axes, path) -> bool:
     points = {}
     for run in runs:
         x, y = _interval(run["per_problem"].get(diversity_metric, {}).values()), \
-            _interval(_per_problem(run, correctness).values(), bounded=kind == "code")
+            _interval(_per_problem(run, correctness[:1]).values(), bounded=kind == "code")
         if x[3] and y[3]:
             points[run["name"]] = (run, x, y)
     curve = [points[r["name"]] for r in runs if r["method"] in ("greedy", "temperature") and r["name"] in points]
@@ -118,7 +119,7 @@ def _correctness_vs_diversity(plt, runs, entries, axes, path) -> bool:
         plt.close(figure)
         return False
     problems = max(max(p[1][3], p[2][3]) for p in points.values())
-    y_name = "mean of " + ", ".join(correctness) if kind == "code" else f"{CHAT_QUALITY} (nats per token)"
+    y_name = correctness[0] if kind == "code" else f"{CHAT_QUALITY} (nats per token)"
     axis.set_xlabel(f"{diversity_metric} (higher: more diverse samples)")
     axis.set_ylabel(f"{y_name} (higher: better)")
     axis.grid(alpha=0.3)
@@ -129,18 +130,20 @@ def _correctness_vs_diversity(plt, runs, entries, axes, path) -> bool:
 
 
 def _matched_differences(plt, rows, entries, axes, path) -> bool:
-    if not rows:
-        return False
+    if not any(row.get("matched") for row in rows):
+        return False  # no noise run could be placed on the curve: the table says why
     kind, diversity_metric, correctness = axes
     figure, axis = plt.subplots(figsize=(11, 1.8 + 0.45 * len(rows)))
     margin = rows[0].get("margin")
     for i, row in enumerate(rows):
         colour = _VERDICT_COLOURS[row["verdict"]]
-        matched = row.get("matched")
-        if matched:
-            axis.errorbar(matched["difference"], i, xerr=[[matched["difference"] - matched["low"]],
-                                                          [matched["high"] - matched["difference"]]],
-                          marker="o", capsize=3, color=colour)
+        for offset, metric in enumerate(correctness):
+            matched = row.get("matched", {}).get(metric)
+            if matched:
+                primary, middle = offset == 0, matched["difference"]
+                axis.errorbar(middle, i + 0.15 * offset, xerr=[[middle - matched["low"]], [matched["high"] - middle]],
+                              marker="o", capsize=3, color=colour, markerfacecolor=colour if primary else "white",
+                              alpha=1.0 if primary else 0.6)
         axis.annotate(f"{row['verdict']}: {_short(row['reason'])}",
                       (1.0, i), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
                       va="center", fontsize=8, color=colour)
@@ -149,13 +152,14 @@ def _matched_differences(plt, rows, entries, axes, path) -> bool:
         axis.axvspan(-margin, margin, color="tab:blue", alpha=0.08)
     axis.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=8)
     axis.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
-    what = "mean of " + ", ".join(correctness) if kind == "code" else CHAT_QUALITY
+    what = (f"{correctness[0]} (filled)" + (f", {', '.join(correctness[1:])} (hollow, below)" if correctness[1:]
+                                            else "")) if kind == "code" else CHAT_QUALITY
     band = f"; shaded: within the margin {margin:g}" if margin is not None else ""
     axis.set_xlabel(f"noise run minus the temperature curve at the same {diversity_metric}: {what}{band}")
     axis.grid(alpha=0.3, axis="x")
-    problems = max((row.get("problems", 0) for row in rows), default=0)
+    problems = max(row.get("problems", 0) for row in rows if row.get("matched"))
     axis.set_title(f"Noise against temperature at matched diversity, Holm-adjusted verdicts\n"
-                   f"({_scope(entries, problems)}; 95% t intervals over problems)", fontsize=10)
+                   f"({_scope(entries, problems)}; 95% intervals, seeds and problems random)", fontsize=10)
     return _save(plt, figure, path)
 
 
@@ -167,7 +171,7 @@ def _short(reason: str, most: int = 64) -> str:
 
 def _per_problem_view(plt, runs, entries, axes, path) -> bool:
     kind, _, correctness = axes
-    tables = [_per_problem(run, correctness) for run in runs]
+    tables = [_per_problem(run, correctness[:1]) for run in runs]
     problems = sorted(set().union(*tables), key=lambda p: (int(p) if str(p).isdigit() else 0, str(p)))
     if not problems:
         return False
@@ -184,7 +188,7 @@ def _per_problem_view(plt, runs, entries, axes, path) -> bool:
     if len(problems) <= 40:
         axis.set_xticks(range(len(problems)), [str(problems[i]) for i in order], fontsize=7)
     axis.set_xlabel(f"problem (document id, sorted by mean over runs; {len(problems)} problems; blank: not scored)")
-    name = "mean of " + ", ".join(correctness) if kind == "code" else CHAT_QUALITY
+    name = correctness[0]
     figure.colorbar(image, ax=axis, label=name)
     axis.set_title(f"Per problem: {name} under each run\n({_scope(entries, len(problems))})", fontsize=10)
     return _save(plt, figure, path)

@@ -22,7 +22,7 @@ from .verdict import judge_runs
 
 HEADLINE = (
     "pass@1", "pass@10", "compile_rate", "empty_rate", "degenerate_rate", "distinct_2", "self_bleu",
-    "pairwise_bleu", "edit_distance", "ref_logprob_mean", "response_length",
+    "pairwise_bleu", "edit_distance", "edit_distance_matched", "ref_logprob_mean", "response_length",
 )
 # Per-problem values of these lie in [0, 1]: their intervals may use that bound.
 _UNIT_INTERVAL = ("pass@", "compile_rate", "empty_rate", "degenerate_rate", "distinct_", "self_bleu",
@@ -75,8 +75,22 @@ def paired_interval(metric: str, values: dict, baseline: dict) -> dict:
 
 
 def build_leaderboard(sweep, outcomes) -> dict:
+    """Samples per problem, problems and limit come from what each run holds (runner.run_shape),
+    not from the config; runs of one model and task that disagree on samples are refused."""
+    from .grid import SweepConfigError
+    from .runner import run_shape
+
     finished = [o for o in outcomes if o.status in ("done", "skipped")]
     per_doc = {o.run.run_id: per_doc_metrics(o.directory) for o in finished}
+    shapes = {o.run.run_id: run_shape(o.directory) for o in finished}
+    samples: dict[tuple, dict] = {}
+    for o in finished:
+        samples.setdefault((o.run.model, o.run.task), {})[o.run.name] = shapes[o.run.run_id]["samples"]
+    for (model, task), by_run in sorted(samples.items()):
+        if len(set(by_run.values())) > 1:
+            raise SweepConfigError(f"runs of {model} on {task} have different samples per problem ("
+                                   + ", ".join(f"{name}: {n}" for name, n in sorted(by_run.items()))
+                                   + "); a leaderboard compares runs with the same n")
     entries = []
     for outcome in finished:
         run = outcome.run
@@ -86,7 +100,7 @@ def build_leaderboard(sweep, outcomes) -> dict:
             "task": run.task,
             "method": run.method, "temperature": run.gen_kwargs.get("temperature") if run.method == "temperature"
             else None, "noise_scale": run.noise_scale, "model_args": run.model_args, "gen_kwargs": run.gen_kwargs,
-            "samples": sweep.samples, "limit": sweep.limit, "directory": str(outcome.directory),
+            **shapes[run.run_id], "directory": str(outcome.directory),
             "metrics": {m: metric_interval(m, v) for m, v in metrics.items()},
             "per_problem": {m: {str(doc): value for doc, value in v.items()} for m, v in metrics.items()},
             "vs_baseline": {},
@@ -108,13 +122,17 @@ def build_leaderboard(sweep, outcomes) -> dict:
 
 def judge_sweep(entries: list[dict], limits: dict, reference_model: str | None = None) -> list[dict]:
     """verdict.judge_runs over each model and task's runs: one row per noise run. Chat
-    answers scored by the generator itself (lmsys's default reference) are flagged."""
+    answers scored by the generator's own weights are flagged: as each run recorded it
+    (lmsys docs), else by the identity of its weights and the reference's, never by names
+    (scoring.self_scoring.judged_self_scored)."""
+    from ...scoring.self_scoring import judged_self_scored
+
     rows = []
     for model, task in sorted({(e["model"], e["task"]) for e in entries}):
         mine = [e for e in entries if (e["model"], e["task"]) == (model, task)]
         runs = [{"name": e["group"], "method": e["method"], "temperature": e["temperature"],
                  "scale": e["noise_scale"], "per_problem": e["per_problem"],
-                 "self_scored": reference_model in (None, model)} for e in mine]
+                 "self_scored": judged_self_scored(e, reference_model)} for e in mine]
         for name, judgement in judge_runs(runs, limits).items():
             rows.append({"model": model, "task": task, "name": name, **judgement})
     return rows
@@ -145,26 +163,59 @@ def markdown_table(board: dict) -> str:
             cells = [_cell(entry[key].get(m)) for m in metrics]
             lines.append(f"| {entry['name']} | {entry['task']} | " + " | ".join(cells) + " |")
     if board["verdicts"]:
-        limits = board["verdict_thresholds"]
-        lines += ["", "## Verdicts: does noise replace temperature?", "",
-                  "Each noise run against the temperature curve (greedy, then every temperature run) at the noise "
-                  "run's own diversity; Holm-adjusted over the noise runs of a model and task. Thresholds: "
-                  f"{', '.join(f'{k}={v}' for k, v in limits.items())} (lm_eval_noise/tools/sweep/verdict.py).", "",
-                  "| noise run | task | verdict | why | problems | seeds | vs curve at matched diversity | "
-                  "match defined in | min. detectable effect |", "|---|---|---|---|---|---|---|---|---|"]
-        for row in board["verdicts"]:
-            matched = row.get("matched")
-            at_match = (f"{matched['difference']:+.3f} [{matched['low']:+.3f}, {matched['high']:+.3f}] "
-                        f"({' / '.join(matched['between'])})" if matched else "\u2013")
-            defined = f"{row['matched_defined_in']:.0%} of resamples" if "matched_defined_in" in row else "\u2013"
-            effect = row.get("minimum_detectable_effect")
-            effect = "\u2013" if effect is None else f"{effect:.3f}"
-            lines.append(f"| {row['name']} | {row['task']} | {row['verdict']} | {row['reason']} | "
-                         f"{row.get('problems', 0)} | {row.get('replicates', 1)} | {at_match} | {defined} | "
-                         f"{effect} |")
+        lines += _verdict_lines(board)
     if board["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- {f['name']}: {f['detail']}" for f in board["failed"]]
     return "\n".join(lines) + "\n"
+
+
+def _contrast_cell(contrast: dict | None) -> str:
+    if not contrast:
+        return "\u2013"
+    return f"{contrast['difference']:+.3f} [{contrast['low']:+.3f}, {contrast['high']:+.3f}]"
+
+
+def _verdict_lines(board: dict) -> list[str]:
+    """The verdict table (every k on its own), and across models and tasks when there
+    are several: effect sizes with intervals per model and task."""
+    limits, rows = board["verdict_thresholds"], board["verdicts"]
+    ks = sorted({m for row in rows for m in row.get("matched", {})},
+                key=lambda m: (not m.startswith("pass@"), int(m[5:]) if m.startswith("pass@") else 0, m))
+    several_models = len({row["model"] for row in rows}) > 1
+    lines = ["", "## Verdicts: does noise replace temperature?", "",
+             "Each noise run against the temperature curve (greedy, then every temperature run) at its own "
+             "diversity; pass@1 is the primary endpoint, every k is judged on its own; claims Holm-adjusted over "
+             "the runs and k of a model and task; seeds and problems both random. Thresholds: "
+             f"{', '.join(f'{k}={v}' for k, v in limits.items())} (lm_eval_noise/tools/sweep/verdict.py).", "",
+             "| noise run | " + ("model | " if several_models else "") + "task | verdict | why | problems | seeds | "
+             + "".join(f"{k} vs curve | " for k in ks) + "sits at | seed study's criterion | "
+             "min. detectable effect |",
+             "|" + "---|" * (9 + several_models + len(ks))]
+    for row in rows:
+        matched = row.get("matched", {})
+        primary = matched.get(row.get("primary"))
+        seed = row.get("seed_criterion")
+        seed = "\u2013" if not seed else f"{'met' if seed['met'] else 'not shown'} against {seed['against']}"
+        effect = row.get("minimum_detectable_effect")
+        lines.append(f"| {row['name']} | " + (f"{row['model']} | " if several_models else "")
+                     + f"{row['task']} | {row['verdict']} | {row['reason']} | {row.get('problems', 0)} | "
+                     f"{row.get('replicates', 1)} | " + "".join(f"{_contrast_cell(matched.get(k))} | " for k in ks)
+                     + (f"T={primary['temperature']:.2f} ({' / '.join(primary['between'])}) | " if primary
+                        else "\u2013 | ") + f"{seed} | " + ("\u2013" if effect is None else f"{effect:.3f}") + " |")
+    if several_models or len({row["task"] for row in rows}) > 1:
+        columns = sorted({(row["model"], row["task"]) for row in rows})
+        lines += ["", "## Across models and tasks", "",
+                  "The primary endpoint against the temperature curve: verdict, difference [95% interval].", "",
+                  "| noise run | " + " | ".join(f"{Path(model).name} / {task}" for model, task in columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for name in sorted({row["name"] for row in rows}):
+            cells = []
+            for model, task in columns:
+                row = next((r for r in rows if (r["name"], r["model"], r["task"]) == (name, model, task)), None)
+                cells.append("\u2013" if row is None else
+                             f"{row['verdict']} {_contrast_cell(row.get('matched', {}).get(row.get('primary')))}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_report(sweep, outcomes, output: Path) -> dict:

@@ -1,51 +1,63 @@
 """Does a noise method replace temperature sampling? A verdict per noise run, judged
-against the temperature curve of the same model and task.
+against the temperature runs of the same model and task.
 
-The curve: greedy decoding (its T=0 end) and every temperature run, in temperature
-order, each a point (diversity, correctness), averaged over the problems all judged
-runs share. A noise run is placed on the curve at its own diversity (linear
-interpolation between the two temperature points around it), and the per-problem
-contrast `noise - curve` (weights fixed at the means) is the effect: its mean, a
-Student-t interval over problems, and one-sided t-tests (stats.py).
+Axes. Code: correctness is pass@k, pass@1 the primary endpoint and every other k the
+runs share judged on its own (never a mean over k); diversity is Distinct-2. Chat:
+quality is the mean per-token log-prob of the answers under a reference model whose
+weights are not the generator's (a model scoring its own answers rewards repetition
+loops); diversity is `edit_distance_matched`, the pairwise edit distance over the
+length of the shorter answer of each pair, so appending words to identical answers
+adds none.
 
-Axes: for code, correctness is pass@k averaged over every k all judged runs report
-(k = 1, 10, ...; so a method that spreads its samples over more solutions gets credit
-for it) and diversity is Distinct-2. For chat, quality is the mean per-token log-prob
-of the answers under a reference model that is not the generator (a model scoring its
-own answers rewards repetition loops), with loops caught by `degenerate_rate`, and
-diversity is the normalised pairwise edit distance (Distinct-2 falls with answer
-length at equal diversity, 0.88 at 8 words to 0.82 at 128 in a simulation; the edit
-distance stays at 0.41).
+Verdicts, in this order:
+1. collapse first, whatever else is missing: a mean empty_rate or degenerate_rate above
+   its maximum, or a compile rate more than `max_compile_drop` below greedy's -> `null`;
+2. `undetermined` when nothing can be judged: no greedy or temperature run, no shared
+   metric, chat scored by its own generator, fewer than `min_problems` problems, every
+   run at the correctness floor or ceiling;
+3. `null` without a diversity gain over greedy;
+4. the claims, each a one-sided test, Holm-adjusted over every (noise run, k or
+   temperature run) of the model and task that makes the same kind of claim:
+   - below (-> `null`): some k below the temperature curve at matched diversity by more
+     than `margin`, or the run dominated by a temperature run (less correct and less
+     diverse than it);
+   - above (-> `success`, naming the criterion that held): pass@1 above the curve by
+     more than `margin`, or dominating a temperature run (pass@1 and diversity both
+     higher: judged even where the run is more diverse than every temperature run);
+   - on the curve (-> `partial`): pass@1 within +-`margin` of the curve (two one-sided
+     tests);
+   - none of these: `undetermined`, with the minimum detectable effect when the run had
+     too little data to settle it.
+The seed study's own criterion (every pass@k non-inferior within `margin` to a
+temperature run, with Distinct-2 at least `diversity_gain`, 20%, higher) is judged as
+stated, Holm-adjusted in a family of its own, and reported beside the verdict
+(`seed_criterion`), not as it: temperature itself meets it against a cooler
+temperature wherever the curve is flatter than the margin (a run identical to T=0.8
+met it against T=0.6 in 18% of simulated sweeps), so it cannot show that noise
+does better than temperature.
+The minimum detectable effect is reported beside every verdict; it never vetoes an
+observed interval that settles the question.
 
-Verdicts, tried in this order:
-- `undetermined`: fewer than `min_problems` problems; correctness at the floor or ceiling
-  (every run's mean within `floor` of 0 or 1: nothing to rank); no greedy run or no
-  temperature run; chat answers scored by their own generator; the noise run more
-  diverse than the hottest temperature (add hotter ones); or the minimum detectable
-  effect (one-sided, at the Bonferroni level of the family and `power`) larger than
-  `margin` (`chat_margin` for chat);
-- `null`: collapse (mean empty_rate or degenerate_rate above its maximum, or a compile
-  rate more than `max_compile_drop` below greedy's), or no diversity gain over greedy;
-- `success`: above the curve: more correct than temperature at the same diversity by
-  more than `margin` (one-sided t-test of contrast > margin, Holm-adjusted over the
-  sweep's noise runs of that model and task). The margin also absorbs the chord's error:
-  linear interpolation runs below a concave curve, so a run on the true curve sits a
-  little above the chord (10% "successes" at margin 0 in the simulation);
-- `null`: below the curve by more than `margin` (Holm-adjusted): less correct at the
-  same diversity;
-- `partial`: on the curve: equivalent to temperature within +-`margin` (two one-sided
-  tests, Holm-adjusted): noise can replace temperature but gains nothing;
-- `undetermined`: none of these shown (the interval straddles a boundary).
+The curve: greedy (T=0) and the temperature runs in temperature order, each a point
+(mean diversity, mean correctness). A noise run is placed at its own diversity between
+the two points around it, which must be at most `max_temperature_gap` apart in
+temperature, with a third point beside them: the contrast is computed against the chord
+(linear) and against the parabola through the three points, and a claim must hold
+against both (the curve's shape is model error, carried into every test). A curve of
+greedy plus one temperature judges nothing between them. The interpolation weights'
+own sampling error enters through the contrast's linearisation (delta method).
 
-Replicates: runs with the same name (a noise run repeated over several `noise_seed`s)
-are averaged per problem before anything else, so intervals over problems carry the
-seed-to-seed variation.
+Seeds: runs sharing a name are replicates over `noise_seeds`; their per-problem values
+form a seeds x problems table and every estimate uses `stats.crossed_mean` (seeds and
+problems both random), so intervals carry seed-to-seed variation. One seed: problems
+only, and the verdict says so.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -55,27 +67,24 @@ from . import stats
 THRESHOLDS = {
     "margin": 0.05,  # pass@k difference that matters (code)
     "chat_margin": 0.10,  # reference log-prob difference that matters, nats per token (chat)
+    "diversity_gain": 0.20,  # the seed study's criterion: diversity at least 20% above a temperature run's
+    "max_temperature_gap": 0.4,  # the curve points around a noise run, at most this far apart in temperature
     "min_problems": 10,
     "floor": 0.02,
-    "alpha": 0.05,  # family-wise, over the noise runs of one model and task
+    "alpha": 0.05,  # family-wise, over the claims of the noise runs of one model and task
     "power": 0.8,
     "max_empty_rate": 0.10,
     "max_degenerate_rate": 0.10,
     "max_compile_drop": 0.10,
 }
 NOISE_METHODS = ("noise", "residual")
-CODE_DIVERSITY, CHAT_DIVERSITY, CHAT_QUALITY = "distinct_2", "edit_distance", "ref_logprob_mean"
+CODE_DIVERSITY, CHAT_DIVERSITY, CHAT_QUALITY = "distinct_2", "edit_distance_matched", "ref_logprob_mean"
 MATCH_RESAMPLES = 1000
 
 
 def is_noise(method: str, scale: float | None) -> bool:
     """Noise runs: the noise methods, and custom runs that set a noise scale."""
     return method in NOISE_METHODS or (method == "custom" and scale is not None)
-
-
-def is_noise_run(entry: dict) -> bool:
-    """For a leaderboard entry."""
-    return is_noise(entry["method"], entry["noise_scale"])
 
 
 def thresholds(config: dict | None) -> dict:
@@ -87,13 +96,19 @@ def thresholds(config: dict | None) -> dict:
     return {**THRESHOLDS, **{k: type(THRESHOLDS[k])(v) for k, v in config.items()}}
 
 
-def merge_replicates(runs: list[dict]) -> list[dict]:
-    """One run per name, its per-problem values the mean over the runs of that name."""
+def group_replicates(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs by name: a noise run repeated over seeds is one group of replicates."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         groups[run["name"]].append(run)
+    return dict(groups)
+
+
+def merge_replicates(runs: list[dict]) -> list[dict]:
+    """One run per name, its per-problem values the mean over the runs of that name
+    (for plots and curve points; the tests keep the seeds x problems table)."""
     merged = []
-    for group in groups.values():
+    for group in group_replicates(runs).values():
         per_problem: dict[str, dict] = {}
         for metric in {m for run in group for m in run["per_problem"]}:
             values: dict = defaultdict(list)
@@ -111,158 +126,379 @@ def _pass_metrics(run: dict) -> set[str]:
 
 
 def shared_axes(runs: list[dict]) -> tuple[str, str, list[str]] | None:
-    """(kind, diversity metric, correctness metrics) shared by all runs, or None."""
+    """(kind, diversity metric, correctness metrics, the primary first) shared by all
+    runs, or None."""
     passes = set.intersection(*(_pass_metrics(r) for r in runs))
-    if passes:
+    if passes and all(CODE_DIVERSITY in r["per_problem"] for r in runs):
         return "code", CODE_DIVERSITY, sorted(passes, key=lambda m: int(m[5:]))
-    if all(CHAT_QUALITY in r["per_problem"] for r in runs):
+    if all(CHAT_QUALITY in r["per_problem"] and CHAT_DIVERSITY in r["per_problem"] for r in runs):
         return "chat", CHAT_DIVERSITY, [CHAT_QUALITY]
     return None
 
 
-def _matrix(runs: list[dict], problems: list, metrics: list[str]) -> np.ndarray:
-    """runs x problems: the mean over `metrics` of each run's per-problem values."""
-    return np.array([[np.mean([run["per_problem"][m][p] for m in metrics]) for p in problems] for run in runs])
+@dataclass(frozen=True)
+class Claim:
+    """One test behind a verdict: its kind (above, below, equivalent), the run it is
+    about, what it says, and its p-value (before Holm)."""
 
-
-def _curve_weights(target: float, diversity: np.ndarray) -> np.ndarray | None:
-    """Weights over the curve's points (in temperature order) that interpolate it at
-    `target` diversity: the first segment that spans it; None outside the curve."""
-    for j in range(len(diversity) - 1):
-        x0, x1 = diversity[j], diversity[j + 1]
-        if min(x0, x1) <= target <= max(x0, x1):
-            weights = np.zeros(len(diversity))
-            share = 0.0 if x1 == x0 else (target - x0) / (x1 - x0)
-            weights[j], weights[j + 1] = 1 - share, share
-            return weights
-    return None
-
-
-def _defined_share(noise: np.ndarray, curve: np.ndarray, seed: int = 0) -> float:
-    """Share of problem resamples in which the noise run's diversity lies on the curve."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, noise.size, size=(MATCH_RESAMPLES, noise.size))
-    targets, points = noise[picks].mean(axis=1), curve[:, picks].mean(axis=2)
-    return float(np.mean([_curve_weights(t, points[:, i]) is not None for i, t in enumerate(targets)]))
+    kind: str
+    run: str
+    label: str
+    p: float
+    against: str = ""  # the temperature run of a claim against one
 
 
 def judge_runs(runs: list[dict], limits: dict | None = None) -> dict[str, dict]:
     """{noise run name: judgement} for runs of ONE model and task. Each run: {"name",
     "method" ("greedy", "temperature", "noise", "residual", ...), "temperature" (float
-    or None), "scale" (float or None), "per_problem": {metric: {problem_id: value}}}.
-    A judgement: "verdict" (success, partial, null, undetermined), "reason", and the
-    numbers behind it (see the module docstring)."""
+    or None), "scale" (float or None), "per_problem": {metric: {problem_id: value}}};
+    optional "self_scored" (chat). Runs sharing a name are seed replicates. A
+    judgement: "verdict" (success, partial, null, undetermined), "reason", "problems",
+    "criteria" (the claims that held), and the numbers behind them (module docstring)."""
     limits = thresholds(limits)
-    runs = merge_replicates(runs)
-    noise_runs = [r for r in runs if is_noise(r["method"], r.get("scale"))]
-    greedy = next((r for r in runs if r["method"] == "greedy"), None)
-    temperatures = sorted((r for r in runs if r["method"] == "temperature" and r.get("temperature") is not None),
-                          key=lambda r: r["temperature"])
-    judged = {run["name"]: _prepare(run, greedy, temperatures, limits) for run in noise_runs}
-    _decide(judged, limits)
+    groups = group_replicates(runs)
+    curve_runs = {r["name"]: r for r in merge_replicates(runs) if r["method"] in ("greedy", "temperature")}
+    greedy = next((r for r in curve_runs.values() if r["method"] == "greedy"), None)
+    temperatures = sorted((r for r in curve_runs.values() if r["method"] == "temperature"
+                           and r.get("temperature") is not None), key=lambda r: r["temperature"])
+    judged, claims = {}, []
+    for name, group in groups.items():
+        if is_noise(group[0]["method"], group[0].get("scale")):
+            judged[name], run_claims = _prepare(group, greedy, temperatures, limits)
+            claims += run_claims
+    _decide(judged, claims, limits)
     return judged
 
 
-def _undetermined(reason: str, **numbers) -> dict:
-    return {"verdict": "undetermined", "reason": reason, **numbers}
+def _undetermined(reason: str, **numbers) -> tuple[dict, list]:
+    return {"verdict": "undetermined", "reason": reason, **numbers}, []
 
 
-def _prepare(noise: dict, greedy: dict | None, temperatures: list[dict], limits: dict) -> dict:
-    """Everything short of the multiplicity-adjusted decision."""
+def _table(group: list[dict], metric: str, problems: list) -> np.ndarray:
+    """seeds x problems."""
+    return np.array([[run["per_problem"][metric][p] for p in problems] for run in group], dtype=float)
+
+
+def _row(run: dict, metric: str, problems: list) -> np.ndarray:
+    return np.array([run["per_problem"][metric][p] for p in problems], dtype=float)
+
+
+def _shared_problems(group: list[dict], others: list[dict], metrics: list[str]) -> list:
+    sets = [{p for p, v in run["per_problem"].get(m, {}).items() if v is not None and math.isfinite(v)}
+            for run in (*group, *others) for m in metrics]
+    return sorted(set.intersection(*sets), key=str) if sets else []
+
+
+def _prepare(group: list[dict], greedy: dict | None, temperatures: list[dict], limits: dict) -> tuple[dict, list]:
+    """The judgement short of the multiplicity-adjusted decision, and the run's claims."""
+    own = sorted({p for run in group for values in run["per_problem"].values() for p in values}, key=str)
+    numbers = {"problems": len(own), "replicates": len(group)}
+    collapse = _collapse(group, greedy, own, limits)
+    if collapse:
+        return {"verdict": "null", "reason": f"{collapse} ({len(own)} problems)", **numbers}, []
     if greedy is None or not temperatures:
-        return _undetermined("needs a greedy run and at least one temperature run: the curve runs from greedy")
+        return _undetermined("needs a greedy run and at least one temperature run: the curve runs from greedy",
+                             **numbers)
     curve = [greedy, *temperatures]
-    axes = shared_axes([noise, *curve])
+    axes = shared_axes([*group, *curve])
     if axes is None:
-        return _undetermined("no correctness metric (pass@k, or ref_logprob_mean for chat) shared with the curve")
+        return _undetermined("no correctness and diversity metrics (pass@k and distinct_2, or ref_logprob_mean "
+                             "and edit_distance_matched for chat) shared with the temperature runs", **numbers)
     kind, diversity_metric, correctness_metrics = axes
-    if kind == "chat" and any(run.get("self_scored") for run in (noise, *curve)):
-        return _undetermined("chat answers scored by the generator itself: its log-prob rewards repetition "
-                             "loops; set metadata reference_model to another model")
-    needed = [diversity_metric, *correctness_metrics]
-    shared = set.intersection(*(set(run["per_problem"].get(m, {})) for run in (noise, *curve) for m in needed))
-    problems = sorted(shared, key=str)
-    numbers = {"kind": kind, "problems": len(problems), "replicates": noise.get("replicates", 1),
-               "correctness": " ".join(correctness_metrics), "diversity": diversity_metric,
-               "margin": limits["margin"] if kind == "code" else limits["chat_margin"],
-               "curve": [{"name": r["name"], "temperature": r.get("temperature") or 0.0} for r in curve]}
+    if kind == "chat" and any(run.get("self_scored") for run in (*group, *curve)):
+        return _undetermined("chat answers scored by the generator's own weights: its log-prob rewards "
+                             "repetition loops; set metadata reference_model to another model", **numbers)
+    problems = _shared_problems(group, curve, [diversity_metric, *correctness_metrics])
+    margin = limits["margin"] if kind == "code" else limits["chat_margin"]
+    numbers.update({"kind": kind, "problems": len(problems), "correctness": " ".join(correctness_metrics),
+                    "primary": correctness_metrics[0], "diversity": diversity_metric, "margin": margin,
+                    "curve": [{"name": r["name"], "temperature": r.get("temperature") or 0.0} for r in curve]})
     if len(problems) < limits["min_problems"]:
-        return _undetermined(f"{len(problems)} problems shared with the curve; a verdict needs at least "
-                             f"{limits['min_problems']}", **numbers)
-    correctness = _matrix([noise, *curve], problems, correctness_metrics)
-    diversity = _matrix([noise, *curve], problems, [diversity_metric])
-    means = correctness.mean(axis=1)
-    numbers["means"] = {"noise": {"correctness": float(means[0]), "diversity": float(diversity[0].mean())},
-                        "curve": [{"correctness": float(c), "diversity": float(d)}
-                                  for c, d in zip(means[1:], diversity[1:].mean(axis=1))]}
-    if kind == "code" and (means.max() <= limits["floor"] or means.min() >= 1 - limits["floor"]):
-        edge = "floor" if means.max() <= limits["floor"] else "ceiling"
-        return _undetermined(f"correctness at the {edge}: every run's mean {numbers['correctness']} is within "
+        return _undetermined(f"{len(problems)} problems shared with the temperature runs; a verdict needs at "
+                             f"least {limits['min_problems']}", **numbers)
+    data = _Data(group, curve, problems, diversity_metric, correctness_metrics)
+    numbers["means"] = data.means()
+    primary_means = [data.noise[correctness_metrics[0]].mean(), *data.curve[correctness_metrics[0]].mean(axis=1)]
+    if kind == "code" and (max(primary_means) <= limits["floor"] or min(primary_means) >= 1 - limits["floor"]):
+        edge = "floor" if max(primary_means) <= limits["floor"] else "ceiling"
+        return _undetermined(f"correctness at the {edge}: every run's mean {correctness_metrics[0]} is within "
                              f"{limits['floor']} of {0 if edge == 'floor' else 1}, so nothing ranks the methods",
                              **numbers)
-    collapse = _collapse(noise, greedy, problems, kind, limits)
-    if collapse:
-        return {"verdict": "null", "reason": collapse, **numbers}
-    gain = stats.paired_interval(diversity[0], diversity[1])
-    numbers["diversity_gain_over_greedy"] = {"mean": gain[0], "low": gain[1], "high": gain[2]}
-    if not gain[1] > 0:
+    gain = stats.crossed_mean(data.noise_diversity - data.curve_diversity[0])
+    low, high = gain.interval()
+    numbers["diversity_gain_over_greedy"] = {"mean": gain.mean, "low": low, "high": high}
+    if not gain.p_above(0) <= limits["alpha"]:
         return {"verdict": "null", "reason": f"no diversity gain over greedy: {diversity_metric} difference "
-                                             f"{gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]", **numbers}
-    weights = _curve_weights(diversity[0].mean(), diversity[1:].mean(axis=1))
-    numbers["matched_defined_in"] = _defined_share(diversity[0], diversity[1:])
-    if weights is None:
-        hottest = temperatures[-1]
-        return _undetermined(f"more diverse ({diversity[0].mean():.3f}) than every temperature run (hottest "
-                             f"{hottest['name']}: {diversity[-1].mean():.3f}); add hotter temperatures", **numbers)
-    contrast = correctness[0] - weights @ correctness[1:]
-    mean, low, high = stats.mean_interval(contrast)
-    numbers["matched"] = {"difference": mean, "low": low, "high": high,
-                          "between": [r["name"] for r, w in zip(curve, weights) if w > 0]}
-    numbers["_contrast"] = contrast
-    return {"verdict": None, "reason": "", **numbers}
+                                             f"{gain.mean:+.3f} [{low:+.3f}, {high:+.3f}]", **numbers}, []
+    name = group[0]["name"]
+    claims = []
+    matched = _matched(data, temperatures, margin, limits)
+    if isinstance(matched, str):
+        numbers["curve_undefined"] = matched
+    else:
+        numbers["matched"] = matched
+        for metric, contrast in matched.items():
+            primary = metric == correctness_metrics[0]
+            claims.append(Claim("below", name, f"{metric} below the temperature curve by more than {margin}",
+                                contrast["p_below"]))
+            if primary:
+                claims.append(Claim("above", name, f"{metric} above the temperature curve by more than {margin}",
+                                    contrast["p_above"]))
+                claims.append(Claim("equivalent", name, f"{metric} on the temperature curve (within +-{margin})",
+                                    contrast["p_equivalent"]))
+        numbers["minimum_detectable_effect"] = matched[correctness_metrics[0]]["minimum_detectable_effect"]
+    numbers["matched_defined_in"] = _defined_share(data)
+    numbers["against_temperatures"] = {t["name"]: _against(data, index, margin, limits["diversity_gain"])["numbers"]
+                                       for index, t in enumerate(temperatures, start=1)}
+    claims += _point_claims(name, data, temperatures, margin, limits["diversity_gain"])
+    return {"verdict": None, "reason": "", **numbers}, claims
 
 
-def _collapse(noise: dict, greedy: dict, problems: list, kind: str, limits: dict) -> str:
+class _Data:
+    """A noise run's tables (seeds x problems) and the curve's rows (points x problems)
+    on the shared problems, per metric."""
+
+    def __init__(self, group, curve, problems, diversity_metric, correctness_metrics):
+        self.metrics = correctness_metrics
+        self.noise = {m: _table(group, m, problems) for m in correctness_metrics}
+        self.curve = {m: np.array([_row(run, m, problems) for run in curve]) for m in correctness_metrics}
+        self.noise_diversity = _table(group, diversity_metric, problems)
+        self.curve_diversity = np.array([_row(run, diversity_metric, problems) for run in curve])
+        self.temperatures = [run.get("temperature") or 0.0 for run in curve]
+
+    def means(self) -> dict:
+        primary = self.metrics[0]
+        return {"noise": {"correctness": float(self.noise[primary].mean()),
+                          "diversity": float(self.noise_diversity.mean())},
+                "curve": [{"correctness": float(c), "diversity": float(d)} for c, d in
+                          zip(self.curve[primary].mean(axis=1), self.curve_diversity.mean(axis=1))]}
+
+
+def _lagrange(target: float, xs: list[float]) -> np.ndarray:
+    """Weights of the polynomial through (xs, .) evaluated at `target`."""
+    weights = np.ones(len(xs))
+    for i, xi in enumerate(xs):
+        for j, xj in enumerate(xs):
+            if i != j:
+                weights[i] *= (target - xj) / (xi - xj)
+    return weights
+
+
+def _segment(target: float, diversity: np.ndarray) -> int | None:
+    """The first segment (j, j+1) of the curve, in temperature order, that spans `target`."""
+    for j in range(len(diversity) - 1):
+        if min(diversity[j], diversity[j + 1]) <= target <= max(diversity[j], diversity[j + 1]) \
+                and diversity[j] != diversity[j + 1]:
+            return j
+    return None
+
+
+def _curve_models(target: float, diversity: np.ndarray) -> list[tuple[str, list[int], np.ndarray]] | None:
+    """(name, curve points, weights) of the chord and the parabola at `target`."""
+    j = _segment(target, diversity)
+    if j is None or len(diversity) < 3:
+        return None
+    neighbours = [k for k in (j - 1, j + 2) if 0 <= k < len(diversity)]
+    third = min(neighbours, key=lambda k: abs(diversity[k] - target))
+    chord, parabola = [j, j + 1], sorted([j, j + 1, third])
+    if len({float(diversity[k]) for k in parabola}) < 3:
+        return None
+    return [("chord", chord, _lagrange(target, [diversity[k] for k in chord])),
+            ("parabola", parabola, _lagrange(target, [diversity[k] for k in parabola]))]
+
+
+def _contrast_table(data: _Data, metric: str, points: list[int], target: float) -> np.ndarray:
+    """seeds x problems: the noise run minus the curve model through `points` at the
+    noise run's mean diversity, linearised in every diversity mean so that the
+    interpolation weights' own error enters the variance (delta method)."""
+    diversity = data.curve_diversity[points].mean(axis=1)
+    correctness = data.curve[metric][points]
+
+    def curve_mean(noise_level: float, levels: np.ndarray) -> float:
+        return float(_lagrange(noise_level, list(levels)) @ correctness.mean(axis=1))
+
+    base = curve_mean(target, diversity)
+    step = 1e-6
+    slope_noise = (curve_mean(target + step, diversity) - base) / step
+    slopes = [(curve_mean(target, diversity + step * np.eye(len(points))[i]) - base) / step
+              for i in range(len(points))]
+    weights = _lagrange(target, list(diversity))
+    table = data.noise[metric] - weights @ correctness
+    table = table - slope_noise * (data.noise_diversity - target)
+    for slope, k in zip(slopes, points):
+        table = table - slope * (data.curve_diversity[k] - data.curve_diversity[k].mean())
+    return table
+
+
+def _matched(data: _Data, temperatures: list[dict], margin: float, limits: dict) -> dict | str:
+    """Per correctness metric: the contrast with the curve at the noise run's diversity
+    (chord and parabola), or why the curve cannot be read there."""
+    target = float(data.noise_diversity.mean())
+    diversity = data.curve_diversity.mean(axis=1)
+    if target > diversity.max():
+        return (f"more diverse ({target:.3f}) than every temperature run (hottest {temperatures[-1]['name']}: "
+                f"{diversity[-1]:.3f}); add hotter temperatures to compare at matched diversity")
+    if len(diversity) < 3:
+        return "the curve is greedy plus one temperature: add temperatures to judge anything between them"
+    models = _curve_models(target, diversity)
+    if models is None:
+        return f"no curve segment of three distinct points spans the noise run's {target:.3f}"
+    chord = models[0][1]
+    gap = abs(data.temperatures[chord[1]] - data.temperatures[chord[0]])
+    if gap > limits["max_temperature_gap"] + 1e-9:
+        names = " and ".join(f"T={data.temperatures[k]:g}" for k in chord)
+        return (f"the curve around the noise run ({names}) is {gap:g} apart in temperature, more than "
+                f"max_temperature_gap {limits['max_temperature_gap']}: add temperatures between them")
+    results = {}
+    for metric in data.metrics:
+        estimates = {name: stats.crossed_mean(_contrast_table(data, metric, points, target))
+                     for name, points, _ in models}
+        chord_estimate = estimates["chord"]
+        lows, highs = zip(*(e.interval() for e in estimates.values()))
+        results[metric] = {
+            "difference": chord_estimate.mean, "low": min(lows), "high": max(highs),
+            "temperature": float(models[0][2] @ [data.temperatures[k] for k in chord]),  # where it sits
+            "parabola": estimates["parabola"].mean,
+            "between": [f"T={data.temperatures[k]:g}" for k in chord],
+            "p_above": max(e.p_above(margin) for e in estimates.values()),
+            "p_below": max(e.p_below(-margin) for e in estimates.values()),
+            "p_equivalent": max(max(e.p_above(-margin), e.p_below(margin)) for e in estimates.values()),
+            "minimum_detectable_effect": max(e.minimum_detectable_effect(limits["alpha"], limits["power"])
+                                             for e in estimates.values()),
+        }
+    return results
+
+
+def _against(data: _Data, index: int, margin: float, diversity_gain: float) -> dict:
+    """Paired tests against one temperature run (curve point `index`): the seed study's
+    criterion, dominating it, being dominated by it."""
+    primary = data.metrics[0]
+    correct = {m: stats.crossed_mean(data.noise[m] - data.curve[m][index]) for m in data.metrics}
+    diverse = stats.crossed_mean(data.noise_diversity - data.curve_diversity[index])
+    diverse_by_gain = stats.crossed_mean(data.noise_diversity - (1 + diversity_gain) * data.curve_diversity[index])
+    interval = lambda e: [e.mean, *e.interval()]  # noqa: E731
+    return {
+        "seed_criterion": max([diverse_by_gain.p_above(0)] + [c.p_above(-margin) for c in correct.values()]),
+        "dominates": max(correct[primary].p_above(0), diverse.p_above(0)),
+        "dominated": max(correct[primary].p_below(0), diverse.p_below(0)),
+        "numbers": {**{m: interval(c) for m, c in correct.items()}, "diversity": interval(diverse)},
+    }
+
+
+def _point_claims(name: str, data: _Data, temperatures: list[dict], margin: float, gain: float) -> list[Claim]:
+    """Claims against single temperature runs, each against the one run where it is
+    easiest to meet, chosen by mean diversity alone (correctness falls and diversity
+    rises with temperature): the seed study's criterion against the hottest run at most
+    1/(1 + gain) of the noise run's diversity, dominating the hottest run less diverse
+    than it, being dominated by the coolest run more diverse than it. One comparator
+    per claim keeps Holm's family small; `against_temperatures` has every pair."""
+    mine = float(data.noise_diversity.mean())
+    levels = data.curve_diversity[1:].mean(axis=1)
+    correctness, diversity = " ".join(data.metrics), "diversity"
+    claims = []
+    below_by_gain = [i for i, level in enumerate(levels) if level * (1 + gain) <= mine]
+    if below_by_gain:
+        index = below_by_gain[-1]
+        claims.append(Claim("seed", name, f"the seed study's criterion against {temperatures[index]['name']}: "
+                            f"{correctness} within {margin} or better and {diversity} at least {gain:.0%} higher",
+                            _against(data, index + 1, margin, gain)["seed_criterion"], temperatures[index]["name"]))
+    less_diverse = [i for i, level in enumerate(levels) if level < mine]
+    if less_diverse:
+        index = less_diverse[-1]
+        claims.append(Claim("above", name, f"dominates {temperatures[index]['name']}: {data.metrics[0]} and "
+                            f"{diversity} both higher", _against(data, index + 1, margin, gain)["dominates"]))
+    more_diverse = [i for i, level in enumerate(levels) if level > mine]
+    if more_diverse:
+        index = more_diverse[0]
+        claims.append(Claim("below", name, f"dominated by {temperatures[index]['name']}: {data.metrics[0]} and "
+                            f"{diversity} both lower", _against(data, index + 1, margin, gain)["dominated"]))
+    return claims
+
+
+def _defined_share(data: _Data, seed: int = 0) -> float:
+    """Share of problem resamples in which the noise run's diversity lies on the curve."""
+    noise, curve = data.noise_diversity.mean(axis=0), data.curve_diversity
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, noise.size, size=(MATCH_RESAMPLES, noise.size))
+    targets, points = noise[picks].mean(axis=1), curve[:, picks].mean(axis=2)
+    return float(np.mean([_segment(t, points[:, i]) is not None for i, t in enumerate(targets)]))
+
+
+def _collapse(group: list[dict], greedy: dict | None, problems: list, limits: dict) -> str:
+    """Collapse of the noise run, over every problem it has (checked before anything else)."""
     reasons = []
     for rate in ("empty_rate", "degenerate_rate"):
-        values = [noise["per_problem"].get(rate, {}).get(p) for p in problems]
-        values = [v for v in values if v is not None]
+        values = [v for run in group for v in run["per_problem"].get(rate, {}).values()
+                  if v is not None and math.isfinite(v)]
         if values and np.mean(values) > limits[f"max_{rate}"]:
             reasons.append(f"{rate} {np.mean(values):.2f} > {limits[f'max_{rate}']}")
-    if kind == "code" and "compile_rate" in noise["per_problem"] and "compile_rate" in greedy["per_problem"]:
-        mine, base = stats.paired_values(noise["per_problem"]["compile_rate"], greedy["per_problem"]["compile_rate"])
+    if greedy is not None and "compile_rate" in greedy["per_problem"] \
+            and all("compile_rate" in run["per_problem"] for run in group):
+        merged = merge_replicates(group)[0]["per_problem"]["compile_rate"]
+        mine, base = stats.paired_values(merged, greedy["per_problem"]["compile_rate"])
         if mine.size and mine.mean() < base.mean() - limits["max_compile_drop"]:
             reasons.append(f"compile_rate {mine.mean():.2f} < greedy's {base.mean():.2f} "
                            f"- {limits['max_compile_drop']}")
     return "collapse: " + "; ".join(reasons) if reasons else ""
 
 
-def _decide(judged: dict[str, dict], limits: dict) -> None:
-    """success / partial / null / undetermined for the runs still open, with Holm's
-    procedure over them for each claim."""
-    open_runs = {name: j for name, j in judged.items() if j["verdict"] is None}
-    if not open_runs:
-        return
-    alpha = limits["alpha"]
-    above = stats.holm({n: stats.p_above(j["_contrast"], j["margin"]) for n, j in open_runs.items()}, alpha)
-    equivalent = stats.holm({n: max(stats.p_above(j["_contrast"], -j["margin"]),
-                                    stats.p_below(j["_contrast"], j["margin"])) for n, j in open_runs.items()}, alpha)
-    below = stats.holm({n: stats.p_below(j["_contrast"], -j["margin"]) for n, j in open_runs.items()}, alpha)
-    for name, judgement in open_runs.items():
-        contrast, margin = judgement.pop("_contrast"), judgement["margin"]
-        matched = judgement["matched"]
-        detectable = stats.minimum_detectable_effect(contrast, alpha / len(open_runs), limits["power"])
-        judgement["minimum_detectable_effect"] = detectable
-        where = (f"{judgement['correctness']} vs the temperature curve at the same {judgement['diversity']}: "
-                 f"{matched['difference']:+.3f} [{matched['low']:+.3f}, {matched['high']:+.3f}]")
-        if detectable > margin:
-            judgement.update(verdict="undetermined", reason=f"minimum detectable effect {detectable:.3f} > margin "
-                             f"{margin} ({judgement['problems']} problems): {where}")
-        elif above[name]:
-            judgement.update(verdict="success", reason=f"above the temperature curve by more than {margin}: {where}")
-        elif below[name]:
-            judgement.update(verdict="null", reason=f"below the temperature curve by more than {margin}: {where}")
-        elif equivalent[name]:
-            judgement.update(verdict="partial", reason=f"on the temperature curve (within +-{margin}): {where}")
+def _decide(judged: dict[str, dict], claims: list[Claim], limits: dict) -> None:
+    """success / partial / null / undetermined for the runs still open: Holm's procedure
+    over each kind of claim, across every run and k (or temperature run) at once."""
+    held = set()
+    for kind in ("above", "below", "equivalent", "seed"):
+        family = [c for c in claims if c.kind == kind]
+        rejected = stats.holm({str(i): c.p for i, c in enumerate(family)}, limits["alpha"])
+        held |= {c for i, c in enumerate(family) if rejected[str(i)]}
+    for name, judgement in judged.items():
+        tried = [c for c in claims if c.run == name and c.kind == "seed"]
+        judgement["seed_criterion"] = ({"claim": tried[0].label, "against": tried[0].against, "met": tried[0] in held}
+                                       if tried else None)
+        if judgement["verdict"] is not None:
+            judgement.setdefault("criteria", [])
+            continue
+        mine = {kind: sorted(c.label for c in held if c.run == name and c.kind == kind)
+                for kind in ("above", "below", "equivalent")}
+        judgement["criteria"] = mine["below"] or mine["above"] or mine["equivalent"]
+        where = _where(judgement)
+        if mine["below"]:
+            judgement.update(verdict="null", reason="; ".join(mine["below"]) + where)
+        elif mine["above"]:
+            judgement.update(verdict="success", reason="; ".join(mine["above"]) + where)
+        elif mine["equivalent"]:
+            judgement.update(verdict="partial", reason=f"{mine['equivalent'][0]}: can replace temperature, "
+                             f"gains nothing{where}{_power_note(judgement)}")
         else:
-            judgement.update(verdict="undetermined", reason=f"inconclusive: {where}")
+            why = judgement.get("curve_undefined") or "inconclusive"
+            judgement.update(verdict="undetermined", reason=f"{why}{where}{_significance(judgement)}"
+                             f"{_power_note(judgement)}")
+
+
+def _where(judgement: dict) -> str:
+    """The primary contrast with the curve, its problems and seeds, for a reason line."""
+    seeds = judgement["replicates"]
+    rests = f"{judgement['problems']} problems, " + (f"{seeds} seeds" if seeds > 1 else
+                                                     "1 seed: seed-to-seed variation unmeasured")
+    matched = judgement.get("matched", {}).get(judgement.get("primary"))
+    if not matched:
+        return f" ({rests})"
+    return (f" ({judgement['primary']} vs the curve at the same {judgement['diversity']}, that of "
+            f"T={matched['temperature']:.2f}: {matched['difference']:+.3f} [{matched['low']:+.3f}, "
+            f"{matched['high']:+.3f}]; {rests})")
+
+
+def _significance(judgement: dict) -> str:
+    """An inconclusive verdict whose interval still excludes zero says so."""
+    matched = judgement.get("matched", {}).get(judgement.get("primary"))
+    if not matched or matched["low"] <= 0 <= matched["high"]:
+        return ""
+    side = "above" if matched["low"] > 0 else "below"
+    return f"; {side} the curve, but not by more than the margin {judgement['margin']}"
+
+
+def _power_note(judgement: dict) -> str:
+    effect = judgement.get("minimum_detectable_effect")
+    if effect is None or effect <= judgement["margin"]:
+        return ""
+    return (f"; minimum detectable effect {effect:.3f} > margin {judgement['margin']}: too few problems or "
+            "seeds to settle a difference of that size")

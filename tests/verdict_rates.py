@@ -1,0 +1,75 @@
+"""How often each simulated truth gets each verdict: the rates README quotes.
+
+    python tests/verdict_rates.py [sweeps per case, default 100]
+
+The worlds are sweep_simulation.py's (HumanEval-like: 164 problems x 10 samples, greedy
+and temperatures 0.2-1.2 unless a case says otherwise); test_verdict.py asserts bounds
+on the same cases with fewer sweeps.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_simulation import Noise, chat_sweep, sweep, truth
+
+from lm_eval_noise.tools.sweep import stats
+from lm_eval_noise.tools.sweep.verdict import judge_runs
+
+CASES = [
+    ("0.10 above the curve", Noise("n", 0.6, 0.10), {}),
+    ("0.18 above, heterogeneous per-problem effects", Noise("n", 0.6, 0.2, spread=1.5), {}),
+    ("on the curve (T=0.5)", Noise("n", 0.5), {}),
+    ("identical to the T=0.8 run", Noise("n", 0.8), {}),
+    ("0.15 below the curve", Noise("n", 0.6, -0.15), {}),
+    ("collapse (empty rate 0.5)", Noise("n", 0.6, empty=0.5), {}),
+    ("pass@1 -0.08, pass@10 +0.08", Noise("n", 0.6, flatten=0.5, toward=0.3), {}),
+    ("really T=0.4, temperatures 0.2 and 0.8 only", Noise("n", 0.4), {"temperatures": (0.2, 0.8)}),
+    ("really T=0.4, greedy and T=0.8 only", Noise("n", 0.4), {"temperatures": (0.8,)}),
+    ("T=0.8's correctness, diversity beyond the hottest (1.0)", Noise("n", 0.8, diversity=0.4),
+     {"temperatures": (0.2, 0.4, 0.6, 0.8, 1.0)}),
+    ("on the curve, temperatures 0.4 apart", Noise("n", 0.6), {"temperatures": (0.4, 0.8, 1.2)}),
+    ("0.3 above, 5 problems", Noise("n", 0.6, 0.3), {"problems": 5}),
+    ("on the curve, 12 problems", Noise("n", 0.6), {"problems": 12}),
+    ("at the floor", Noise("n", 0.6), {"floor": True}),
+]
+
+
+def _rate_line(counts: Counter, total: int) -> str:
+    return ", ".join(f"{verdict} {count / total:.0%}" for verdict, count in counts.most_common())
+
+
+def main(sweeps: int) -> None:
+    for label, noise, options in CASES:
+        rng = np.random.default_rng(0)
+        judged = [judge_runs(sweep(rng, noise=[noise], **options))["n"] for _ in range(sweeps)]
+        seed = sum(bool(j.get("seed_criterion") and j["seed_criterion"]["met"]) for j in judged)
+        print(f"{label}: {_rate_line(Counter(j['verdict'] for j in judged), sweeps)}; "
+              f"seed criterion met {seed / sweeps:.0%}")
+    rng = np.random.default_rng(0)
+    runs = [judge_runs(chat_sweep(rng))["noise-padded"]["verdict"] for _ in range(sweeps // 4)]
+    print(f"chat, greedy plus 0-30 appended words: {_rate_line(Counter(runs), len(runs))}")
+    noise = Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=3)
+    expected, covered, naive = truth(noise), [], []
+    for _ in range(sweeps):
+        runs = sweep(rng, noise=[noise])
+        matched = judge_runs(runs)["n"]["matched"]["pass@1"]
+        covered.append(matched["low"] <= expected <= matched["high"])
+        seeds = np.array([[r["per_problem"]["pass@1"][p] for p in range(164)] for r in runs if r["name"] == "n"])
+        temperature = next(r for r in runs if r["name"] == "temperature-0.6")["per_problem"]["pass@1"]
+        _, low, high = stats.mean_interval(seeds.mean(axis=0) - np.array([temperature[p] for p in range(164)]))
+        naive.append(low <= expected <= high)
+    print(f"seed-level effect, 3 seeds: coverage {np.mean(covered):.0%} (seed-averaged problems: {np.mean(naive):.0%})")
+    noise = [(f"n{i}", 0.2 + 0.05 * i, -0.05 * (i % 2)) for i in range(20)]
+    false = [any(j["verdict"] == "success" for j in judge_runs(sweep(rng, noise=noise)).values())
+             for _ in range(sweeps // 2)]
+    print(f"20 runs on or 0.05 below the curve: a false success in {sum(false)} of {len(false)} sweeps")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100)
