@@ -152,10 +152,10 @@ def _matched_differences(plt, rows, entries, axes, path) -> bool:
         axis.axvspan(-margin, margin, color="tab:blue", alpha=0.08)
     axis.set_yticks(range(len(rows)), [row["name"] for row in rows], fontsize=8)
     axis.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
-    what = (f"{correctness[0]} (filled)" + (f", {', '.join(correctness[1:])} (hollow, below)" if correctness[1:]
-                                            else "")) if kind == "code" else CHAT_QUALITY
-    band = f"; shaded: within the margin {margin:g}" if margin is not None else ""
-    axis.set_xlabel(f"noise run minus the temperature curve at the same {diversity_metric}: {what}{band}")
+    what = (f"filled: {correctness[0]}" + (f"; hollow, below: {', '.join(correctness[1:])}" if correctness[1:]
+                                           else "")) if kind == "code" else CHAT_QUALITY
+    band = f"; shaded: +-margin {margin:g}" if margin is not None else ""
+    axis.set_xlabel(f"noise minus the temperature curve at matched {diversity_metric} ({what}{band})")
     axis.grid(alpha=0.3, axis="x")
     problems = max(row.get("problems", 0) for row in rows if row.get("matched"))
     axis.set_title(f"Noise against temperature at matched diversity, Holm-adjusted verdicts\n"
@@ -165,7 +165,7 @@ def _matched_differences(plt, rows, entries, axes, path) -> bool:
 
 def _short(reason: str, most: int = 64) -> str:
     """A verdict's reason up to its numbers (the table has the rest)."""
-    head = reason.split(":")[0]
+    head = reason.split(":")[0].split(" (")[0].split(";")[0]
     return head if len(head) <= most else head[: most - 3] + "..."
 
 

@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from . import stats
+from .confirm import confirm
 from .plots import write_plots
 from .verdict import judge_runs
 
@@ -117,25 +118,36 @@ def build_leaderboard(sweep, outcomes) -> dict:
     return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "intervals": INTERVALS,
             "verdict_thresholds": sweep.verdict, "runs": entries,
             "verdicts": judge_sweep(entries, sweep.verdict, sweep.metadata.get("reference_model")),
+            "confirmations": confirm_sweep(entries, sweep.verdict, sweep.metadata.get("reference_model"))
+            if sweep.verdict["dev_share"] else [],
             "failed": failed}
 
 
-def judge_sweep(entries: list[dict], limits: dict, reference_model: str | None = None) -> list[dict]:
-    """verdict.judge_runs over each model and task's runs: one row per noise run. Chat
-    answers scored by the generator's own weights are flagged: as each run recorded it
-    (lmsys docs), else by the identity of its weights and the reference's, never by names
+def _verdict_runs(entries: list[dict], reference_model: str | None):
+    """(model, task, verdict.judge_runs's runs) for each model and task. Chat answers
+    scored by the generator's own weights are flagged: as each run recorded it (lmsys
+    docs), else by the identity of its weights and the reference's, never by names
     (scoring.self_scoring.judged_self_scored)."""
     from ...scoring.self_scoring import judged_self_scored
 
-    rows = []
     for model, task in sorted({(e["model"], e["task"]) for e in entries}):
         mine = [e for e in entries if (e["model"], e["task"]) == (model, task)]
-        runs = [{"name": e["group"], "method": e["method"], "temperature": e["temperature"],
-                 "scale": e["noise_scale"], "per_problem": e["per_problem"],
-                 "self_scored": judged_self_scored(e, reference_model)} for e in mine]
-        for name, judgement in judge_runs(runs, limits).items():
-            rows.append({"model": model, "task": task, "name": name, **judgement})
-    return rows
+        yield model, task, [{"name": e["group"], "method": e["method"], "temperature": e["temperature"],
+                             "scale": e["noise_scale"], "per_problem": e["per_problem"],
+                             "self_scored": judged_self_scored(e, reference_model)} for e in mine]
+
+
+def judge_sweep(entries: list[dict], limits: dict, reference_model: str | None = None) -> list[dict]:
+    """verdict.judge_runs over each model and task's runs: one row per noise run."""
+    return [{"model": model, "task": task, "name": name, **judgement}
+            for model, task, runs in _verdict_runs(entries, reference_model)
+            for name, judgement in judge_runs(runs, limits).items()]
+
+
+def confirm_sweep(entries: list[dict], limits: dict, reference_model: str | None = None) -> list[dict]:
+    """confirm.confirm over each model and task's runs (with `dev_share` > 0): one row each."""
+    return [{"model": model, "task": task, **confirm(runs, limits)}
+            for model, task, runs in _verdict_runs(entries, reference_model)]
 
 
 def _cell(interval: dict | None) -> str:
@@ -164,6 +176,8 @@ def markdown_table(board: dict) -> str:
             lines.append(f"| {entry['name']} | {entry['task']} | " + " | ".join(cells) + " |")
     if board["verdicts"]:
         lines += _verdict_lines(board)
+    if board.get("confirmations"):
+        lines += _confirmation_lines(board)
     if board["failed"]:
         lines += ["", "## Failed runs", ""] + [f"- {f['name']}: {f['detail']}" for f in board["failed"]]
     return "\n".join(lines) + "\n"
@@ -215,6 +229,27 @@ def _verdict_lines(board: dict) -> list[str]:
                 cells.append("\u2013" if row is None else
                              f"{row['verdict']} {_contrast_cell(row.get('matched', {}).get(row.get('primary')))}")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _confirmation_lines(board: dict) -> list[str]:
+    share = board["verdict_thresholds"]["dev_share"]
+    lines = ["", "## Chosen on dev, confirmed on held-out problems", "",
+             f"Each noise setting judged on {share:.0%} of the problems (dev, chosen by a hash of the problem id); "
+             "the best judged alone on the rest (lm_eval_noise/tools/sweep/confirm.py).", "",
+             "| model | task | chosen | from | dev | held-out verdict | why | tuning budgets |", "|" + "---|" * 8]
+    for row in board["confirmations"]:
+        budget = row["budget"]
+        budgets = (f"{budget['noise_settings']} noise vs {budget['sampling_settings']} sampling settings"
+                   + ("" if budget["equal"] else ": unequal, sampling tuned less widely than noise"))
+        if row["selected"] is None:
+            lines.append(f"| {row['model']} | {row['task']} | \u2013 | \u2013 | \u2013 | \u2013 | {row['reason']} | "
+                         f"{budgets} |")
+            continue
+        dev, test = row["dev"], row["test"]
+        dev_cell = dev["verdict"] + (f" {dev['difference'][0]:+.3f}" if dev["difference"] else "")
+        lines.append(f"| {row['model']} | {row['task']} | {row['selected']} | {row['chosen_from']} settings | "
+                     f"{dev_cell} ({dev['problems']} problems) | {test['verdict']} | {test['reason']} | {budgets} |")
     return lines
 
 

@@ -76,6 +76,7 @@ THRESHOLDS = {
     "max_empty_rate": 0.10,
     "max_degenerate_rate": 0.10,
     "max_compile_drop": 0.10,
+    "dev_share": 0.0,  # > 0: choose the best noise setting on this share of problems, confirm it on the rest
 }
 NOISE_METHODS = ("noise", "residual")
 CODE_DIVERSITY, CHAT_DIVERSITY, CHAT_QUALITY = "distinct_2", "edit_distance_matched", "ref_logprob_mean"
@@ -93,7 +94,10 @@ def thresholds(config: dict | None) -> dict:
     unknown = sorted(set(config) - set(THRESHOLDS))
     if unknown:
         raise InputError(f"verdict: unknown keys {unknown}; valid: {sorted(THRESHOLDS)}")
-    return {**THRESHOLDS, **{k: type(THRESHOLDS[k])(v) for k, v in config.items()}}
+    limits = {**THRESHOLDS, **{k: type(THRESHOLDS[k])(v) for k, v in config.items()}}
+    if not 0 <= limits["dev_share"] < 1:
+        raise InputError(f"verdict: dev_share is a share of the problems in [0, 1), not {limits['dev_share']}")
+    return limits
 
 
 def group_replicates(runs: list[dict]) -> dict[str, list[dict]]:
