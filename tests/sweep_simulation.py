@@ -21,6 +21,7 @@ problems and seeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import comb
 
@@ -28,6 +29,19 @@ import numpy as np
 
 TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)
 SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class World:
+    """How correctness (a problem's logit at temperature T) and Distinct-2 move with T;
+    the defaults are the module docstring's. Tests swap in curves that bend, dip or fall
+    off a cliff."""
+
+    logit: Callable = lambda ability, t: ability * (1 - 0.5 * t) - 0.8 * t
+    distinct: Callable = lambda t: 0.1 + 0.6 * t
+
+
+DEFAULT = World()
 
 
 @dataclass(frozen=True)
@@ -56,9 +70,9 @@ def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def chance(ability, temperature, noise: Noise | None = None, seed_shift=0.0, problem_shift=0.0):
+def chance(ability, temperature, noise: Noise | None = None, seed_shift=0.0, problem_shift=0.0, world=DEFAULT):
     """Per-sample probability of solving each problem."""
-    logit = ability * (1 - 0.5 * temperature) - 0.8 * temperature + seed_shift + problem_shift
+    logit = world.logit(ability, temperature) + seed_shift + problem_shift
     p = _sigmoid(logit)
     if noise is not None:
         p = (1 - noise.flatten) * p + noise.flatten * noise.toward + noise.delta
@@ -88,19 +102,20 @@ def abilities(rng, problems: int, floor: bool = False) -> np.ndarray:
     return np.full(problems, -50.0) if floor else rng.normal(0.3, 2.5, problems)
 
 
-def sweep(rng, problems=164, noise=(), temperatures=TEMPERATURES, floor=False, samples=SAMPLES):
+def sweep(rng, problems=164, noise=(), temperatures=TEMPERATURES, floor=False, samples=SAMPLES, world=DEFAULT):
     """The runs of one simulated sweep: greedy, the temperatures, each noise run (its
     seed replicates share its name)."""
     ability = abilities(rng, problems, floor)
-    runs = [_run(rng, "greedy", "greedy", chance(ability, 0.0), 0.1, greedy=True, samples=samples)]
-    runs += [_run(rng, f"temperature-{t}", "temperature", chance(ability, t), 0.1 + 0.6 * t, temperature=t,
-                  samples=samples) for t in temperatures]
+    runs = [_run(rng, "greedy", "greedy", chance(ability, 0.0, world=world), world.distinct(0.0), greedy=True,
+                 samples=samples)]
+    runs += [_run(rng, f"temperature-{t}", "temperature", chance(ability, t, world=world), world.distinct(t),
+                  temperature=t, samples=samples) for t in temperatures]
     for spec in map(_noise, noise):
         problem_shift = rng.normal(0, spec.spread, problems) if spec.spread else 0.0
         for _ in range(spec.seeds):
             seed_shift = rng.normal(0, spec.seed_sd) if spec.seed_sd else 0.0
-            p = chance(ability, spec.t_eff, spec, seed_shift, problem_shift)
-            runs.append(_run(rng, spec.name, "noise", p, 0.1 + 0.6 * spec.t_eff + spec.diversity,
+            p = chance(ability, spec.t_eff, spec, seed_shift, problem_shift, world)
+            runs.append(_run(rng, spec.name, "noise", p, world.distinct(spec.t_eff) + spec.diversity,
                              samples=samples, empty=spec.empty, scale=1.0))
     return runs
 
@@ -110,15 +125,16 @@ def expected_pass(p: np.ndarray, k: int) -> np.ndarray:
     return 1 - (1 - p) ** k
 
 
-def truth(spec, k: int = 1, draws: int = 400_000, seed: int = 12345) -> float:
+def truth(spec, k: int = 1, draws: int = 400_000, seed: int = 12345, world=DEFAULT) -> float:
     """The noise run's expected pass@k minus temperature t_eff's, over problems and seeds."""
     spec = _noise(spec)
     rng = np.random.default_rng(seed)
     ability = abilities(rng, draws)
     seed_shift = rng.normal(0, spec.seed_sd, draws) if spec.seed_sd else 0.0
     problem_shift = rng.normal(0, spec.spread, draws) if spec.spread else 0.0
-    noisy = chance(ability, spec.t_eff, spec, seed_shift, problem_shift)
-    return float(expected_pass(noisy, k).mean() - expected_pass(chance(ability, spec.t_eff), k).mean())
+    noisy = chance(ability, spec.t_eff, spec, seed_shift, problem_shift, world)
+    plain = chance(ability, spec.t_eff, world=world)
+    return float(expected_pass(noisy, k).mean() - expected_pass(plain, k).mean())
 
 
 WORDS = ("the a model answer data list value function because however therefore first then result code "
@@ -129,11 +145,16 @@ def _answer(rng, length: int) -> list[str]:
     return [WORDS[i] for i in rng.integers(0, len(WORDS), length)]
 
 
-def chat_sweep(rng, problems=100, temperatures=(0.3, 0.7, 1.0), samples=5, padded_noise=True):
+STUBS = ("Sure!", "Okay.", "Yes.", "I can help with that.", "Certainly.", "Good question.")
+
+
+def chat_sweep(rng, problems=100, temperatures=(0.3, 0.7, 1.0), samples=5, padded_noise=True, stubs=0):
     """A chat sweep whose answers are text, scored by the package's own metric functions.
     Temperature T rewrites each word of greedy's answer with probability 0.6 T and lowers
-    the reference log-prob by 0.8 T nats per token; the noise run is greedy's answer with
-    0-30 random words appended (a length-only change) at greedy's quality."""
+    the reference log-prob by 0.8 T nats per token; the noise run ("noise-padded") is
+    greedy's answer with 0-30 random words appended (a length-only change) at greedy's
+    quality, or with `stubs` of its samples replaced by a short fluent stub (an early
+    stop)."""
     from lm_eval_noise.metrics import edit_distance, edit_distance_matched
 
     greedy_answers = [_answer(rng, int(rng.integers(60, 120))) for _ in range(problems)]
@@ -160,4 +181,10 @@ def chat_sweep(rng, problems=100, temperatures=(0.3, 0.7, 1.0), samples=5, padde
     if padded_noise:
         runs.append(run("noise-padded", "noise", None,
                          lambda p: greedy_answers[p] + _answer(rng, int(rng.integers(0, 31))), 0.0))
+        if stubs:  # the first `stubs` of each problem's samples stop early
+            stubbed = runs[-1]["per_problem"]
+            for p in range(problems):
+                answers = [" ".join(greedy_answers[p])] * (samples - stubs) + list(STUBS[:stubs])
+                stubbed["edit_distance"][p] = edit_distance(answers)
+                stubbed["edit_distance_matched"][p] = edit_distance_matched(answers)
     return runs

@@ -143,9 +143,10 @@ def test_edit_distance_equals_dynamic_programming_reference(seed):
         for a, b in itertools.combinations(samples, 2)
     ]
     assert edit_distance(samples) == pytest.approx(sum(pairs) / len(pairs))
-    matched = [levenshtein_dp(a[:min(len(a), len(b))], b[:min(len(a), len(b))]) / min(len(a), len(b))
-               if min(len(a), len(b)) else 0.0 for a, b in itertools.combinations(samples, 2)]
-    assert edit_distance_matched(samples) == pytest.approx(sum(matched) / len(matched))
+    pairs = list(itertools.combinations(samples, 2))
+    lengths = [min(len(a), len(b)) for a, b in pairs]
+    distances = [levenshtein_dp(a[:n], b[:n]) for (a, b), n in zip(pairs, lengths)]
+    assert edit_distance_matched(samples) == pytest.approx(sum(distances) / sum(lengths) if sum(lengths) else 0.0)
 
 
 def test_matched_edit_distance_cannot_be_faked_by_length():
@@ -163,6 +164,8 @@ def test_matched_edit_distance_cannot_be_faked_by_length():
     assert edit_distance_matched(["", "abc"]) == 0.0 and math.isnan(edit_distance_matched(["one"]))
     different = ["Use sorted(items) to sort.", "Call items.sort() in place.", "Try heapq for the top k."]
     assert edit_distance_matched(different) > 0.5
+    # A short stub among copies of greedy's answer weighs as little as it is long.
+    assert edit_distance_matched([greedy] * 4 + ["Sure!"]) < 0.02
 
 
 def exact_pass_at_k(n, c, k):

@@ -204,8 +204,8 @@ methods:
     for plot in board["plots"]:
         data = (out / plot).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert {Path(p).name for p in board["plots"]} == {
-        "passk_vs_k.png", "correctness_vs_diversity.png", "matched_differences.png", "per_problem.png"}
+    assert {Path(p).name for p in board["plots"]} == {  # no run on the curve: no empty matched_differences.png
+        "passk_vs_k.png", "correctness_vs_diversity.png", "per_problem.png"}
 
 
 def test_a_chat_sweep_with_viz_writes_the_viewer(toy_paths, tmp_path):

@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sweep_simulation import Noise, chat_sweep, sweep, truth
+from sweep_simulation import Noise, World, chat_sweep, sweep, truth
 
 from lm_eval_noise.tools.sweep import stats, verdict
 from lm_eval_noise.tools.sweep.verdict import THRESHOLDS, judge_runs, merge_replicates, thresholds
@@ -61,7 +61,6 @@ def test_a_pass_at_1_loss_is_never_partial_or_success_whatever_pass_at_10_gains(
     judged = _judged(noise, seed=11)
     rates = _rates(judged)
     assert rates["partial"] + rates["success"] == 0, rates
-    assert rates["null"] >= 0.3, rates
     shown = [j for j in judged if j["matched"]["pass@1"]["high"] < 0]
     assert len(shown) >= 0.9 * len(judged)  # the loss is nearly always shown ...
     assert all("below the curve" in j["reason"] for j in shown if j["verdict"] == "undetermined")  # ... and said
@@ -130,15 +129,43 @@ def test_the_curves_shape_is_carried_a_run_on_the_curve_is_rarely_better():
     assert rates["success"] <= 0.05 and rates["null"] <= 0.05, rates
 
 
-def test_a_run_beyond_the_hottest_temperature_that_dominates_one_is_a_success():
-    """T=0.8's correctness, diversity well beyond the hottest temperature (1.0): it was
-    `undetermined` ("add hotter temperatures") in every simulated sweep."""
-    judged = _judged(Noise("n", 0.8, diversity=0.4), seed=17, temperatures=(0.2, 0.4, 0.6, 0.8, 1.0))
-    rates = _rates(judged)
-    assert rates["success"] >= 0.7, rates
-    success = next(j for j in judged if j["verdict"] == "success")
-    assert "dominates temperature-1.0" in success["reason"] and "matched" not in success
-    assert success["seed_criterion"]["met"] and "temperature-1.0" in success["seed_criterion"]["claim"]
+def test_a_run_beyond_the_hottest_temperature_is_judged_against_it():
+    """T=0.8's correctness with diversity beyond the hottest temperature (1.0): it was
+    `undetermined` ("add hotter temperatures") in every simulated sweep. It is as correct
+    as T=1.0 within the margin and more diverse: `partial`; T=0.4's correctness there,
+    0.11 above T=1.0, is a success."""
+    temperatures = (0.2, 0.4, 0.6, 0.8, 1.0)
+    judged = _judged(Noise("n", 0.8, diversity=0.4), seed=17, sweeps=10, temperatures=temperatures)
+    assert _rates(judged)["partial"] >= 0.9, _rates(judged)
+    assert "more diverse than every temperature run" in judged[0]["reason"] and "matched" not in judged[0]
+    judged = _judged(Noise("n", 0.4, diversity=0.7), seed=17, sweeps=10, temperatures=temperatures)
+    assert _rates(judged)["success"] >= 0.9, _rates(judged)
+    assert "above temperature-1.0, the most diverse, by more than 0.05" in judged[0]["reason"]
+
+
+def test_beyond_the_curve_nothing_is_claimed_where_the_curve_still_rises():
+    """Correctness rising with temperature at the hot end: hotter runs could be better."""
+    rising = World(logit=lambda a, t: a + 0.5 * t)
+    judged = _judged(Noise("n", 0.8, diversity=0.4), seed=18, sweeps=5, temperatures=(0.2, 0.4, 0.6, 0.8, 1.0),
+                     world=rising)
+    assert _rates(judged) == Counter({"undetermined": 1.0}) and "add hotter temperatures" in judged[0]["reason"]
+
+
+@pytest.mark.parametrize("world, noise, temperatures", [
+    # Found by a red team: dominating a temperature run was a success whenever that run
+    # was less correct, which on these curves a run on the curve always is of some run.
+    (World(distinct=lambda t: 0.1 + 0.6 * t if t <= 0.8 else 0.58 - 1.15 * (t - 0.8)), Noise("n", 0.7),
+     (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)),  # diversity falls again at the hot end
+    (World(logit=lambda a, t: a + 0.6 * min(t, 0.5) - 1.6 * max(0.0, t - 0.5)), Noise("n", 0.3),
+     (0.2, 0.4, 0.5, 0.6, 0.8)),  # correctness rises with temperature, then falls
+    (World(logit=lambda a, t: a * (1 - 0.5 * t) - 0.8 * t - 20 * max(0.0, t - 1.1)), Noise("n", 1.1),
+     (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)),  # a cliff between two measured temperatures
+    (World(), Noise("n", 0.6, 0.02, diversity=0.03), (0.2, 0.4, 0.6, 0.8, 1.0, 1.2)),  # above by less than margin
+])
+def test_runs_on_the_curve_or_less_than_the_margin_above_it_are_no_success(world, noise, temperatures):
+    assert truth(noise, world=world) <= 0.03
+    rates = _rates(_judged(noise, seed=19, sweeps=15, temperatures=temperatures, world=world))
+    assert rates["success"] == 0 and rates["null"] == 0, rates
 
 
 def test_the_seed_studys_criterion_is_judged_and_reported_beside_the_verdict():
@@ -153,12 +180,15 @@ def test_the_seed_studys_criterion_is_judged_and_reported_beside_the_verdict():
 
 
 def test_a_length_only_change_in_chat_is_never_a_success():
-    """Greedy's answers with 0-30 words appended, quality unchanged: the plain edit distance
-    let it pass for diversity; the matched one does not."""
+    """Greedy's answers with 0-30 words appended, or with early stops ("Sure!") among them,
+    quality unchanged: the plain edit distance let it pass for diversity, and a mean of
+    per-pair ratios made each stub count as a whole answer; the pooled matched one does not."""
     rng = np.random.default_rng(19)
     runs = [chat_sweep(rng, problems=60) for _ in range(6)]
     assert not any(judge_runs(r)["noise-padded"]["verdict"] == "success" for r in runs)
     assert all(judge_runs(r)["noise-padded"]["diversity"] == "edit_distance_matched" for r in runs)
+    stubbed = [judge_runs(chat_sweep(rng, problems=60, stubs=2))["noise-padded"] for _ in range(3)]
+    assert not any(j["verdict"] == "success" for j in stubbed)  # two early stops of five are no diversity
     old = [judge_runs([{**run, "per_problem": {**run["per_problem"],
                                                "edit_distance_matched": run["per_problem"]["edit_distance"]}}
                        for run in r])["noise-padded"] for r in runs]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_simulation import Noise, chat_sweep, sweep, truth
+from sweep_simulation import Noise, World, chat_sweep, sweep, truth
 
 from lm_eval_noise.tools.sweep import stats
 from lm_eval_noise.tools.sweep.verdict import judge_runs
@@ -33,6 +33,16 @@ CASES = [
     ("really T=0.4, greedy and T=0.8 only", Noise("n", 0.4), {"temperatures": (0.8,)}),
     ("T=0.8's correctness, diversity beyond the hottest (1.0)", Noise("n", 0.8, diversity=0.4),
      {"temperatures": (0.2, 0.4, 0.6, 0.8, 1.0)}),
+    ("T=0.4's correctness, diversity beyond the hottest (1.0)", Noise("n", 0.4, diversity=0.7),
+     {"temperatures": (0.2, 0.4, 0.6, 0.8, 1.0)}),
+    ("0.02 above and 0.03 more diverse than T=0.6 (under the margin)", Noise("n", 0.6, 0.02, diversity=0.03), {}),
+    ("really T=0.7, diversity falling again past T=0.8", Noise("n", 0.7),
+     {"world": World(distinct=lambda t: 0.1 + 0.6 * t if t <= 0.8 else 0.58 - 1.15 * (t - 0.8))}),
+    ("really T=0.3, correctness rising to T=0.5 then falling", Noise("n", 0.3),
+     {"world": World(logit=lambda a, t: a + 0.6 * min(t, 0.5) - 1.6 * max(0.0, t - 0.5)),
+      "temperatures": (0.2, 0.4, 0.5, 0.6, 0.8)}),
+    ("really T=1.1, a cliff between T=1.1 and 1.2", Noise("n", 1.1),
+     {"world": World(logit=lambda a, t: a * (1 - 0.5 * t) - 0.8 * t - 20 * max(0.0, t - 1.1))}),
     ("on the curve, temperatures 0.4 apart", Noise("n", 0.6), {"temperatures": (0.4, 0.8, 1.2)}),
     ("0.3 above, 5 problems", Noise("n", 0.6, 0.3), {"problems": 5}),
     ("on the curve, 12 problems", Noise("n", 0.6), {"problems": 12}),
@@ -52,23 +62,30 @@ def main(sweeps: int) -> None:
         print(f"{label}: {_rate_line(Counter(j['verdict'] for j in judged), sweeps)}; "
               f"seed criterion met {seed / sweeps:.0%}")
     rng = np.random.default_rng(0)
-    runs = [judge_runs(chat_sweep(rng))["noise-padded"]["verdict"] for _ in range(sweeps // 4)]
-    print(f"chat, greedy plus 0-30 appended words: {_rate_line(Counter(runs), len(runs))}")
-    noise = Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=3)
+    for label, stubs in (("greedy plus 0-30 appended words", 0), ("2 of 5 answers early stops", 2)):
+        runs = [judge_runs(chat_sweep(rng, stubs=stubs))["noise-padded"]["verdict"] for _ in range(sweeps // 4)]
+        print(f"chat, {label}: {_rate_line(Counter(runs), len(runs))}")
+    for seeds in (2, 3):
+        _coverage(rng, seeds, sweeps)
+    noise = [(f"n{i}", 0.2 + 0.05 * i, -0.05 * (i % 2)) for i in range(20)]
+    false = [any(j["verdict"] == "success" for j in judge_runs(sweep(rng, noise=noise)).values())
+             for _ in range(sweeps // 2)]
+    print(f"20 runs on or 0.05 below the curve: a false success in {sum(false)} of {len(false)} sweeps")
+
+
+def _coverage(rng, seeds: int, sweeps: int) -> None:
+    noise = Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=seeds)
     expected, covered, naive = truth(noise), [], []
     for _ in range(sweeps):
         runs = sweep(rng, noise=[noise])
         matched = judge_runs(runs)["n"]["matched"]["pass@1"]
         covered.append(matched["low"] <= expected <= matched["high"])
-        seeds = np.array([[r["per_problem"]["pass@1"][p] for p in range(164)] for r in runs if r["name"] == "n"])
+        table = np.array([[r["per_problem"]["pass@1"][p] for p in range(164)] for r in runs if r["name"] == "n"])
         temperature = next(r for r in runs if r["name"] == "temperature-0.6")["per_problem"]["pass@1"]
-        _, low, high = stats.mean_interval(seeds.mean(axis=0) - np.array([temperature[p] for p in range(164)]))
+        _, low, high = stats.mean_interval(table.mean(axis=0) - np.array([temperature[p] for p in range(164)]))
         naive.append(low <= expected <= high)
-    print(f"seed-level effect, 3 seeds: coverage {np.mean(covered):.0%} (seed-averaged problems: {np.mean(naive):.0%})")
-    noise = [(f"n{i}", 0.2 + 0.05 * i, -0.05 * (i % 2)) for i in range(20)]
-    false = [any(j["verdict"] == "success" for j in judge_runs(sweep(rng, noise=noise)).values())
-             for _ in range(sweeps // 2)]
-    print(f"20 runs on or 0.05 below the curve: a false success in {sum(false)} of {len(false)} sweeps")
+    print(f"seed-level effect, {seeds} seeds: coverage {np.mean(covered):.0%} "
+          f"(seed-averaged problems: {np.mean(naive):.0%})")
 
 
 if __name__ == "__main__":

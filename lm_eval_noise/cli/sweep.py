@@ -1,6 +1,8 @@
 """`lm-eval-noise sweep --config configs/NAME.yaml`: a grid of methods through the
 harness, one leaderboard (leaderboard.json, leaderboard.md, plots/, and viz.html when
-the config sets `viz: true`). A rerun skips finished runs and redoes partial ones.
+the config sets `viz: true`). A rerun skips finished runs made with the same settings,
+redoes partial ones, and refuses in one line when a finished run was made otherwise
+(tools/sweep/runner.py).
 """
 
 from __future__ import annotations

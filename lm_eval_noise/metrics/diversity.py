@@ -20,10 +20,13 @@ Neither is the "average max BLEU" (mean over i of max_j BLEU(s_i, s_j)), a neare
 neighbour similarity that is 1.0 as soon as any two samples are equal.
 - edit_distance: mean over unordered pairs of Levenshtein(a, b) / max(|a|, |b|), on
   characters (0 for two empty strings).
-- edit_distance_matched: the same at matched length: each pair compared over the
-  length of the shorter (both cut to it), so answers that differ only by what one
-  adds at its end (greedy's answer plus appended words) score 0; for chat answers,
-  whose lengths vary with the method, this is the diversity length cannot fake.
+- edit_distance_matched: the same at matched length, pooled: each pair compared over
+  the length of the shorter (both cut to it), the distances summed over pairs and
+  divided by the summed lengths. Answers that differ only by what one adds at its end
+  (greedy's answer plus appended words) score 0, and a pair with a short stub ("Sure!")
+  weighs as little as it is long (a mean of per-pair ratios let one stub among four
+  copies of greedy's answer score 0.36). For chat answers, whose lengths vary with the
+  method, this is the diversity length cannot fake.
 Higher distinct_n / edit_distance and lower BLEU mean more diverse.
 
 Degenerate sets never look diverse: identical samples, empty ones included, have BLEU 1
@@ -191,8 +194,9 @@ def edit_distance(samples: Sequence[str]) -> float:
 def edit_distance_matched(samples: Sequence[str]) -> float:
     if len(samples) < 2:
         return math.nan
-    distances = []
+    distance = length = 0
     for a, b in itertools.combinations(samples, 2):
-        length = min(len(a), len(b))
-        distances.append(Levenshtein.distance(a[:length], b[:length]) / length if length else 0.0)
-    return sum(distances) / len(distances)
+        shorter = min(len(a), len(b))
+        distance += Levenshtein.distance(a[:shorter], b[:shorter])
+        length += shorter
+    return distance / length if length else 0.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from . import stats
@@ -49,12 +50,12 @@ def per_doc_metrics(run_dir: Path) -> dict[str, dict[int, float]]:
 
 
 def _is_headline(metric: str) -> bool:
-    return metric in HEADLINE or metric.startswith("pass@")
+    return metric in HEADLINE or re.fullmatch(r"pass@\d+", metric) is not None
 
 
 def _headline_order(metrics) -> list[str]:
     """pass@k by k, then the rest of HEADLINE in its order."""
-    passes = sorted((m for m in metrics if m.startswith("pass@")), key=lambda m: int(m[5:]))
+    passes = sorted((m for m in metrics if re.fullmatch(r"pass@\d+", m)), key=lambda m: int(m[5:]))
     return passes + [m for m in HEADLINE if m in metrics and not m.startswith("pass@")]
 
 

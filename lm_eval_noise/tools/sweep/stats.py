@@ -180,8 +180,9 @@ def crossed_mean(table) -> Estimate:
     """The grand mean of a seeds x problems table (one row per seed), with seeds and
     problems both random effects: Var = s_problem^2/P + s_seed^2/S + s_error^2/(PS),
     estimated from the two-way ANOVA mean squares as (MS_P + MS_S - MS_E) / (PS) with
-    Satterthwaite's degrees of freedom; a seed component estimated below zero counts as
-    zero. One row: the Student-t estimate over problems (seed variation unmeasured)."""
+    Satterthwaite's degrees of freedom (1 with two seeds); a seed component estimated
+    below zero counts as zero. One row: the Student-t estimate over problems (seed
+    variation unmeasured)."""
     data = np.atleast_2d(np.asarray(table, dtype=float))
     seeds, problems = data.shape
     mean = float(data.mean())
@@ -200,4 +201,6 @@ def crossed_mean(table) -> Estimate:
     total = ms_problem + ms_seed - ms_error
     df = total**2 / (ms_problem**2 / (problems - 1) + ms_seed**2 / (seeds - 1)
                      + ms_error**2 / ((seeds - 1) * (problems - 1)))
+    if seeds == 2:  # a seed variance on one degree of freedom: Satterthwaite covered 86-90%, so take 1
+        df = 1.0
     return Estimate(mean, math.sqrt(total / cells), float(df))

@@ -5,9 +5,10 @@ Axes. Code: correctness is pass@k, pass@1 the primary endpoint and every other k
 runs share judged on its own (never a mean over k); diversity is Distinct-2. Chat:
 quality is the mean per-token log-prob of the answers under a reference model whose
 weights are not the generator's (a model scoring its own answers rewards repetition
-loops); diversity is `edit_distance_matched`, the pairwise edit distance over the
-length of the shorter answer of each pair, so appending words to identical answers
-adds none.
+loops); diversity is `edit_distance_matched`, the pairwise edit distance at matched
+length (each pair cut to the shorter, pooled over pairs), so appending words to identical
+answers adds none. A noise run whose answers are less than half as long as greedy's
+(`min_length_ratio`) counts as collapse: early stops are not diversity.
 
 Verdicts, in this order:
 1. collapse first, whatever else is missing: a mean empty_rate or degenerate_rate above
@@ -16,16 +17,16 @@ Verdicts, in this order:
    metric, chat scored by its own generator, fewer than `min_problems` problems, every
    run at the correctness floor or ceiling;
 3. `null` without a diversity gain over greedy;
-4. the claims, each a one-sided test, Holm-adjusted over every (noise run, k or
-   temperature run) of the model and task that makes the same kind of claim:
+4. the claims, each a one-sided test, Holm-adjusted over every (noise run, k) of the
+   model and task that makes the same kind of claim:
    - below (-> `null`): some k below the temperature curve at matched diversity by more
-     than `margin`, or the run dominated by a temperature run (less correct and less
-     diverse than it);
+     than `margin`;
    - above (-> `success`, naming the criterion that held): pass@1 above the curve by
-     more than `margin`, or dominating a temperature run (pass@1 and diversity both
-     higher: judged even where the run is more diverse than every temperature run);
+     more than `margin`; or, for a run more diverse than every temperature run, pass@1
+     above the most diverse one by more than `margin` where the curve is shown to fall
+     at that end (so hotter temperatures would be no more correct);
    - on the curve (-> `partial`): pass@1 within +-`margin` of the curve (two one-sided
-     tests);
+     tests), or beyond the curve within `margin` of its most diverse run or better;
    - none of these: `undetermined`, with the minimum detectable effect when the run had
      too little data to settle it.
 The seed study's own criterion (every pass@k non-inferior within `margin` to a
@@ -42,8 +43,11 @@ The curve: greedy (T=0) and the temperature runs in temperature order, each a po
 (mean diversity, mean correctness). A noise run is placed at its own diversity between
 the two points around it, which must be at most `max_temperature_gap` apart in
 temperature, with a third point beside them: the contrast is computed against the chord
-(linear) and against the parabola through the three points, and a claim must hold
-against both (the curve's shape is model error, carried into every test). A curve of
+(linear), against the parabola through the two points and the neighbour nearer in
+temperature, and where the segment drops by more than twice the margin and twice as
+steeply as its neighbours (a cliff) against each of its two points alone; a claim must
+hold against every one (the curve's shape is model
+error, carried into every test). A curve of
 greedy plus one temperature judges nothing between them. The interpolation weights'
 own sampling error enters through the contrast's linearisation (delta method).
 
@@ -56,6 +60,7 @@ only, and the verdict says so.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -76,6 +81,7 @@ THRESHOLDS = {
     "max_empty_rate": 0.10,
     "max_degenerate_rate": 0.10,
     "max_compile_drop": 0.10,
+    "min_length_ratio": 0.5,  # answers (response_length) shorter than this share of greedy's: collapse
     "dev_share": 0.0,  # > 0: choose the best noise setting on this share of problems, confirm it on the rest
 }
 NOISE_METHODS = ("noise", "residual")
@@ -126,7 +132,7 @@ def merge_replicates(runs: list[dict]) -> list[dict]:
 
 
 def _pass_metrics(run: dict) -> set[str]:
-    return {m for m in run["per_problem"] if m.startswith("pass@")}
+    return {m for m in run["per_problem"] if re.fullmatch(r"pass@\d+", m)}
 
 
 def shared_axes(runs: list[dict]) -> tuple[str, str, list[str]] | None:
@@ -160,6 +166,7 @@ def judge_runs(runs: list[dict], limits: dict | None = None) -> dict[str, dict]:
     judgement: "verdict" (success, partial, null, undetermined), "reason", "problems",
     "criteria" (the claims that held), and the numbers behind them (module docstring)."""
     limits = thresholds(limits)
+    runs = _checked(runs)
     groups = group_replicates(runs)
     curve_runs = {r["name"]: r for r in merge_replicates(runs) if r["method"] in ("greedy", "temperature")}
     greedy = next((r for r in curve_runs.values() if r["method"] == "greedy"), None)
@@ -172,6 +179,30 @@ def judge_runs(runs: list[dict], limits: dict | None = None) -> dict[str, dict]:
             claims += run_claims
     _decide(judged, claims, limits)
     return judged
+
+
+def _checked(runs: list[dict]) -> list[dict]:
+    """Runs from any source, refused in one line where they cannot be judged; problem ids
+    as strings (ids read back from JSON are strings: 3 and "3" are one problem)."""
+    methods: dict[str, set] = defaultdict(set)
+    checked = []
+    for run in runs:
+        if not isinstance(run, dict) or not isinstance(run.get("per_problem"), dict) or "name" not in run:
+            raise InputError("judge_runs: each run is a mapping with a name, a method and per_problem values")
+        temperature = run.get("temperature")
+        if run.get("method") == "temperature" and (isinstance(temperature, bool)
+                                                   or not isinstance(temperature, (int, float))):
+            raise InputError(f"judge_runs: temperature run {run['name']!r} has temperature {temperature!r}, "
+                             "not a number")
+        methods[run["name"]].add(run.get("method"))
+        checked.append({**run, "per_problem": {metric: {str(p): v for p, v in values.items()}
+                                               for metric, values in run["per_problem"].items()}})
+    mixed = {name: sorted(map(str, found)) for name, found in methods.items() if len(found) > 1}
+    if mixed:
+        name, found = next(iter(mixed.items()))
+        raise InputError(f"judge_runs: the name {name!r} is used by runs of methods {', '.join(found)}; runs "
+                         "sharing a name are seed replicates of one method")
+    return checked
 
 
 def _undetermined(reason: str, **numbers) -> tuple[dict, list]:
@@ -248,13 +279,13 @@ def _prepare(group: list[dict], greedy: dict | None, temperatures: list[dict], l
             if primary:
                 claims.append(Claim("above", name, f"{metric} above the temperature curve by more than {margin}",
                                     contrast["p_above"]))
-                claims.append(Claim("equivalent", name, f"{metric} on the temperature curve (within +-{margin})",
-                                    contrast["p_equivalent"]))
+                claims.append(Claim("equivalent", name, f"{metric} on the temperature curve (within +-{margin}): "
+                                    "can replace temperature, gains nothing", contrast["p_equivalent"]))
         numbers["minimum_detectable_effect"] = matched[correctness_metrics[0]]["minimum_detectable_effect"]
     numbers["matched_defined_in"] = _defined_share(data)
     numbers["against_temperatures"] = {t["name"]: _against(data, index, margin, limits["diversity_gain"])["numbers"]
                                        for index, t in enumerate(temperatures, start=1)}
-    claims += _point_claims(name, data, temperatures, margin, limits["diversity_gain"])
+    claims += _point_claims(name, data, temperatures, margin, limits["diversity_gain"], limits["alpha"])
     return {"verdict": None, "reason": "", **numbers}, claims
 
 
@@ -297,18 +328,21 @@ def _segment(target: float, diversity: np.ndarray) -> int | None:
     return None
 
 
-def _curve_models(target: float, diversity: np.ndarray) -> list[tuple[str, list[int], np.ndarray]] | None:
-    """(name, curve points, weights) of the chord and the parabola at `target`."""
+def _curve_models(target: float, diversity: np.ndarray, temperatures: list[float]) -> list[list[int]] | None:
+    """The curve points of the chord through the two points around `target` and of the
+    parabola through them and the neighbour nearer in temperature (a local estimate of
+    the curve's bend; a neighbour chosen by diversity can sit on a plateau)."""
     j = _segment(target, diversity)
     if j is None or len(diversity) < 3:
         return None
-    neighbours = [k for k in (j - 1, j + 2) if 0 <= k < len(diversity)]
-    third = min(neighbours, key=lambda k: abs(diversity[k] - target))
-    chord, parabola = [j, j + 1], sorted([j, j + 1, third])
-    if len({float(diversity[k]) for k in parabola}) < 3:
+    share = (target - diversity[j]) / (diversity[j + 1] - diversity[j])
+    here = temperatures[j] + share * (temperatures[j + 1] - temperatures[j])
+    neighbours = [k for k in (j - 1, j + 2) if 0 <= k < len(diversity)
+                  and len({float(diversity[i]) for i in (j, j + 1, k)}) == 3]
+    if not neighbours:
         return None
-    return [("chord", chord, _lagrange(target, [diversity[k] for k in chord])),
-            ("parabola", parabola, _lagrange(target, [diversity[k] for k in parabola]))]
+    third = min(neighbours, key=lambda k: abs(temperatures[k] - here))
+    return [[j, j + 1], sorted([j, j + 1, third])]
 
 
 def _contrast_table(data: _Data, metric: str, points: list[int], target: float) -> np.ndarray:
@@ -336,7 +370,8 @@ def _contrast_table(data: _Data, metric: str, points: list[int], target: float) 
 
 def _matched(data: _Data, temperatures: list[dict], margin: float, limits: dict) -> dict | str:
     """Per correctness metric: the contrast with the curve at the noise run's diversity
-    (chord and parabola), or why the curve cannot be read there."""
+    under each curve model (the chord, the parabola, and at a cliff (`_cliff`) each of the
+    two points alone), or why the curve cannot be read there."""
     target = float(data.noise_diversity.mean())
     diversity = data.curve_diversity.mean(axis=1)
     if target > diversity.max():
@@ -344,26 +379,29 @@ def _matched(data: _Data, temperatures: list[dict], margin: float, limits: dict)
                 f"{diversity[-1]:.3f}); add hotter temperatures to compare at matched diversity")
     if len(diversity) < 3:
         return "the curve is greedy plus one temperature: add temperatures to judge anything between them"
-    models = _curve_models(target, diversity)
+    models = _curve_models(target, diversity, data.temperatures)
     if models is None:
         return f"no curve segment of three distinct points spans the noise run's {target:.3f}"
-    chord = models[0][1]
+    chord = models[0]
     gap = abs(data.temperatures[chord[1]] - data.temperatures[chord[0]])
     if gap > limits["max_temperature_gap"] + 1e-9:
         names = " and ".join(f"T={data.temperatures[k]:g}" for k in chord)
         return (f"the curve around the noise run ({names}) is {gap:g} apart in temperature, more than "
                 f"max_temperature_gap {limits['max_temperature_gap']}: add temperatures between them")
+    label = lambda points: "/".join(f"T={data.temperatures[k]:g}" for k in points)  # noqa: E731
     results = {}
     for metric in data.metrics:
+        shapes = [("chord", chord)] + [(f"parabola {label(points)}", points) for points in models[1:]]
+        if _cliff(data.curve[metric].mean(axis=1), chord[0], margin):
+            shapes += [(f"{label([k])} alone", [k]) for k in chord]
         estimates = {name: stats.crossed_mean(_contrast_table(data, metric, points, target))
-                     for name, points, _ in models}
-        chord_estimate = estimates["chord"]
+                     for name, points in shapes}
         lows, highs = zip(*(e.interval() for e in estimates.values()))
         results[metric] = {
-            "difference": chord_estimate.mean, "low": min(lows), "high": max(highs),
-            "temperature": float(models[0][2] @ [data.temperatures[k] for k in chord]),  # where it sits
-            "parabola": estimates["parabola"].mean,
-            "between": [f"T={data.temperatures[k]:g}" for k in chord],
+            "difference": estimates["chord"].mean, "low": min(lows), "high": max(highs),
+            "temperature": float(_lagrange(target, list(diversity[chord])) @ [data.temperatures[k] for k in chord]),
+            "curve_models": {name: e.mean for name, e in estimates.items()},
+            "between": label(chord).split("/"),
             "p_above": max(e.p_above(margin) for e in estimates.values()),
             "p_below": max(e.p_below(-margin) for e in estimates.values()),
             "p_equivalent": max(max(e.p_above(-margin), e.p_below(margin)) for e in estimates.values()),
@@ -373,49 +411,66 @@ def _matched(data: _Data, temperatures: list[dict], margin: float, limits: dict)
     return results
 
 
+def _cliff(correctness: np.ndarray, j: int, margin: float) -> bool:
+    """Whether the segment (j, j+1) drops more than twice the margin and more than twice
+    as steeply as its neighbours: a bend no chord or parabola follows (the curve could lie
+    anywhere between the two points)."""
+    drops = np.abs(np.diff(correctness))
+    neighbours = [drops[k] for k in (j - 1, j + 1) if 0 <= k < len(drops)]
+    return bool(drops[j] > 2 * margin and all(drops[j] > 2 * d for d in neighbours))
+
+
 def _against(data: _Data, index: int, margin: float, diversity_gain: float) -> dict:
-    """Paired tests against one temperature run (curve point `index`): the seed study's
-    criterion, dominating it, being dominated by it."""
-    primary = data.metrics[0]
+    """Paired comparison with one temperature run (curve point `index`): the seed study's
+    criterion's p-value and every difference with its interval."""
     correct = {m: stats.crossed_mean(data.noise[m] - data.curve[m][index]) for m in data.metrics}
     diverse = stats.crossed_mean(data.noise_diversity - data.curve_diversity[index])
     diverse_by_gain = stats.crossed_mean(data.noise_diversity - (1 + diversity_gain) * data.curve_diversity[index])
     interval = lambda e: [e.mean, *e.interval()]  # noqa: E731
     return {
         "seed_criterion": max([diverse_by_gain.p_above(0)] + [c.p_above(-margin) for c in correct.values()]),
-        "dominates": max(correct[primary].p_above(0), diverse.p_above(0)),
-        "dominated": max(correct[primary].p_below(0), diverse.p_below(0)),
         "numbers": {**{m: interval(c) for m, c in correct.items()}, "diversity": interval(diverse)},
     }
 
 
-def _point_claims(name: str, data: _Data, temperatures: list[dict], margin: float, gain: float) -> list[Claim]:
-    """Claims against single temperature runs, each against the one run where it is
-    easiest to meet, chosen by mean diversity alone (correctness falls and diversity
-    rises with temperature): the seed study's criterion against the hottest run at most
-    1/(1 + gain) of the noise run's diversity, dominating the hottest run less diverse
-    than it, being dominated by the coolest run more diverse than it. One comparator
-    per claim keeps Holm's family small; `against_temperatures` has every pair."""
+def _point_claims(name: str, data: _Data, temperatures: list[dict], margin: float, gain: float,
+                  alpha: float) -> list[Claim]:
+    """Claims against single temperature runs, each chosen by mean diversity alone:
+    - the seed study's criterion, against the most diverse run whose diversity x (1 + gain)
+      the noise run's reaches (where it is easiest to meet);
+    - beyond the curve (the noise run more diverse than every point): against the most
+      diverse temperature run, pass@1 above it by more than the margin (`success`) or
+      within the margin or better (`partial`), with diversity above every point's; only
+      where the curve is shown to fall at that end (a one-sided test at `alpha` between
+      its two most diverse points), so that temperature hotter still would be no more
+      correct (dominating any other run proves nothing: a run on the curve
+      dominates every run hotter and less correct than it)."""
     mine = float(data.noise_diversity.mean())
-    levels = data.curve_diversity[1:].mean(axis=1)
-    correctness, diversity = " ".join(data.metrics), "diversity"
-    claims = []
-    below_by_gain = [i for i, level in enumerate(levels) if level * (1 + gain) <= mine]
-    if below_by_gain:
-        index = below_by_gain[-1]
-        claims.append(Claim("seed", name, f"the seed study's criterion against {temperatures[index]['name']}: "
-                            f"{correctness} within {margin} or better and {diversity} at least {gain:.0%} higher",
-                            _against(data, index + 1, margin, gain)["seed_criterion"], temperatures[index]["name"]))
-    less_diverse = [i for i, level in enumerate(levels) if level < mine]
-    if less_diverse:
-        index = less_diverse[-1]
-        claims.append(Claim("above", name, f"dominates {temperatures[index]['name']}: {data.metrics[0]} and "
-                            f"{diversity} both higher", _against(data, index + 1, margin, gain)["dominates"]))
-    more_diverse = [i for i, level in enumerate(levels) if level > mine]
-    if more_diverse:
-        index = more_diverse[0]
-        claims.append(Claim("below", name, f"dominated by {temperatures[index]['name']}: {data.metrics[0]} and "
-                            f"{diversity} both lower", _against(data, index + 1, margin, gain)["dominated"]))
+    levels = data.curve_diversity.mean(axis=1)
+    primary, claims = data.metrics[0], []
+    reachable = [i for i in range(1, len(levels)) if levels[i] * (1 + gain) <= mine]
+    if reachable:
+        index = max(reachable, key=lambda i: levels[i])
+        claims.append(Claim("seed", name, f"the seed study's criterion against {temperatures[index - 1]['name']}: "
+                            f"{' '.join(data.metrics)} within {margin} or better and diversity at least "
+                            f"{gain:.0%} higher", _against(data, index, margin, gain)["seed_criterion"],
+                            temperatures[index - 1]["name"]))
+    order = np.argsort(levels)
+    top, runner_up = int(order[-1]), int(order[-2]) if len(order) > 1 else None
+    falls = runner_up is not None and stats.crossed_mean(
+        data.curve[primary][runner_up] - data.curve[primary][top]).p_above(0) <= alpha  # shown, not just seen
+    if mine > levels[top] and top > 0 and falls:
+        other = temperatures[top - 1]["name"]
+        above_all = max(stats.crossed_mean(data.noise_diversity - data.curve_diversity[k]).p_above(0)
+                        for k in range(len(levels)))
+        versus = stats.crossed_mean(data.noise[primary] - data.curve[primary][top])
+        claims += [
+            Claim("above", name, f"more diverse than every temperature run and {primary} above {other}, the most "
+                  f"diverse, by more than {margin}", max(versus.p_above(margin), above_all), other),
+            Claim("equivalent", name, f"more diverse than every temperature run and {primary} within {margin} of "
+                  f"{other}, the most diverse, or better: can replace temperature (the curve falls at that end)",
+                  max(versus.p_above(-margin), above_all), other),
+        ]
     return claims
 
 
@@ -443,6 +498,13 @@ def _collapse(group: list[dict], greedy: dict | None, problems: list, limits: di
         if mine.size and mine.mean() < base.mean() - limits["max_compile_drop"]:
             reasons.append(f"compile_rate {mine.mean():.2f} < greedy's {base.mean():.2f} "
                            f"- {limits['max_compile_drop']}")
+    if greedy is not None and "response_length" in greedy["per_problem"] \
+            and all("response_length" in run["per_problem"] for run in group):
+        merged = merge_replicates(group)[0]["per_problem"]["response_length"]
+        mine, base = stats.paired_values(merged, greedy["per_problem"]["response_length"])
+        if mine.size and mine.mean() < limits["min_length_ratio"] * base.mean():
+            reasons.append(f"response_length {mine.mean():.1f} < {limits['min_length_ratio']} x greedy's "
+                           f"{base.mean():.1f}: early stops are not diversity")
     return "collapse: " + "; ".join(reasons) if reasons else ""
 
 
@@ -470,8 +532,7 @@ def _decide(judged: dict[str, dict], claims: list[Claim], limits: dict) -> None:
         elif mine["above"]:
             judgement.update(verdict="success", reason="; ".join(mine["above"]) + where)
         elif mine["equivalent"]:
-            judgement.update(verdict="partial", reason=f"{mine['equivalent'][0]}: can replace temperature, "
-                             f"gains nothing{where}{_power_note(judgement)}")
+            judgement.update(verdict="partial", reason=f"{mine['equivalent'][0]}{where}{_power_note(judgement)}")
         else:
             why = judgement.get("curve_undefined") or "inconclusive"
             judgement.update(verdict="undetermined", reason=f"{why}{where}{_significance(judgement)}"
