@@ -37,10 +37,14 @@ def write_run(folder: Path, sigma: float, logprob_offset: float, answers: int, *
     (folder / f"results_{STAMP}.json").write_text(json.dumps({"config": {"model": "hf-noise", "noise": noise}}))
     with (folder / f"samples_lmsys_chat_noise_{STAMP}.jsonl").open("w") as handle:
         for doc_id in range(answers):
-            logprobs = [-0.5, logprob_offset - doc_id, -1.0]
-            record = {"response": "a <b>c", "tokens": ["a", " <b>", "c"], "token_logprobs": logprobs}
+            # Hostile text: markup, and `<!--<script>`, which puts a script's text in the
+            # HTML parser's double-escaped state unless the page escapes every `<`.
+            logprobs = [-0.5, logprob_offset - doc_id, -1.0, -1.0]
+            record = {"response": "a <b>c<!--<script>", "tokens": ["a", " <b>", "c", "<!--<script>"],
+                      "token_logprobs": logprobs}
             handle.write(json.dumps({
-                "doc_id": doc_id, "arguments": {"gen_args_0": {"arg_0": f"user: question {doc_id}</script>"}},
+                "doc_id": doc_id,
+                "arguments": {"gen_args_0": {"arg_0": f"user: question {doc_id}<!--<script></script>"}},
                 "resps": [["a <b>c"]], "filtered_resps": [[json.dumps(record)]],
             }) + "\n")
 
@@ -103,7 +107,8 @@ def test_page_in_a_headless_browser(runs, tmp_path):
             shown = rgb(tokens.nth(index).evaluate("e => getComputedStyle(e).backgroundColor"))
             assert all(abs(a - b) <= 1 for a, b in zip(shown, expected_rgb(logprob))), (logprob, shown)
         assert page.locator(".row").first.locator(".tok").nth(1).inner_text() == " <b>"  # text, not markup
-        assert "</script>" in page.locator(".prompt").first.inner_text()
+        assert "<!--<script></script>" in page.locator(".prompt").first.inner_text()
+        assert page.locator(".row").first.locator(".tok").nth(3).inner_text() == "<!--<script>"
         assert "noise.site=layer:1" in page.locator(".run").first.get_attribute("title")  # full settings on hover
         page.screenshot(path=str(tmp_path / "page1.png"), full_page=True)
         page.click("#next")

@@ -108,6 +108,9 @@ def worst(rows: list[dict], top_n: int) -> list[dict]:
     return sorted(chosen, key=lambda r: r["mean"])
 
 
+_SCRIPT_SAFE = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
 def render(rows: list[dict]) -> str:
     data = {
         "page_size": PAGE_SIZE,
@@ -115,5 +118,8 @@ def render(rows: list[dict]) -> str:
         "scales": sorted({row["scale"] for row in rows}),
         "rows": rows,
     }
-    payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")  # stay inside <script>
+    # Inside <script> the HTML parser still reads `</script>` and `<!--<script>` (which
+    # swallows the page's own script): every <, > and & goes in as a JSON escape, as
+    # Django's json_script does; U+2028/9 are line ends to older JavaScript.
+    payload = json.dumps(data, ensure_ascii=False).translate(_SCRIPT_SAFE)
     return TEMPLATE.read_text(encoding="utf-8").replace("__DATA__", payload)
