@@ -248,3 +248,17 @@ def test_a_program_sees_no_host_configuration():
     assert "PYTHON" not in result.output.split("\n")[2]  # no setting the interpreter would ignore (-I)
     for secret in ("/lm-eval-noise-", "lm_eval_noise", "read_only", "sys_path", "hidden"):  # root: /tmp/lm-eval-noise-*
         assert secret not in result.output, (secret, result.output)
+
+
+@needs_namespaces
+def test_a_program_sees_no_host_identity():
+    """The UTS namespace began as a copy of the host's name, and /proc/cmdline is the host
+    kernel's command line."""
+    import socket
+
+    source = ("import socket, os\nprint(socket.gethostname(), os.uname().nodename)\n"
+              "print(repr(open('/proc/cmdline').read()))\n")
+    (result,) = run_programs([source], isolation=Isolation("namespaces"))
+    assert result.passed, result
+    assert result.output.split("\n")[:2] == ["sandbox sandbox", "''"], result.output
+    assert socket.gethostname() not in result.output or socket.gethostname() == "sandbox"

@@ -49,6 +49,7 @@ _SYSCALLS = {"x86_64": {"pivot_root": 155, "capset": 126},
              "aarch64": {"pivot_root": 41, "capset": 91}}
 
 _libc = ctypes.CDLL(None, use_errno=True)
+SANDBOX_HOSTNAME = b"sandbox"
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.syscall.restype = ctypes.c_long
 
@@ -116,6 +117,9 @@ def enter_server_namespaces():
         _, status = os.waitpid(pid, 0)
         os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount reaches the host
+    # The new UTS namespace starts with a copy of the host's name: replace it.
+    _check(_libc.sethostname(SANDBOX_HOSTNAME, ctypes.c_size_t(len(SANDBOX_HOSTNAME))), "sethostname")
+    _check(_libc.setdomainname(SANDBOX_HOSTNAME, ctypes.c_size_t(len(SANDBOX_HOSTNAME))), "setdomainname")
 
 
 def _bind_read_only(source, target):
@@ -194,6 +198,7 @@ def confine_program(*, tmp_mb, tmp_inodes, uid, read_only=(), seccomp=None):
     bound again on top of the program's own /tmp."""
     unshare(CLONE_NEWNS | CLONE_NEWIPC)
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("/dev/null", "/proc/cmdline", None, MS_BIND)  # the host kernel's command line: read as empty
     under_tmp = [path for path in read_only if path.startswith("/tmp/")]
     holders = [os.open(path, os.O_PATH) for path in under_tmp]  # reachable after /tmp is covered
     owner = f",uid={uid},gid={uid}" if uid else ""
