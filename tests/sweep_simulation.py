@@ -120,6 +120,25 @@ def sweep(rng, problems=164, noise=(), temperatures=TEMPERATURES, floor=False, s
     return runs
 
 
+def seed_coverage(rng, noise: Noise, sweeps: int) -> tuple[float, float]:
+    """How often the verdict's pass@1 interval against the curve covers the truth, and how
+    often a t interval over seed-averaged problems (against the temperature run at the
+    noise run's t_eff) does, for a noise run repeated over seeds."""
+    from lm_eval_noise.tools.sweep import stats
+    from lm_eval_noise.tools.sweep.verdict import judge_runs
+
+    expected, covered, naive = truth(noise), [], []
+    for _ in range(sweeps):
+        runs = sweep(rng, noise=[noise])
+        matched = judge_runs(runs)[noise.name]["matched"]["pass@1"]
+        covered.append(matched["low"] <= expected <= matched["high"])
+        table = np.array([list(r["per_problem"]["pass@1"].values()) for r in runs if r["name"] == noise.name])
+        temperature = next(r for r in runs if r["temperature"] == noise.t_eff)["per_problem"]["pass@1"]
+        _, low, high = stats.mean_interval(table.mean(axis=0) - np.array(list(temperature.values())))
+        naive.append(low <= expected <= high)
+    return float(np.mean(covered)), float(np.mean(naive))
+
+
 def expected_pass(p: np.ndarray, k: int) -> np.ndarray:
     """E[the unbiased pass@k estimate] at per-sample probability p: 1 - (1 - p)^k."""
     return 1 - (1 - p) ** k

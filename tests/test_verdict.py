@@ -8,9 +8,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from sweep_simulation import Noise, World, chat_sweep, sweep, truth
+from sweep_simulation import Noise, World, chat_sweep, seed_coverage, sweep, truth
 
-from lm_eval_noise.tools.sweep import stats, verdict
+from lm_eval_noise.tools.sweep import verdict
 from lm_eval_noise.tools.sweep.verdict import THRESHOLDS, judge_runs, merge_replicates, thresholds
 
 SWEEPS = 30
@@ -86,22 +86,11 @@ def test_collapse_is_reported_first_even_when_nothing_else_can_be_judged():
 @pytest.mark.slow
 def test_seed_to_seed_variation_is_in_the_interval():
     """A seed-level effect (every problem of a seed shifted together, as fixed residual
-    directions do): the interval over seed-averaged problems covered the truth 39-43% of
+    directions do): the interval over seed-averaged problems covered the truth 33-40% of
     the time; the crossed seeds x problems interval covers it at least 90%."""
-    noise = Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=3)
-    expected = truth(noise)
-    rng = np.random.default_rng(13)
-    covered, naive = [], []
-    for _ in range(150):
-        runs = sweep(rng, noise=[noise])
-        matched = judge_runs(runs)["n"]["matched"]["pass@1"]
-        covered.append(matched["low"] <= expected <= matched["high"])
-        seeds = np.array([[r["per_problem"]["pass@1"][p] for p in range(164)] for r in runs if r["name"] == "n"])
-        temperature = next(r for r in runs if r["name"] == "temperature-0.6")["per_problem"]["pass@1"]
-        _, low, high = stats.mean_interval(seeds.mean(axis=0) - np.array([temperature[p] for p in range(164)]))
-        naive.append(low <= expected <= high)
-    assert np.mean(covered) >= 0.90, np.mean(covered)
-    assert np.mean(naive) <= 0.6, np.mean(naive)  # the check has teeth
+    covered, naive = seed_coverage(np.random.default_rng(13), Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=3), 150)
+    assert covered >= 0.90, covered
+    assert naive <= 0.6, naive  # the check has teeth
 
 
 def test_seeds_are_a_random_effect_and_one_seed_says_so():

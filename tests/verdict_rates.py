@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sweep_simulation import Noise, World, chat_sweep, sweep, truth
+from sweep_simulation import Noise, World, chat_sweep, seed_coverage, sweep
 
-from lm_eval_noise.tools.sweep import stats
 from lm_eval_noise.tools.sweep.verdict import judge_runs
 
 CASES = [
@@ -74,18 +73,8 @@ def main(sweeps: int) -> None:
 
 
 def _coverage(rng, seeds: int, sweeps: int) -> None:
-    noise = Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=seeds)
-    expected, covered, naive = truth(noise), [], []
-    for _ in range(sweeps):
-        runs = sweep(rng, noise=[noise])
-        matched = judge_runs(runs)["n"]["matched"]["pass@1"]
-        covered.append(matched["low"] <= expected <= matched["high"])
-        table = np.array([[r["per_problem"]["pass@1"][p] for p in range(164)] for r in runs if r["name"] == "n"])
-        temperature = next(r for r in runs if r["name"] == "temperature-0.6")["per_problem"]["pass@1"]
-        _, low, high = stats.mean_interval(table.mean(axis=0) - np.array([temperature[p] for p in range(164)]))
-        naive.append(low <= expected <= high)
-    print(f"seed-level effect, {seeds} seeds: coverage {np.mean(covered):.0%} "
-          f"(seed-averaged problems: {np.mean(naive):.0%})")
+    covered, naive = seed_coverage(rng, Noise("n", 0.6, 0.05, seed_sd=0.5, seeds=seeds), sweeps)
+    print(f"seed-level effect, {seeds} seeds: coverage {covered:.0%} (seed-averaged problems: {naive:.0%})")
 
 
 if __name__ == "__main__":
