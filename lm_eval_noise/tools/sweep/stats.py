@@ -103,21 +103,21 @@ def paired_interval(a, b, level: float = LEVEL, bounded: bool = False) -> tuple[
     return mean, low, high
 
 
+def over_problems(differences: Iterable[float]) -> Estimate:
+    """The Student-t estimate of the mean of one value per problem (undefined: NaN mean,
+    df 0, so every p-value is 1 and no effect is detectable)."""
+    data = _finite(differences)
+    return crossed_mean(data[None, :]) if data.size else Estimate(math.nan, math.nan, 0.0)
+
+
 def p_above(differences: Iterable[float], shift: float = 0.0) -> float:
     """One-sided p-value of a t-test that the mean difference is above `shift`."""
-    data = _finite(differences)
-    if data.size < 2:
-        return 1.0
-    mean, spread = data.mean(), data.std(ddof=1)
-    if spread == 0:
-        return 0.0 if mean > shift else 1.0
-    statistic = (mean - shift) / (spread / math.sqrt(data.size))
-    return float(_scipy.t.sf(statistic, data.size - 1))
+    return over_problems(differences).p_above(shift)
 
 
 def p_below(differences: Iterable[float], shift: float = 0.0) -> float:
     """One-sided p-value of a t-test that the mean difference is below `shift`."""
-    return p_above([-d for d in _finite(differences)], -shift)
+    return over_problems(differences).p_below(shift)
 
 
 def holm(p_values: Mapping[str, float], alpha: float = 1 - LEVEL) -> dict[str, bool]:
@@ -135,12 +135,7 @@ def holm(p_values: Mapping[str, float], alpha: float = 1 - LEVEL) -> dict[str, b
 def minimum_detectable_effect(differences: Iterable[float], alpha: float = 1 - LEVEL, power: float = 0.8) -> float:
     """The smallest true mean difference a one-sided t-test at `alpha` detects with
     `power`, given the spread and number of these paired differences (inf for < 2)."""
-    data = _finite(differences)
-    if data.size < 2:
-        return math.inf
-    degrees = data.size - 1
-    quantiles = _scipy.t.ppf(1 - alpha, degrees) + _scipy.t.ppf(power, degrees)
-    return float(quantiles * data.std(ddof=1) / math.sqrt(data.size))
+    return over_problems(differences).minimum_detectable_effect(alpha, power)
 
 
 @dataclass(frozen=True)

@@ -267,27 +267,32 @@ def _prepare(group: list[dict], greedy: dict | None, temperatures: list[dict], l
                                     "can replace temperature, gains nothing", contrast["p_equivalent"]))
         numbers["minimum_detectable_effect"] = matched[correctness_metrics[0]]["minimum_detectable_effect"]
     numbers["matched_defined_in"] = defined_share(data)
-    numbers["against_temperatures"] = {t["name"]: _against(data, index, margin, limits["diversity_gain"])["numbers"]
+    against = {index: _against(data, index, margin, limits["diversity_gain"])
+               for index in range(1, len(temperatures) + 1)}  # curve points after greedy
+    numbers["against_temperatures"] = {t["name"]: _intervals(against[index])
                                        for index, t in enumerate(temperatures, start=1)}
-    claims += _point_claims(name, data, temperatures, margin, limits["diversity_gain"], limits["alpha"])
+    claims += _point_claims(name, data, temperatures, against, margin, limits)
     return {"verdict": None, "reason": "", **numbers}, claims
 
 
 def _against(data: Tables, index: int, margin: float, diversity_gain: float) -> dict:
     """Paired comparison with one temperature run (curve point `index`): the seed study's
-    criterion's p-value and every difference with its interval."""
+    criterion's p-value and the differences in each correctness metric and in diversity."""
     correct = {m: stats.crossed_mean(data.noise[m] - data.curve[m][index]) for m in data.metrics}
     diverse = stats.crossed_mean(data.noise_diversity - data.curve_diversity[index])
     diverse_by_gain = stats.crossed_mean(data.noise_diversity - (1 + diversity_gain) * data.curve_diversity[index])
-    interval = lambda e: [e.mean, *e.interval()]  # noqa: E731
-    return {
-        "seed_criterion": max([diverse_by_gain.p_above(0)] + [c.p_above(-margin) for c in correct.values()]),
-        "numbers": {**{m: interval(c) for m, c in correct.items()}, "diversity": interval(diverse)},
-    }
+    return {"seed_criterion": max([diverse_by_gain.p_above(0)] + [c.p_above(-margin) for c in correct.values()]),
+            "correct": correct, "diverse": diverse}
 
 
-def _point_claims(name: str, data: Tables, temperatures: list[dict], margin: float, gain: float,
-                  alpha: float) -> list[Claim]:
+def _intervals(pair: dict) -> dict:
+    """[mean, low, high] of each difference of an `_against` comparison, for the record."""
+    estimates = {**pair["correct"], "diversity": pair["diverse"]}
+    return {name: [e.mean, *e.interval()] for name, e in estimates.items()}
+
+
+def _point_claims(name: str, data: Tables, temperatures: list[dict], against: dict, margin: float,
+                  limits: dict) -> list[Claim]:
     """Claims against single temperature runs, each chosen by mean diversity alone:
     - the seed study's criterion, against the most diverse run whose diversity x (1 + gain)
       the noise run's reaches (where it is easiest to meet);
@@ -297,7 +302,9 @@ def _point_claims(name: str, data: Tables, temperatures: list[dict], margin: flo
       where the curve is shown to fall at that end (a one-sided test at `alpha` between
       its two most diverse points), so that temperature hotter still would be no more
       correct (dominating any other run proves nothing: a run on the curve
-      dominates every run hotter and less correct than it)."""
+      dominates every run hotter and less correct than it).
+    `against`: `_against` for each temperature run, by curve point."""
+    gain, alpha = limits["diversity_gain"], limits["alpha"]
     mine = float(data.noise_diversity.mean())
     levels = data.curve_diversity.mean(axis=1)
     primary, claims = data.metrics[0], []
@@ -306,7 +313,7 @@ def _point_claims(name: str, data: Tables, temperatures: list[dict], margin: flo
         index = max(reachable, key=lambda i: levels[i])
         claims.append(Claim("seed", name, f"the seed study's criterion against {temperatures[index - 1]['name']}: "
                             f"{' '.join(data.metrics)} within {margin} or better and diversity at least "
-                            f"{gain:.0%} higher", _against(data, index, margin, gain)["seed_criterion"],
+                            f"{gain:.0%} higher", against[index]["seed_criterion"],
                             temperatures[index - 1]["name"]))
     order = np.argsort(levels)
     top, runner_up = int(order[-1]), int(order[-2]) if len(order) > 1 else None
@@ -316,7 +323,7 @@ def _point_claims(name: str, data: Tables, temperatures: list[dict], margin: flo
         other = temperatures[top - 1]["name"]
         above_all = max(stats.crossed_mean(data.noise_diversity - data.curve_diversity[k]).p_above(0)
                         for k in range(len(levels)))
-        versus = stats.crossed_mean(data.noise[primary] - data.curve[primary][top])
+        versus = against[top]["correct"][primary]
         claims += [
             Claim("above", name, f"more diverse than every temperature run and {primary} above {other}, the most "
                   f"diverse, by more than {margin}", max(versus.p_above(margin), above_all), other),
@@ -335,21 +342,23 @@ def _collapse(group: list[dict], greedy: dict | None, problems: list, limits: di
                   if v is not None and math.isfinite(v)]
         if values and np.mean(values) > limits[f"max_{rate}"]:
             reasons.append(f"{rate} {np.mean(values):.2f} > {limits[f'max_{rate}']}")
-    if greedy is not None and "compile_rate" in greedy["per_problem"] \
-            and all("compile_rate" in run["per_problem"] for run in group):
-        merged = merge_replicates(group)[0]["per_problem"]["compile_rate"]
-        mine, base = stats.paired_values(merged, greedy["per_problem"]["compile_rate"])
-        if mine.size and mine.mean() < base.mean() - limits["max_compile_drop"]:
-            reasons.append(f"compile_rate {mine.mean():.2f} < greedy's {base.mean():.2f} "
-                           f"- {limits['max_compile_drop']}")
-    if greedy is not None and "response_length" in greedy["per_problem"] \
-            and all("response_length" in run["per_problem"] for run in group):
-        merged = merge_replicates(group)[0]["per_problem"]["response_length"]
-        mine, base = stats.paired_values(merged, greedy["per_problem"]["response_length"])
-        if mine.size and mine.mean() < limits["min_length_ratio"] * base.mean():
-            reasons.append(f"response_length {mine.mean():.1f} < {limits['min_length_ratio']} x greedy's "
-                           f"{base.mean():.1f}: early stops are not diversity")
+    compiled = _beside_greedy(group, greedy, "compile_rate")
+    if compiled and compiled[0] < compiled[1] - limits["max_compile_drop"]:
+        reasons.append(f"compile_rate {compiled[0]:.2f} < greedy's {compiled[1]:.2f} - {limits['max_compile_drop']}")
+    length = _beside_greedy(group, greedy, "response_length")
+    if length and length[0] < limits["min_length_ratio"] * length[1]:
+        reasons.append(f"response_length {length[0]:.1f} < {limits['min_length_ratio']} x greedy's "
+                       f"{length[1]:.1f}: early stops are not diversity")
     return "collapse: " + "; ".join(reasons) if reasons else ""
+
+
+def _beside_greedy(group: list[dict], greedy: dict | None, metric: str) -> tuple[float, float] | None:
+    """(the noise run's mean, greedy's) of `metric` over the problems both have; None
+    where either lacks it."""
+    if greedy is None or metric not in greedy["per_problem"] or any(metric not in r["per_problem"] for r in group):
+        return None
+    mine, base = stats.paired_values(merge_replicates(group)[0]["per_problem"][metric], greedy["per_problem"][metric])
+    return (float(mine.mean()), float(base.mean())) if mine.size else None
 
 
 def _decide(judged: dict[str, dict], claims: list[Claim], limits: dict) -> None:
