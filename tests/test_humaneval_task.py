@@ -127,6 +127,8 @@ def test_extraction_finds_the_solution_in_every_answer_shape():
     ("```python\nf(3)\n```\n```python\ndef f(x):\n    return x\n```", "def f(x):\n    return x\n"),
     ("```python\nimport math\ndef helper():\n    return 1\nprint(helper())\n```\n```python\ndef f(x):\n    return "
      "helper()\n```", "import math\ndef helper():\n    return 1\ndef f(x):\n    return helper()\n"),
+    ("```python\nimport functools\n@functools.cache\ndef h(n):\n    return n\n```\n```python\ndef f(x):\n    return "
+     "h(x)\n```", "import functools\n@functools.cache\ndef h(n):\n    return n\ndef f(x):\n    return h(x)\n"),
     ("```\ndef f(x):\n    return x\n", "def f(x):\n    return x\n"),  # unterminated fence
     ("Here:\n\ndef f(x):\n    return x\n\nIt works.", "def f(x):\n    return x\n"),  # no fence
 ])

@@ -49,13 +49,15 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def _defines(code: str, entry_point: str) -> bool | None:
-    """True: parses and defines `entry_point` at top level; False: parses without it;
-    None: does not parse."""
+def _parse(code: str) -> ast.Module | None:
     try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+        return ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: null bytes
         return None
+
+
+def _defines(tree: ast.Module, entry_point: str) -> bool:
+    """Whether `entry_point` is a function defined at the top level."""
     return any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == entry_point
                for node in tree.body)
 
@@ -74,31 +76,34 @@ def _unfenced(lines: list[str], entry_point: str) -> str | None:
         end += 1
     for first in range(start, definition + 1):  # prose caught above the code: drop it line by line
         code = "\n".join(lines[first:end]).strip("\n") + "\n"
-        if _defines(code, entry_point):
+        tree = _parse(code)
+        if tree is not None and _defines(tree, entry_point):
             return code
     return None
 
 
-def _definitions(code: str, entry_point: str) -> str:
-    """The imports, classes and functions (other than the entry point) of a block that
-    parses: what a solution in another block may use; calls and prints left out."""
-    try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError):
+def _definitions(code: str, tree: ast.Module | None, entry_point: str) -> str:
+    """The imports, classes and functions (other than the entry point, decorators
+    included) of a block that parses: what a solution in another block may use; calls
+    and prints left out."""
+    if tree is None:
         return ""
+    lines = code.split("\n")
     kept = (ast.Import, ast.ImportFrom, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-    return "".join(ast.get_source_segment(code, node, padded=True) + "\n" for node in tree.body
-                   if isinstance(node, kept) and getattr(node, "name", None) != entry_point)
+    return "".join("\n".join(lines[min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1:
+                                   node.end_lineno]) + "\n"
+                   for node in tree.body if isinstance(node, kept) and getattr(node, "name", None) != entry_point)
 
 
 def extract_solution(answer: str, entry_point: str) -> str | None:
     """The code of `answer` that defines `entry_point`, or None (module docstring)."""
     text = answer.replace("\r\n", "\n").replace("\r", "\n")
-    blocks = [code for tag, code in fenced_blocks(text) if tag in _PYTHON_TAGS]
-    for wanted in (True, None):
-        for index, code in enumerate(blocks):
-            found = _defines(code, entry_point)
-            if found is wanted and (wanted or re.search(rf"^\s*def {entry_point}\b", code, re.M)):
-                others = "".join(_definitions(other, entry_point) for other in blocks[:index] + blocks[index + 1:])
-                return others + code
+    blocks = [(code, _parse(code)) for tag, code in fenced_blocks(text) if tag in _PYTHON_TAGS]
+    parsing = [i for i, (_, tree) in enumerate(blocks) if tree is not None and _defines(tree, entry_point)]
+    broken = [i for i, (code, tree) in enumerate(blocks)  # defines it, but does not parse: run, and fail
+              if tree is None and re.search(rf"^\s*def {entry_point}\b", code, re.M)]
+    if parsing or broken:
+        chosen = (parsing or broken)[0]
+        others = "".join(_definitions(code, tree, entry_point) for i, (code, tree) in enumerate(blocks) if i != chosen)
+        return others + blocks[chosen][0]
     return _unfenced(text.split("\n"), entry_point)
