@@ -206,3 +206,16 @@ def test_exec_timeout_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("LM_EVAL_NOISE_EXEC_TIMEOUT", bad)
         with pytest.raises(ValueError, match=f"LM_EVAL_NOISE_EXEC_TIMEOUT='{bad}'"):
             execute_completions([slow], [doc])
+
+
+@pytest.mark.slow
+def test_the_corpus_command_in_readme_runs_as_written():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "tests/instruct_corpus.py"], cwd=root, capture_output=True, text=True,
+                         timeout=900, check=True).stdout
+    assert out.splitlines()[-1].split() == ["all", "first", "fence", "(before):", "31%", "extract_solution",
+                                            "(after):", "100%"], out

@@ -251,3 +251,18 @@ def test_thresholds_come_from_the_config_and_unknown_keys_are_refused():
     assert thresholds(None) == THRESHOLDS
     with pytest.raises(ValueError, match="unknown keys \\['pass_margin'\\]"):
         thresholds({"pass_margin": 0.1})
+
+
+@pytest.mark.slow
+def test_the_rates_script_in_readme_runs():
+    """`python tests/verdict_rates.py` as README gives it, with 4 sweeps per case instead of
+    100 (five minutes): each of the 19 cases and the closing lines print."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "tests/verdict_rates.py", "4"], cwd=root, capture_output=True, text=True,
+                         timeout=900, check=True).stdout
+    assert out.count("seed criterion met") == 19 and "seed-level effect, 3 seeds: coverage" in out, out
+    assert "a false success in 0 of 2 sweeps" in out and "chat, 2 of 5 answers early stops:" in out, out
