@@ -11,7 +11,7 @@ started from a bare `python -I`). Two steps:
 - `fork_in_new_pid_namespace` + `confine_program`, per program, in the forked child
   before any untrusted byte runs: it is PID 1 of a fresh PID namespace (so it sees no
   other process and everything it leaves dies with it), has its own mount and IPC
-  namespaces (a fresh /proc, size- and inode-capped tmpfs at /tmp and /dev/shm that
+  namespaces (no /proc, size- and inode-capped tmpfs at /tmp and /dev/shm that
   vanish with it, System V IPC that vanishes with it), drops every capability and changes
   to an unprivileged uid when there is one to change to (the server runs as real root),
   sets no_new_privs, and loads a seccomp filter (where libseccomp is installed): an
@@ -45,8 +45,8 @@ _KEPT_FLAGS = {1: MS_RDONLY, 2: MS_NOSUID, 4: MS_NODEV, 8: MS_NOEXEC, 1024: MS_N
 
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
 # Syscalls without a glibc wrapper.
-_SYSCALLS = {"x86_64": {"pivot_root": 155, "capset": 126},
-             "aarch64": {"pivot_root": 41, "capset": 91}}
+_SYSCALLS = {"x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
+             "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91}}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 SANDBOX_HOSTNAME = b"sandbox"
@@ -140,11 +140,18 @@ def _mount_points_under(path):
     return points
 
 
+def _under_tmp(read_only):
+    """(path, where the view keeps a copy of its bind) for `read_only` paths under /tmp
+    (a virtualenv there, say), which each program's own /tmp covers."""
+    return [(path, f"/.under-tmp/{index}")
+            for index, path in enumerate(p for p in read_only if p.startswith("/tmp/"))]
+
+
 def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full", "random", "urandom")):
     """Make `new_root` (an empty directory) the root of this mount namespace: a small
     tmpfs holding `read_only` host paths bound read-only at their own paths, empty
-    read-only directories over `hidden` paths, the `devices` of /dev, and empty /tmp
-    and /proc mount points for each program. The old root is detached."""
+    read-only directories over `hidden` paths, the `devices` of /dev, empty /tmp and
+    /dev/shm mount points for each program, and an empty /proc. The old root is detached."""
     mount("tmpfs", new_root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=4096,mode=0755")
     for path in read_only:
         if os.path.islink(path):
@@ -157,6 +164,16 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
             os.makedirs(new_root + os.path.dirname(path), exist_ok=True)
             open(new_root + path, "w").close()
             _bind_read_only(path, new_root + path)
+    for path, stash in _under_tmp(read_only):  # reachable once each program's /tmp covers them
+        target = os.path.realpath(path)
+        if os.path.isdir(target):
+            os.makedirs(new_root + stash)
+        elif os.path.isfile(target):
+            os.makedirs(new_root + os.path.dirname(stash), exist_ok=True)
+            open(new_root + stash, "w").close()
+        else:
+            continue
+        _bind_read_only(target, new_root + stash)
     for path in hidden:
         if os.path.isdir(new_root + path):
             mount("tmpfs", new_root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
@@ -167,10 +184,10 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
         _bind_read_only("/dev/" + name, target)
     os.makedirs(new_root + "/tmp", exist_ok=True)
     os.makedirs(new_root + "/dev/shm", exist_ok=True)  # POSIX semaphores (multiprocessing.Lock)
-    # Each program mounts its own /proc on top of this one; a user namespace may mount a
-    # proc file system only where one is already fully visible.
+    # An empty /proc: a proc file system would show the host kernel's command line and,
+    # in every thread's mountinfo, the host's file system sources and options (overlay
+    # lower and upper directories, say). Python's own calls do not need one.
     os.makedirs(new_root + "/proc", exist_ok=True)
-    mount("/proc", new_root + "/proc", None, MS_BIND | MS_REC)
     os.chdir(new_root)
     _syscall("pivot_root", b".", b".")  # stack the new root on the old one...
     _check(_libc.umount2(b".", ctypes.c_int(MNT_DETACH)), "umount old root")  # ...and drop the old
@@ -197,18 +214,17 @@ def confine_program(*, tmp_mb, tmp_inodes, uid, read_only=(), seccomp=None):
     `read_only` paths of the view that lie under /tmp (a virtualenv there, say) are
     bound again on top of the program's own /tmp."""
     unshare(CLONE_NEWNS | CLONE_NEWIPC)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    mount("/dev/null", "/proc/cmdline", None, MS_BIND)  # the host kernel's command line: read as empty
-    under_tmp = [path for path in read_only if path.startswith("/tmp/")]
-    holders = [os.open(path, os.O_PATH) for path in under_tmp]  # reachable after /tmp is covered
     owner = f",uid={uid},gid={uid}" if uid else ""
     for path, mode in (("/tmp", "0700"), ("/dev/shm", "1777")):  # each its own, same caps
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
               f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode={mode}{owner}")
-    for path, holder in zip(under_tmp, holders):
-        os.makedirs(path, exist_ok=True)
-        mount(f"/proc/self/fd/{holder}", path, None, MS_BIND | MS_REC)  # keeps its read-only flag
-        os.close(holder)
+    for path, stash in _under_tmp(read_only):
+        if os.path.isdir(stash):
+            os.makedirs(path, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            open(path, "w").close()
+        mount(stash, path, None, MS_BIND | MS_REC)  # keeps its read-only flags
     os.chdir("/tmp")
     _drop_privileges(uid)
     # Dies if the fork server dies. Set after the uid change, which clears it; seccomp
@@ -235,11 +251,11 @@ def _drop_privileges(uid):
 
 
 def _has_capabilities():
-    with open("/proc/self/status", "rb") as handle:  # bytes: no codec to import now
-        for line in handle:
-            if line.startswith((b"CapEff:", b"CapPrm:")) and int(line.split()[1], 16):
-                return True
-    return False
+    """Whether any effective or permitted capability is left (capget: there is no /proc)."""
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()  # (effective, permitted, inheritable) x 2 words
+    _syscall("capget", header, data)
+    return any(data[word] for word in (0, 1, 3, 4))
 
 
 # ---------------------------------------------------------------- seccomp
