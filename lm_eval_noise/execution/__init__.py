@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from tqdm import tqdm
 
 from .isolation import Isolation, detect_isolation
-from .sandbox import STATUSES, ExecutionResult, Limits, Program, Worker
+from .sandbox import STATUSES, ExecutionResult, Limits, Program, SlotUnavailable, Worker
 
 __all__ = [
     "STATUSES", "ExecutionResult", "Isolation", "Limits", "Program", "detect_isolation",
@@ -99,6 +99,10 @@ def run_programs(
             opened[0] += 1
         try:
             worker = Worker(limits, isolation)
+        except SlotUnavailable:  # the host's memory is taken for now: try again later
+            with lock:
+                opened[0] -= 1
+            return None
         except Exception:  # noqa: BLE001 - the slots already open carry on, and no more open
             with lock:
                 opened[0] -= 1
@@ -134,7 +138,7 @@ def run_programs(
             idle.put(worker)
 
     try:
-        slots.append(Worker(limits, isolation))  # a sandbox that cannot start fails here
+        slots.append(Worker.once_available(limits, isolation))  # a sandbox that cannot start fails here
         idle.put(slots[-1])
         with ThreadPoolExecutor(most) as pool:
             futures = [pool.submit(run, program) for program in programs]

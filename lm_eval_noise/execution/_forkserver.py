@@ -194,8 +194,11 @@ class CheckerServer:
         if pid == 0:
             try:
                 os.setsid()
-                source = read_source(fds[0])
-                call_write, reply_read, result_write = _wire_fds(fds[1:])
+                source_fd, *pipes = fds[:4]
+                for fd in fds[4:]:
+                    os.write(fd, b"0\n")  # joins the program's cgroup: it compiles and rebuilds its data
+                source = read_source(source_fd)
+                call_write, reply_read, result_write = _wire_fds(pipes)
                 _set_limits(request["rlimits"])
                 self.checker.run_checker(
                     source, tests, request["entry_point"],

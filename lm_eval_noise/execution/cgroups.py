@@ -110,8 +110,29 @@ def _create_v1(name, mounts, memberships, memory_bytes, tasks):
     return Cgroup(1, memory_dir, pids_dir)
 
 
-def _cgroup_mounts() -> dict[str, str]:
-    """{"cgroup2": mount point} and {v1 controller: mount point}, writable ones only."""
+def own_memory_limit() -> int | None:
+    """The memory limit, in bytes, of this process's own cgroup (v2, else v1), or None
+    where it sets none or none can be read."""
+    mounts, memberships = _cgroup_mounts(writable_only=False), _own_cgroups()
+    candidates = []
+    if "cgroup2" in mounts and "" in memberships:
+        candidates.append(Path(mounts["cgroup2"] + memberships[""]) / "memory.max")
+    if "memory" in mounts:
+        candidates.append(Path(mounts["memory"] + memberships.get("memory", "/")) / "memory.limit_in_bytes")
+    limits = []
+    for path in candidates:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits, default=None)
+
+
+def _cgroup_mounts(writable_only: bool = True) -> dict[str, str]:
+    """{"cgroup2": mount point} and {v1 controller: mount point}, writable ones only
+    unless told otherwise."""
     mounts = {}
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         for line in handle:
@@ -119,7 +140,7 @@ def _cgroup_mounts() -> dict[str, str]:
             separator = fields.index("-")
             point, options = fields[4], fields[5].split(",")
             fstype, super_options = fields[separator + 1], fields[separator + 3].split(",")
-            if "rw" not in options or not os.access(point, os.W_OK):
+            if writable_only and ("rw" not in options or not os.access(point, os.W_OK)):
                 continue
             if fstype == "cgroup2":
                 mounts.setdefault("cgroup2", point)

@@ -89,7 +89,7 @@ def namespaces_work() -> bool:
     from .sandbox import Limits, Program, Worker
 
     try:
-        worker = Worker(Limits(timeout=10), Isolation("namespaces"))
+        worker = Worker.once_available(Limits(timeout=10), Isolation("namespaces"))
     except Exception as error:  # noqa: BLE001 - any failure means: not available
         _log.info("namespaces isolation unavailable: %s", error)
         return False

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import _tree, _wire, isolation
+from . import _tree, _wire, isolation, leases
 from .cgroups import Cgroup, create_cgroup
 from .isolation import Isolation
 
@@ -49,9 +49,8 @@ _RESULT_CAP = 64 * 1024
 _GRACE_SECONDS = 10.0  # past the program's deadline, before a fork server counts as broken
 _START_SECONDS = 60.0
 _EXIT_SECONDS = 5.0
+_WAIT_FOR_MEMORY_SECONDS = 1.0  # between tries for a slot while other evaluations hold the memory
 _STDERR_KEPT = 2000  # bytes of a fork server's stderr kept for the report of its death
-# Programs of a root host run as uids of their own (one per worker), far above real users.
-_PROGRAM_UIDS = itertools.count(3_000_000 + (os.getpid() % 100_000) * 64)
 _log = logging.getLogger(__name__)
 _downgrades_logged: set[str] = set()
 
@@ -99,10 +98,19 @@ class Limits:
         return limits
 
 
-    def checker_rlimits(self) -> dict[str, int]:
-        """The trusted checker reads what the program sends: bound it too."""
-        return {"RLIMIT_CPU": int(self.timeout) + 1, "RLIMIT_CORE": 0,
-                "RLIMIT_AS": max(4096, 4 * self.memory_mb) * 1024 * 1024}
+    def checker_rlimits(self, cgroup: bool) -> dict[str, int]:
+        """The trusted checker compiles the program and rebuilds what it returns: it is
+        in the program's cgroup, else under the same address-space limit."""
+        limits = {"RLIMIT_CPU": int(self.timeout) + 1, "RLIMIT_CORE": 0}
+        if not cgroup:
+            limits["RLIMIT_AS"] = self.memory_mb * 1024 * 1024
+        return limits
+
+    def slot_memory_mb(self, cgroup: bool) -> int:
+        """The most memory a slot's program and checker can hold at once: the cgroup's
+        limit over both, its tmpfs included; else each process's address space, plus
+        the program's /tmp and /dev/shm."""
+        return self.memory_mb if cgroup else 2 * self.memory_mb + 2 * self.tmp_mb
 
 
 @dataclass(frozen=True)
@@ -119,25 +127,52 @@ class HarnessError(RuntimeError):
     """The sandbox machinery itself failed."""
 
 
+class SlotUnavailable(RuntimeError):
+    """Other slots on this host hold the memory a new one would need, for now."""
+
+
 class Worker:
     """One execution slot: a program fork server and a checker fork server, each forking
     one process per program. Not thread-safe: one program at a time."""
 
     def __init__(self, limits: Limits, isolation: Isolation):
+        """Raises SlotUnavailable while the host's memory budget (`leases`) is taken."""
         self.limits, self.isolation = limits, isolation
+        self.leases: list[leases.Lease] = []
         self.root = tempfile.mkdtemp(prefix="lm-eval-noise-")
         self.cgroup: Cgroup | None = create_cgroup(limits.memory_mb * 1024 * 1024, limits.tasks)
         self.cgroup_fds = self.cgroup.procs_fds() if self.cgroup else []
-        self.oom_kills = self.cgroup.oom_kills() if self.cgroup else 0
-        self.uid = next(_PROGRAM_UIDS) if os.geteuid() == 0 else 0
-        self.serial = itertools.count()
         self.program_server = self.checker_server = None
-        self.grading = ""
         try:
+            memory = leases.take_memory(limits.slot_memory_mb(self.cgroup is not None))
+            if memory is None:
+                raise SlotUnavailable("other sandbox slots on this host hold its memory budget")
+            self.leases.append(memory)
+            self.uid = 0
+            if os.geteuid() == 0:  # programs run as a uid of their own, this slot's alone
+                self.uid, uid_lease = leases.take_uid()
+                self.leases.append(uid_lease)
+            self.oom_kills = self.cgroup.oom_kills() if self.cgroup else 0
+            self.serial = itertools.count()
+            self.grading = ""
             self._start_servers()
         except BaseException:
             self.close()
             raise
+
+    @classmethod
+    def once_available(cls, limits: Limits, isolation: Isolation) -> Worker:
+        """A worker, waiting while other evaluations on this host hold the memory it needs."""
+        waited = False
+        while True:
+            try:
+                return cls(limits, isolation)
+            except SlotUnavailable:
+                if not waited:
+                    _log.warning("lm-eval-noise: waiting for sandbox memory that other evaluations on "
+                                 "this host hold (README, \"The sandbox\")")
+                    waited = True
+                time.sleep(_WAIT_FOR_MEMORY_SECONDS)
 
     def _start_servers(self) -> None:
         common = {"level": self.isolation.name, "root": self.root, "uid": self.uid,
@@ -186,6 +221,8 @@ class Worker:
                 self.cgroup.kill_all()
             self.cgroup.remove()
         _tree.remove_tree(self.root)
+        for lease in self.leases:  # last: the memory is free only once its holders are gone
+            lease.release()
 
     def _run(self, program: Program, deadline: float) -> ExecutionResult:
         if self.program_server is None:
@@ -208,8 +245,8 @@ class Worker:
                 token = secrets.token_hex(16)
                 self.checker_server.submit(
                     {**common, "tests": program.tests, "token": token,
-                     "rlimits": self.limits.checker_rlimits()},
-                    [source, call_write, reply_read, result_write],
+                     "rlimits": self.limits.checker_rlimits(self.cgroup is not None)},
+                    [source, call_write, reply_read, result_write, *self.cgroup_fds],
                 )
             while to_close:  # the servers hold their own copies now
                 os.close(to_close.pop())
@@ -222,7 +259,7 @@ class Worker:
         finally:
             for fd in [*to_close, reply_read, result_read]:
                 os.close(fd)
-        if not verdict.passed and verdict.status not in ("timeout", "harness_error"):
+        if not verdict.passed and verdict.status != "timeout":  # a checker killed for memory, say
             verdict = self._limit_reached(ran) or verdict
         output = ran.get("output", b"").decode("utf-8", "replace")
         return replace(verdict, output=output[: self.limits.output_chars])
