@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_noise.execution import isolation
+from lm_eval_noise.execution import isolation, servers
 from lm_eval_noise.execution.cgroups import create_cgroup
 
 PROGRAM_UID_FLOOR = 3_000_000  # sandbox.py gives programs uids above this
@@ -27,10 +27,12 @@ def cgroups_available() -> bool:
 
 
 def leftovers(root: Path) -> set[str]:
-    """Temp entries under `root`, and fork servers or program processes still alive."""
+    """Temp entries under `root`, and fork servers or program processes still alive (not
+    the server factories, which live as long as this process)."""
     found = {f"path:{p.name}" for p in root.iterdir()}
+    factories = servers.factory_pids()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) in factories:
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()

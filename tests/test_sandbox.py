@@ -189,14 +189,15 @@ def test_temp_files_go_to_the_programs_own_directory():
 
 def test_a_broken_fork_server_costs_one_harness_error_and_is_replaced():
     import os
+    import select
     import signal
 
     from lm_eval_noise.execution import Limits, Worker
 
     worker = Worker(Limits(timeout=3), detect_isolation())
     try:
-        os.killpg(worker.program_server.process.pid, signal.SIGKILL)  # the server and its helpers
-        worker.program_server.process.wait()
+        os.killpg(worker.program_server.pid, signal.SIGKILL)  # the server and its helpers
+        select.select([worker.program_server.pidfd], [], [], 5)  # gone
         broken = worker.run(Program(GOOD, TESTS, "square"))
         after = worker.run(Program(GOOD, TESTS, "square"))
     finally:
@@ -212,13 +213,13 @@ def test_a_stalled_fork_server_cannot_stall_the_host(monkeypatch):
     import signal
     import time
 
-    from lm_eval_noise.execution import Limits, Worker, sandbox
+    from lm_eval_noise.execution import Limits, Worker, sandbox, servers
 
     monkeypatch.setattr(sandbox, "_GRACE_SECONDS", 1.0)
-    monkeypatch.setattr(sandbox, "_EXIT_SECONDS", 0.5)
+    monkeypatch.setattr(servers, "_EXIT_SECONDS", 0.5)
     worker = Worker(Limits(timeout=1), detect_isolation())
     try:
-        os.kill(worker.checker_server.process.pid, signal.SIGSTOP)
+        os.kill(worker.checker_server.pid, signal.SIGSTOP)
         started = time.monotonic()
         stalled = worker.run(Program(GOOD, TESTS, "square"))
         elapsed = time.monotonic() - started

@@ -46,7 +46,7 @@ def test_the_checker_is_inside_the_programs_memory_limit(level):
     program drove it to 4062 MB."""
     worker = Worker(Limits(timeout=20, memory_mb=256), Isolation(level))
     stop, peaks = threading.Event(), [0]
-    watcher = threading.Thread(target=_peak_rss_mb, args=(worker.checker_server.process.pid, stop, peaks))
+    watcher = threading.Thread(target=_peak_rss_mb, args=(worker.checker_server.pid, stop, peaks))
     watcher.start()
     try:
         result = worker.run(RANGE_BOMB)

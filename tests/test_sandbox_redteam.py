@@ -563,7 +563,7 @@ def test_the_program_has_no_capabilities_no_new_privs_and_seccomp():
         running.start()
         deadline, programs = time.monotonic() + 3, []
         while not programs and time.monotonic() < deadline:
-            programs = [p for server in _children(worker.program_server.process.pid) for p in _children(server)]
+            programs = [p for server in _children(worker.program_server.pid) for p in _children(server)]
             time.sleep(0.05)
         status = dict(line.split(":", 1) for line in Path(f"/proc/{programs[0]}/status").read_text().splitlines())
         running.join()

@@ -5,7 +5,10 @@ Which file runs in which process, and what it trusts:
 - `__init__.py` (`run_programs`), `sandbox.py` (`Worker`, the verdicts), `cgroups.py`,
   `isolation.py`: the host, your process. Trusts no program and no fork server beyond
   the fields it parses; every status is decided here from what trusted processes saw.
-- `_forkserver.py`: two fork servers per worker, bare `python -I -S -B` interpreters: the
+- `servers.py`: the host, starting a factory per role (a bare `python -I -S -B`
+  interpreter that prepares once what every server of that role shares) and asking it
+  to fork each worker's servers.
+- `_forkserver.py`: the factories, and two fork servers per worker forked by them: the
   program server (inside namespaces at the `namespaces` level) and the checker server
   (outside any sandbox). Trusts the host's requests; never reads a program's source and
   keeps nothing of one program for the next.
@@ -44,7 +47,7 @@ __all__ = [
 ]
 
 
-# A slot (a Worker: two fork servers, ~20 MB) runs one program at a time and holds it to
+# A slot (a Worker: two fork servers, forked in ~20 ms) runs one program at a time and holds it to
 # its end, however little CPU the program uses: a sleeping or blocked program holds its
 # slot for the whole timeout. So slots are not tied 1:1 to CPUs: one per CPU serves the
 # quick programs, and one more opens for every slot whose program has run _STUCK_AFTER

