@@ -510,10 +510,11 @@ def test_a_matrix_cannot_be_given_apart_from_its_file(tmp_path):
         NoiseSpec(sigma_scale=0.5, cov_sqrt=np.eye(4, dtype=np.float32))
     first, second = tmp_path / "a.npy", tmp_path / "b.npy"
     np.save(first, np.eye(4, dtype=np.float32))
-    np.save(second, 2 * np.eye(4, dtype=np.float32))
+    np.save(second, np.diag([1.0, 2.0, 3.0, 4.0]).astype(np.float32))
     spec = NoiseSpec(sigma_scale=0.5, cov_sqrt_path=str(first))
     moved = replace(spec, cov_sqrt_path=str(second))  # the record and the noise move together
-    assert np.array_equal(moved.cov_sqrt, 2 * np.eye(4)) and np.array_equal(spec.cov_sqrt, np.eye(4))
+    # (held scaled to a largest entry of 1: only A u's direction counts)
+    assert np.array_equal(moved.cov_sqrt, np.diag([0.25, 0.5, 0.75, 1.0])) and np.array_equal(spec.cov_sqrt, np.eye(4))
 
 
 @pytest.mark.parametrize("schedule", ["exp:1.2345678", "linear:1234567", "first:3", "exp:0.1"])

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import InputError
 from . import sites
 from .positions import PositionsUnknown, cache_length, call_positions
-from .sampler import NoiseSampler
+from .sampler import NoiseSampler, refuse_unrepresentable
 from .spec import NoiseSpec
 
 # Bound on noise elements generated at once during a long prefill (int64 hash temporaries).
@@ -100,7 +100,11 @@ class NoiseInjector:
         self.sampler = NoiseSampler(self.spec, self.reference_norm, dim, device)
         self.device = device
         if self.spec.active:
-            warn_if_rounded_away(self.sampler.expected_norm, self.reference_norm, dim, _site_dtype(self.module))
+            dtype = _site_dtype(self.module)
+            if dtype.is_floating_point:
+                refuse_unrepresentable(self.spec, self.sampler.expected_norm, self.reference_norm,
+                                       torch.finfo(dtype).max, str(dtype).removeprefix("torch."))
+            warn_if_rounded_away(self.sampler.expected_norm, self.reference_norm, dim, dtype)
 
     def record(self) -> dict:
         """Everything needed to rerun: settings, resolved site, reference and noise norms."""
@@ -266,8 +270,7 @@ class _NoiseHook:
         for chunk_start in range(0, _BLOCK, step):
             chunk = slice(chunk_start, min(_BLOCK, chunk_start + step))
             chunk_positions = positions[:, chunk]
-            drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows),
-                                       by_position=True)
+            drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows))
             noise[:, chunk] = (drawn * self._multiplier(batch, chunk_positions)[..., None]).to(hidden.dtype)
         self._block = _DecodeBlock(self._open_at, positions, noise)
         return True

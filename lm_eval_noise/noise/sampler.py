@@ -20,7 +20,11 @@ import math
 import torch
 
 from .rng import SEQUENCE_POSITION, gaussian, uniform_index
-from .spec import NoiseSpec
+from .spec import FLOAT32_MAX, NoiseArgumentError, NoiseSpec
+
+# How far above its expected norm one Gaussian noise vector may reach, for the check
+# that it stays finite (chi(d) / E chi(d) exceeds 4 with negligible probability).
+_SPREAD = 4.0
 
 
 def chi_mean(dim: int) -> float:
@@ -38,11 +42,26 @@ def expected_noise_norm(spec: NoiseSpec, reference_norm: float, dim: int) -> flo
     return spec.sigma_scale * reference_norm
 
 
+def refuse_unrepresentable(spec: NoiseSpec, expected_norm: float, reference_norm: float, largest: float,
+                           dtype_name: str) -> None:
+    """Noise whose vectors could exceed `largest` (inf in that dtype) is refused, naming
+    the argument that set its size."""
+    if math.isfinite(expected_norm) and expected_norm * _SPREAD <= largest:
+        return
+    if spec.noise_norm is not None:
+        raise NoiseArgumentError("noise_norm", spec.noise_norm, f"a norm up to {largest / _SPREAD:.4g}, "
+                                 f"so that the noise is finite in {dtype_name}")
+    raise NoiseArgumentError("sigma_scale", spec.sigma_scale, f"a scale up to {largest / _SPREAD / reference_norm:.4g} "
+                             f"for this model (reference norm {reference_norm:.4g}), so that the noise is finite "
+                             f"in {dtype_name}")
+
+
 class NoiseSampler:
     def __init__(self, spec: NoiseSpec, reference_norm: float, dim: int, device: torch.device):
         self.spec = spec
         self.dim = dim
         self.expected_norm = expected_noise_norm(spec, reference_norm, dim)
+        refuse_unrepresentable(spec, self.expected_norm, reference_norm, FLOAT32_MAX, "float32")
         self._cov_sqrt = (
             None if spec.cov_sqrt is None else torch.as_tensor(spec.cov_sqrt, device=device)
         )
@@ -51,22 +70,18 @@ class NoiseSampler:
             vectors = torch.as_tensor(spec.vectors, device=device)
             self._directions = vectors / vectors.norm(dim=1, keepdim=True)
 
-    def sample(self, seeds, repeats, positions, norms: torch.Tensor | None = None, *,
-               by_position: bool = False) -> torch.Tensor:
+    def sample(self, seeds, repeats, positions, norms: torch.Tensor | None = None) -> torch.Tensor:
         """float32 noise [B, T, d] for seeds/repeats [B] and absolute positions [B, T];
         `norms` [B] replaces `expected_norm` row by row (a per-sample reference).
 
         Per-sequence scope ignores `positions` and returns [B, 1, d], to be broadcast.
-        `by_position`: shape by the cov_sqrt one position at a time, as a decoding step
-        drawing that position alone does (see `_shape`).
         """
-        unit = self.unit(seeds, repeats, positions, by_position=by_position)
+        unit = self.unit(seeds, repeats, positions)
         if norms is None:
             return unit.mul_(self.expected_norm)
         return unit.mul_(norms.to(unit.dtype)[:, None, None])
 
-    def unit(self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor, *,
-             by_position: bool = False) -> torch.Tensor:
+    def unit(self, seeds: torch.Tensor, repeats: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Noise of norm exactly 1 (`spec.exact_norm`) or of expected norm 1 (Gaussian).
         The direction does not depend on the norm, so a norm sweep keeps each sample's
         directions and only rescales them."""
@@ -78,25 +93,23 @@ class NoiseSampler:
         normals = gaussian(seeds, positions, self.dim)
         radius = normals.norm(dim=-1, keepdim=True)
         if self._cov_sqrt is not None:
-            normals = self._shape(normals, by_position)
+            normals = self._shape(normals)
         # A direction of exactly zero length is measure-zero; the clamp guards it.
         direction = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-30)
         if self.spec.exact_norm:
             return direction
         return direction.mul_(radius / chi_mean(self.dim))
 
-    def _shape(self, normals: torch.Tensor, by_position: bool) -> torch.Tensor:
-        """Rows u^T A^T = (A u)^T. A matrix product's rounding depends on how many rows it
-        multiplies at once, so a block of decoding steps multiplies each position's [B, d]
-        alone: bit for bit what drawing that step alone gives."""
-        if not by_position:
-            return normals @ self._cov_sqrt.T
-        by_step = normals.transpose(0, 1).contiguous()  # [T, B, d]: each position's rows contiguous
-        shaped = torch.empty_like(by_step)
-        factor = self._cov_sqrt.T
-        for k in range(by_step.shape[0]):
-            torch.mm(by_step[k], factor, out=shaped[k])
-        return shaped.transpose(0, 1).contiguous()
+    def _shape(self, normals: torch.Tensor) -> torch.Tensor:
+        """Rows (A u)^T, each its own matrix-vector product. A matrix product's rounding
+        depends on how many rows it multiplies at once (by up to 1e-7 between batch sizes,
+        or between a prefill and a decoding step), so no row is multiplied beside another:
+        a (seed, position)'s noise is bit for bit the same in any batch, block or step."""
+        rows = normals.reshape(-1, self.dim)
+        shaped = torch.empty_like(rows)
+        for index in range(rows.shape[0]):
+            torch.mv(self._cov_sqrt, rows[index], out=shaped[index])
+        return shaped.reshape(normals.shape)
 
     def _fixed_directions(self, seeds, repeats, positions, per_sequence) -> torch.Tensor:
         count = self._directions.shape[0]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
-import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,6 +47,7 @@ OWNED_ARGS = NOISE_ARGS + ("quantization",)
 # prefix (`sgma_scale`, `noisescope`) are caught by their similarity.
 _OWNED_PREFIXES = ("noise_", "sigma_")
 _NEAR_MISS = 0.8  # difflib ratio; no HFLM argument comes this close to one of ours
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 NEARLY_ONE_DIMENSIONAL = 2.0  # effective rank below which a cov_sqrt shape is warned about
 
 
@@ -75,6 +75,8 @@ class NoiseSpec:
     schedule: Schedule = field(default_factory=Schedule)
     # Loaded from the files named above, never passed in: a spec holds a matrix exactly
     # when it names its file, however it was built (directly, from model args, by replace).
+    # Only directions count, so both are held scale-free: cov_sqrt divided by its largest
+    # entry, vectors as unit rows.
     cov_sqrt: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     vectors: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     cov_sqrt_effective_rank: float | None = field(default=None, init=False)  # of A A^T, for the record
@@ -217,8 +219,7 @@ def _file_key(path: str) -> tuple:
 
 @functools.lru_cache(maxsize=4)
 def _load_cov_sqrt_cached(key: tuple, path: str) -> tuple[np.ndarray, float]:
-    matrix = _load_matrix("noise_cov_sqrt", path)
-    return matrix, _check_cov_sqrt(matrix, path)
+    return _scaled_cov_sqrt(_load_matrix("noise_cov_sqrt", path), path)
 
 
 def _load_cov_sqrt(path: str) -> tuple[np.ndarray, float]:
@@ -230,32 +231,38 @@ def _load_cov_sqrt(path: str) -> tuple[np.ndarray, float]:
 
 
 def _load_vectors(path: str) -> np.ndarray:
+    """The file's rows as unit vectors: only their directions count, and normalising in
+    float64, each row scaled by its largest entry first, keeps rows of 1e20 (whose
+    float32 norm overflows) or of 1e-22 (whose squares underflow) exact."""
     vectors = _load_matrix("noise_vectors", path)
-    if np.any(np.linalg.norm(vectors, axis=1) == 0):
+    largest = np.abs(vectors).max(axis=1, keepdims=True)
+    if np.any(largest == 0):
         raise NoiseArgumentError("noise_vectors", path, "a (K x d) .npy matrix with no all-zero row")
-    return vectors
+    scaled = vectors / largest
+    return (scaled / np.linalg.norm(scaled, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _check_cov_sqrt(factor: np.ndarray, path: str) -> float:
-    """Refuse a square root A that cannot shape noise; warn on a suspicious one. Returns
-    the effective rank (participation ratio) of the covariance A A^T it stands for."""
+def _scaled_cov_sqrt(factor: np.ndarray, path: str) -> tuple[np.ndarray, float]:
+    """(A / max|A|, effective rank of A A^T). The noise takes only A u's direction, so A's
+    scale is free: dividing by its largest entry keeps A u finite and nonzero in float32
+    for any A (1e20 * I overflowed the norm to zero noise, 1e-30 * I underflowed).
+    Refuses a square root that cannot shape noise; warns on a suspicious one."""
     if factor.shape[0] != factor.shape[1]:
         raise NoiseArgumentError("noise_cov_sqrt", f"{path} (shape {factor.shape})", "a square (d x d) .npy matrix")
-    if not np.all(np.isfinite(factor)):
-        raise NoiseArgumentError("noise_cov_sqrt", path, "a matrix of finite numbers")
-    if not np.any(factor):
+    largest = float(np.abs(factor).max())
+    if largest == 0:
         raise NoiseArgumentError("noise_cov_sqrt", path, "a matrix that is not all zero (it would add no noise)")
-    matrix = factor.astype(np.float32)
+    matrix = factor / largest
     covariance = matrix @ matrix.T
-    rank = float(np.trace(covariance)) ** 2 / float(np.sum(covariance.astype(np.float64) ** 2))
+    rank = float(np.trace(covariance)) ** 2 / float(np.sum(covariance**2))
     if rank < NEARLY_ONE_DIMENSIONAL:
         warnings.warn(f"hf-noise: noise_cov_sqrt={path} is nearly one-dimensional (effective rank {rank:.2f} "
                       f"of {factor.shape[0]}): the noise will lie along about one direction", UserWarning, stacklevel=3)
-    if np.allclose(factor, factor.T) and not _positive_semidefinite(factor):
+    if np.allclose(matrix, matrix.T) and not _positive_semidefinite(matrix):
         warnings.warn(f"hf-noise: noise_cov_sqrt={path} is symmetric but not positive semi-definite: is it a "
                       "covariance's square root? (lm-eval-noise covariance writes cov_sqrt.npy)", UserWarning,
                       stacklevel=3)
-    return rank
+    return matrix.astype(np.float32), rank
 
 
 def _positive_semidefinite(matrix: np.ndarray) -> bool:
@@ -291,23 +298,37 @@ def _schedule(value: Any) -> Schedule:
 
 
 def _non_negative(name: str, value: Any) -> float:
+    """A number >= 0 that the noise (float32) can hold: beyond FLOAT32_MAX it is inf."""
+    valid = f"a number >= 0 and at most {FLOAT32_MAX:.4g} (float32's largest)"
+    if isinstance(value, bool):
+        raise NoiseArgumentError(name, value, valid)
     try:
         number = float(value)
-    except (TypeError, ValueError):
-        raise NoiseArgumentError(name, value, "a finite number >= 0") from None
-    if not math.isfinite(number) or number < 0:
-        raise NoiseArgumentError(name, value, "a finite number >= 0")
+    except (TypeError, ValueError, OverflowError):
+        raise NoiseArgumentError(name, value, valid) from None
+    if not 0 <= number <= FLOAT32_MAX:  # also NaN
+        raise NoiseArgumentError(name, value, valid)
     return number
 
 
 def _integer(name: str, value: Any) -> int:
-    # The lm_eval CLI parser turns "-1" into -1.0, so accept integral floats.
+    """An int as given (2**53 + 1 stays itself); an integral float only where it is exact
+    (some parsers turn "-1" into -1.0)."""
+    if isinstance(value, bool):
+        raise NoiseArgumentError(name, value, "an integer")
+    if isinstance(value, int):
+        return value
+    text = str(value).strip()
     try:
-        number = float(value)
+        return int(text, 10)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
     except (TypeError, ValueError):
         raise NoiseArgumentError(name, value, "an integer") from None
-    if isinstance(value, bool) or not number.is_integer():
-        raise NoiseArgumentError(name, value, "an integer")
+    if not number.is_integer() or abs(number) > 2**53:  # beyond 2**53 a float is not the integer meant
+        raise NoiseArgumentError(name, value, "an integer (written as one, not as a float)")
     return int(number)
 
 
@@ -322,18 +343,20 @@ def _optional_path(value: Any) -> str | None:
 
 
 def _load_matrix(name: str, path: str) -> np.ndarray:
-    valid = "a path to an existing .npy file holding a 2-D float matrix"
+    valid = "a path to an existing .npy file holding a 2-D real (not complex) matrix"
     if not Path(path).is_file():
         raise NoiseArgumentError(name, path, valid + " (file not found)")
     try:
         matrix = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001  (numpy raises several types for a malformed file)
         raise NoiseArgumentError(name, path, f"{valid} (could not read it: {exc})") from None
-    if matrix.ndim != 2 or matrix.size == 0 or not np.issubdtype(matrix.dtype, np.number):
-        raise NoiseArgumentError(name, f"{path} (shape {matrix.shape})", valid)
+    real = np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)
+    if matrix.ndim != 2 or matrix.size == 0 or not real:  # complex: its imaginary part would be dropped
+        raise NoiseArgumentError(name, f"{path} (shape {matrix.shape}, dtype {matrix.dtype})", valid)
+    matrix = matrix.astype(np.float64)
     if not np.all(np.isfinite(matrix)):
         raise NoiseArgumentError(name, path, valid + " with finite values only")
-    return matrix.astype(np.float32)
+    return matrix
 
 
 def file_sha256(path: str | None) -> str | None:
