@@ -117,6 +117,7 @@ def test_results_json_records_every_noise_setting(noisy_run, toy_paths):
     assert noise["expected_noise_norm"] == pytest.approx(0.5 * noise["reference_norm"])
     for package in ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate"):
         assert noise["versions"][package] == metadata.version(package)
+    assert noise["engine"] == "hf-noise" and "vllm" in noise["versions"]  # None where vLLM is absent
     assert noise["quantization"] == "none" and noise["hidden_size"] == 64
 
 
@@ -130,9 +131,22 @@ def test_sigma_zero_run_equals_hf_run_and_hf_still_works(toy_paths, task_dir, tm
     assert _responses(zero_samples) == _responses(hf_samples)
 
 
-def test_entry_point_is_declared_for_later_harness_releases():
-    entry_points = metadata.entry_points(group="lm_eval.models")
-    assert {ep.name: ep.value for ep in entry_points}["hf-noise"] == "lm_eval_noise.harness.model:HFNoiseLM"
+def test_both_engines_are_entry_points_for_later_harness_releases():
+    from lm_eval_noise.harness.registration import PLACEHOLDERS
+
+    entry_points = {ep.name: ep.value for ep in metadata.entry_points(group="lm_eval.models")}
+    assert {name: entry_points.get(name) for name in PLACEHOLDERS} == PLACEHOLDERS  # as 0.4.13's hook
+
+
+def test_run_checks_vllm_noise_arguments_early_and_names_that_engine(capsys):
+    from lm_eval_noise.cli import main
+
+    argv = ["run", "--model", "vllm-noise", "--model_args", "pretrained=/nonexistent,sigma_scale=-1",
+            "--tasks", "humaneval_noise"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["lm-eval-noise run: vllm-noise: invalid sigma_scale=-1; valid values: a number >= 0 and at "
+                   "most 3.403e+38 (float32's largest) (--debug before run for the traceback)"], err
 
 
 def test_registration_hook_is_installed_and_keeps_builtin_models():

@@ -146,7 +146,7 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model, monkeyp
     for name, args in refused.items():
         with pytest.raises(InputError, match=re.escape(f"vllm-noise: {name}={args[name]!r}: valid")):
             _vllm(path, sigma_scale=0.5, **args)
-    assert _vllm(path, sigma_scale=0.5).get_model_info()["noise"]["engine"] == "vllm"
+    assert _vllm(path, sigma_scale=0.5).get_model_info()["noise"]["engine"] == "vllm-noise"
     assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"  # chosen for the engine (and its workers)
 
 
@@ -188,7 +188,7 @@ def test_readme_vllm_command_runs_as_written(demo_model, tmp_path):
                           text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
-    assert results["config"]["noise"]["sigma_scale"] == 0.1 and results["config"]["noise"]["engine"] == "vllm"
+    assert results["config"]["noise"]["sigma_scale"] == 0.1 and results["config"]["noise"]["engine"] == "vllm-noise"
     assert any(key.startswith("pass@1") for key in results["results"]["humaneval_noise"])
 
 

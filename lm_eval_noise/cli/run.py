@@ -3,8 +3,8 @@ include path (ahead of any --include_path of the user's, which can override them
 
 It adds to lm_eval: `--model hf-noise` (model_args: README, "Model arguments"), the
 tasks humaneval_noise*, lmsys_chat_noise* (`lm-eval-noise tasks` lists them and prints
-where their YAMLs are), and checks made in a second, before anything loads: hf-noise's
-arguments, the output path (a folder that can be written), and the task names (a typo
+where their YAMLs are), and checks made in a second, before anything loads: the noise
+engines' arguments, the output path (a folder that can be written), and the task names (a typo
 gets the closest names). lm_eval's own thousands of task YAMLs are indexed only when a
 requested task is not this package's or the user's (about a minute on two cores). A
 result that could not be saved is exit code 1, not a warning; an input error is one line
@@ -96,10 +96,13 @@ def _check_output_path(output_path: str | None) -> None:
         raise InputError(f"--output_path {output_path}: {existing} is not writable")
 
 
+_ENGINES = ("hf-noise", "vllm-noise")
+
+
 def _check_model_args(known: argparse.Namespace) -> None:
-    """hf-noise's own arguments, checked in a second instead of after minutes of lm_eval's
-    task indexing and model loading."""
-    if known.model != "hf-noise" or not known.model_args:
+    """The noise engines' own arguments, checked in a second instead of after minutes of
+    model loading."""
+    if known.model not in _ENGINES or not known.model_args:
         return
     from lm_eval.utils import simple_parse_args_string
 
@@ -109,9 +112,9 @@ def _check_model_args(known: argparse.Namespace) -> None:
     for part in known.model_args:
         args.update(simple_parse_args_string(part))
     if "device" in args and known.device is not None:
-        raise InputError(f"hf-noise: `device` is given twice, in --model_args ({args['device']!r}) and as "
+        raise InputError(f"{known.model}: `device` is given twice, in --model_args ({args['device']!r}) and as "
                          f"--device ({known.device!r}); pass it once, as --device")
-    NoiseSpec.from_model_args(args)
+    NoiseSpec.from_model_args(args, engine=known.model)
 
 
 class _SaveFailures(logging.Handler):

@@ -173,6 +173,7 @@ class HFNoiseLM(HFLM):
             "quantization": self.quantization,
             "quantized_layers": self.quantized_layers,
             "random_prefix": self.random_prefix,
+            "engine": "hf-noise",
             "versions": stack_versions(),
         }
         if self.noise_spec.reference == "prompt":

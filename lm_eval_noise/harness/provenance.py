@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-STACK = ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate", "tokenizers", "bitsandbytes")
+STACK = ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate", "tokenizers", "bitsandbytes", "vllm")
 
 
 def stack_versions() -> dict[str, str | None]:

@@ -71,7 +71,7 @@ _SAMPLE_KEY = "_lm_eval_noise_sample"  # in a request's gen_kwargs copy, on its 
 class VLLMNoiseLM(VLLM):
     def __init__(self, pretrained, random_prefix: int = 0, **kwargs):
         given = dict(kwargs)  # as the user wrote them, for the messages
-        self.noise_spec = NoiseSpec.from_model_args(kwargs)
+        self.noise_spec = NoiseSpec.from_model_args(kwargs, engine="vllm-noise")
         active = self.noise_spec.active
         self.random_prefix = _random_prefix_length(random_prefix)
         refusals = {
@@ -121,7 +121,7 @@ class VLLMNoiseLM(VLLM):
         print(f"vllm-noise: {self.noise_record}", file=sys.stderr, flush=True)
 
     def get_model_info(self) -> dict:
-        noise = {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm",
+        noise = {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm-noise",
                  "random_prefix": self.random_prefix, "versions": stack_versions()}
         record = self.noise_record
         if self.noise_spec.reference == "prompt" and record["reference_norm"] is not None:

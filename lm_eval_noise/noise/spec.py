@@ -52,11 +52,15 @@ NEARLY_ONE_DIMENSIONAL = 2.0  # effective rank below which a cov_sqrt shape is w
 
 
 class NoiseArgumentError(InputError):
-    """A noise model argument is unknown, malformed or out of range."""
+    """A noise model argument is unknown, malformed or out of range; the message names the
+    engine the user chose (`for_engine`)."""
 
-    def __init__(self, argument: str, value: Any, valid: str):
-        self.argument = argument
-        super().__init__(f"hf-noise: invalid {argument}={value!r}; valid values: {valid}")
+    def __init__(self, argument: str, value: Any, valid: str, engine: str = "hf-noise"):
+        self.argument, self.value, self.valid, self.engine = argument, value, valid, engine
+        super().__init__(f"{engine}: invalid {argument}={value!r}; valid values: {valid}")
+
+    def for_engine(self, engine: str) -> NoiseArgumentError:
+        return NoiseArgumentError(self.argument, self.value, self.valid, engine)
 
 
 @dataclass(frozen=True)
@@ -132,15 +136,23 @@ class NoiseSpec:
         return "embed" if self.site == "embed" else f"layer:{self.layer}"
 
     @classmethod
-    def from_model_args(cls, args: dict[str, Any]) -> NoiseSpec:
-        """Build a spec from a model-args dict, popping every noise argument from it."""
+    def from_model_args(cls, args: dict[str, Any], engine: str = "hf-noise") -> NoiseSpec:
+        """Build a spec from a model-args dict, popping every noise argument from it;
+        errors name `engine`."""
+        try:
+            return cls._from_model_args(args)
+        except NoiseArgumentError as error:
+            raise error.for_engine(engine) from None
+
+    @classmethod
+    def _from_model_args(cls, args: dict[str, Any]) -> NoiseSpec:
         unknown = [k for k in args if k.startswith(_OWNED_PREFIXES) and k not in NOISE_ARGS]
         if unknown:
             raise NoiseArgumentError(unknown[0], args[unknown[0]], ", ".join(NOISE_ARGS))
         for key in args:
             close = difflib.get_close_matches(key, OWNED_ARGS + ("random_prefix",), n=1, cutoff=_NEAR_MISS)
             if close and close[0] != key:
-                raise NoiseArgumentError(key, args[key], f"an hf-noise argument: did you mean {close[0]}?")
+                raise NoiseArgumentError(key, args[key], f"a noise argument: did you mean {close[0]}?")
         raw = {k: args.pop(k) for k in NOISE_ARGS if k in args}
         site, layer = _parse_site(raw.get("noise_site", "embed"))
         spec = cls(
