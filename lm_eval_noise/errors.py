@@ -10,11 +10,26 @@ class InputError(ValueError):
 
 
 def require(module: str, extra: str, what: str) -> None:
-    """An InputError naming the extra to install when an optional package is missing."""
+    """An InputError naming what to install when an optional package is missing: the
+    extra's own requirements, which pip installs however this package was installed
+    (it is not on PyPI yet, so `lm-eval-noise[extra]` would not resolve)."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
-        raise InputError(f"{what} needs the `{module}` package: pip install 'lm-eval-noise[{extra}]'")
+        wanted = " ".join(f"'{r}'" for r in extra_requirements(extra)) or module
+        raise InputError(f"{what} needs the `{module}` package: pip install {wanted} (the `{extra}` extra)")
+
+
+def extra_requirements(extra: str) -> list[str]:
+    """The requirements pyproject lists under `extra`, as installed metadata has them."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("lm-eval-noise") or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = f'extra == "{extra}"'
+    return [r.split(";")[0].strip() for r in requires if marker in r.replace("'", '"')]
 
 
 # Paths a user named that cannot be opened: also their input, not our bug.

@@ -305,7 +305,7 @@ def test_a_missing_optional_package_names_its_extra(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *rest: None if name in ("bitsandbytes", "gguf") else real(name, *rest))
     with pytest.raises(InputError, match=r"quantization=int8 needs the `bitsandbytes` package: "
-                                         r"pip install 'lm-eval-noise\[quantization\]'"):
+                                         r"pip install 'bitsandbytes>=0.45' \(the `quantization` extra\)"):
         bitsandbytes_config("int8")
-    with pytest.raises(InputError, match=r"gguf_file needs the `gguf` package: pip install 'lm-eval-noise\[gguf\]'"):
+    with pytest.raises(InputError, match=r"gguf_file needs the `gguf` package: pip install 'gguf>=0.10'"):
         load_reference("some/model", gguf_file="model.gguf")

@@ -27,7 +27,7 @@ import sys
 import lm_eval.models  # noqa: F401  (register the built-in models before ours; see registration.py)
 from lm_eval.api.registry import register_model
 
-from ..errors import InputError
+from ..errors import InputError, extra_requirements
 from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
 from ..noise.sites import _CALIBRATION_MAX_TOKENS, CALIBRATION_TEXT, count_layers
@@ -45,7 +45,8 @@ def _lm_eval_vllm() -> type:
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        raise InputError("vllm-noise needs vLLM: pip install 'lm-eval-noise[vllm]' (GPU); on a CPU, vLLM's CPU "
+        wanted = " ".join(f"'{r}'" for r in extra_requirements("vllm")) or "vllm"
+        raise InputError(f"vllm-noise needs vLLM: pip install {wanted} (GPU); on a CPU, vLLM's CPU "
                          "build (README, 'vLLM')")
     try:
         metadata.version("vllm")
