@@ -17,7 +17,8 @@ from lm_eval_noise.cli import main
 from lm_eval_noise.cli import run as run_command
 from lm_eval_noise.errors import InputError
 
-MODEL = ["--model", "hf", "--model_args", "pretrained=/nonexistent", "--tasks", "humaneval_noise"]
+MODEL = ["--model", "hf", "--model_args", "pretrained=/nonexistent", "--tasks", "humaneval_noise",
+         "--confirm_run_unsafe_code"]
 
 
 @pytest.mark.parametrize("output", ["a_file/results", "a_file/deeper/x.json"])
@@ -138,3 +139,23 @@ def test_a_package_task_runs_end_to_end_without_the_index(toy_paths, tmp_path):
     assert "indexing" not in done.stderr
     results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
     assert "humaneval_noise_greedy" in results["results"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "hf-noise", "--model_args", "pretrained=/nonexistent,dtpye=float32", "--tasks", "lmsys_chat_noise"],
+     "hf-noise: unknown model argument dtpye='float32': did you mean dtype?"),
+    (["--model", "hf", "--model_args", "pretrained=/nonexistent,sigma_scale=0.1", "--tasks", "lmsys_chat_noise"],
+     "sigma_scale=0.1 is a noise argument, which --model hf does not take: use --model hf-noise (or vllm-noise)"),
+    (["--model", "hf-noise", "--model_args", "pretrained=/nonexistent", "--tasks", "lmsys_chat_noise,humaneval_noise"],
+     "humaneval_noise runs the generated code (in this package's sandbox): add --confirm_run_unsafe_code"),
+])
+def test_first_hour_mistakes_are_one_line_before_anything_loads(argv, message, capsys):
+    """Each was a traceback of 44-51 lines, after the model had loaded."""
+    assert main(["run", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lm-eval-noise run: {message} (--debug before run for the traceback)"], err
+
+
+def test_legitimate_from_pretrained_arguments_pass_the_typo_check():
+    run_command._check_hflm_names({"pretrained": "x", "attn_implementation": "eager", "dtype": "float32",
+                                   "sigma_scale": 0.1, "low_cpu_mem_usage": True})

@@ -33,6 +33,7 @@ def main(argv: list[str], debug: bool = False) -> int:
     try:
         known = _known_arguments(argv)
         _check_output_path(known.output_path)
+        _check_unsafe_tasks(known)
         _check_model_args(known)
         return _run_lm_eval(argv, known)
     except USER_ERRORS as error:
@@ -58,6 +59,7 @@ def _known_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default=None)
     parser.add_argument("--tasks", "-t", nargs="+", default=None)
     parser.add_argument("--output_path", "-o", default=None)
+    parser.add_argument("--confirm_run_unsafe_code", action="store_true")
     known, _ = parser.parse_known_args(argv)
     known.tasks = None if known.tasks is None else [t for part in known.tasks for t in part.split(",") if t]
     return known
@@ -99,22 +101,58 @@ def _check_output_path(output_path: str | None) -> None:
 _ENGINES = ("hf-noise", "vllm-noise")
 
 
+def _check_unsafe_tasks(known: argparse.Namespace) -> None:
+    """lm_eval refuses a task that runs generated code without the flag, after loading."""
+    from ..harness.task_configs import unsafe_tasks
+
+    unsafe = sorted(set(known.tasks or []) & unsafe_tasks())
+    if unsafe and not known.confirm_run_unsafe_code:
+        raise InputError(f"{', '.join(unsafe)} runs the generated code (in this package's sandbox): add "
+                         "--confirm_run_unsafe_code")
+
+
 def _check_model_args(known: argparse.Namespace) -> None:
-    """The noise engines' own arguments, checked in a second instead of after minutes of
-    model loading."""
-    if known.model not in _ENGINES or not known.model_args:
+    """The noise engines' own arguments (and hf-noise's near misses of HFLM's), checked in
+    a second instead of after minutes of model loading; noise arguments given to another
+    model are refused rather than passed to it."""
+    if not known.model_args:
         return
     from lm_eval.utils import simple_parse_args_string
 
     from ..noise import NoiseSpec
+    from ..noise.spec import OWNED_ARGS
 
     args: dict = {}
     for part in known.model_args:
         args.update(simple_parse_args_string(part))
+    if known.model not in _ENGINES:
+        ours = [key for key in args if key in OWNED_ARGS]
+        if ours:
+            raise InputError(f"{ours[0]}={args[ours[0]]!r} is a noise argument, which --model {known.model} does "
+                             f"not take: use --model hf-noise (or vllm-noise)")
+        return
+    if known.model == "hf-noise":
+        _check_hflm_names(args)
     if "device" in args and known.device is not None:
         raise InputError(f"{known.model}: `device` is given twice, in --model_args ({args['device']!r}) and as "
                          f"--device ({known.device!r}); pass it once, as --device")
     NoiseSpec.from_model_args(args, engine=known.model)
+
+
+def _check_hflm_names(args: dict) -> None:
+    """A misspelt HFLM argument (`dtpye=`) reaches from_pretrained, which fails after
+    loading with a TypeError; one this close to an HFLM parameter is a typo."""
+    from lm_eval.models.huggingface import HFLM
+
+    from ..noise.spec import OWNED_ARGS
+
+    known = [name for name in inspect.signature(HFLM.__init__).parameters if name not in ("self", "kwargs")]
+    for key in args:
+        if key in known or key in OWNED_ARGS or key == "random_prefix":
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            raise InputError(f"hf-noise: unknown model argument {key}={args[key]!r}: did you mean {close[0]}?")
 
 
 class _SaveFailures(logging.Handler):
