@@ -9,6 +9,7 @@ from helpers import direct_logprobs, make_lm
 from lm_eval import simple_evaluate
 from lm_eval.tasks import TaskManager
 
+from lm_eval_noise.errors import InputError
 from lm_eval_noise.harness.task_configs import tasks_dir
 from lm_eval_noise.scoring import reference as scoring
 from lm_eval_noise.tasks.lmsys import first_user_turn, load_lmsys
@@ -142,3 +143,20 @@ def test_chat_task_reference_model_is_chosen_through_metadata(chats_file, toy_pa
     other = _run(lm, "lmsys_chat_noise", {**base, "reference_model": toy_paths["gpt2"]})
     assert other["results"]["lmsys_chat_noise"]["ref_logprob_mean,reference"] != own
     assert other["samples"]["lmsys_chat_noise"][0]["doc"]["reference_model"] == toy_paths["gpt2"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"conversation": [{"role": "user", "content": "hi"}]}\n{"conversation": [oops\n',
+     "not a readable .jsonl file"),
+    ('{"conversation_id": "a", "turns": [{"role": "user", "content": "hi"}]}\n',
+     "row 0 has no `conversation` list of {\"role\", \"content\"} turns (lmsys-chat-1m's schema); it has "
+     "['conversation_id', 'turns']"),
+    ('{"conversation": "just a string"}\n', "row 0 has no `conversation` list"),
+])
+def test_a_chats_file_of_another_shape_is_one_input_error(tmp_path, toy_paths, content, message):
+    """A malformed file was a 115-line traceback, a wrong schema a 62-line AttributeError."""
+    path = tmp_path / "chats.jsonl"
+    path.write_text(content)
+    with pytest.raises(InputError) as raised:
+        load_lmsys(lmsys_path=str(path), pretrained=toy_paths["llama"])
+    assert message in str(raised.value) and "\n" not in str(raised.value)

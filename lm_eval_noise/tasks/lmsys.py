@@ -37,7 +37,13 @@ def _rows(lmsys_path: str | None):
     if path.is_file():
         if path.suffix not in _FORMATS:
             raise InputError(f"lmsys_path={source!r}: expected a {', '.join(_FORMATS)} file")
-        return datasets.load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
+        try:
+            return datasets.load_dataset(_FORMATS[path.suffix], data_files=str(path), split="train")
+        except Exception as error:  # noqa: BLE001 - datasets raises many types for a malformed file
+            cause = error.__cause__ or error  # DatasetGenerationError wraps the parser's error
+            text = " ".join(str(cause).split())[:300]
+            raise InputError(f"lmsys_path={source!r}: not a readable {path.suffix} file ({type(cause).__name__}: "
+                             f"{text})") from None
     # The hub dataset is gated: accept its terms on the hub, then `hf auth login` or HF_TOKEN.
     return datasets.load_dataset(source, split="train", streaming=True)
 
@@ -47,6 +53,20 @@ def first_user_turn(conversation) -> str | None:
         if turn.get("role") == "user":
             return turn.get("content")
     return None
+
+
+def _checked_conversation(row, index: int, source: str):
+    """A row's `conversation` in lmsys-chat-1m's schema (a list of {"role", "content"}
+    turns), or an InputError naming the row: a file of another shape fails here, in one
+    line, not as an AttributeError deep in the loop."""
+    conversation = row.get("conversation") if isinstance(row, dict) else None
+    if not isinstance(conversation, list) or not all(
+            isinstance(turn, dict) and isinstance(turn.get("role"), str)
+            and isinstance(turn.get("content"), (str, type(None))) for turn in conversation):
+        has = sorted(row) if isinstance(row, dict) else repr(row)[:80]
+        raise InputError(f"lmsys_path={source!r}: row {index} has no `conversation` list of {{\"role\", "
+                         f"\"content\"}} turns (lmsys-chat-1m's schema); it has {has}")
+    return conversation
 
 
 def load_lmsys(
@@ -97,12 +117,13 @@ def load_lmsys(
     from_gguf = {"gguf_file": gguf_file} if gguf_file and not tokenizer else {}
     counter = AutoTokenizer.from_pretrained(tokenizer_name, **from_gguf)
     docs = []
-    for row in _rows(lmsys_path):
+    for index, row in enumerate(_rows(lmsys_path)):
         if len(docs) >= int(num_prompts):
             break
+        conversation = _checked_conversation(row, index, lmsys_path or HUB_DATASET)
         if language not in (None, "all") and row.get("language") != language:
             continue
-        prompt = first_user_turn(row.get("conversation"))
+        prompt = first_user_turn(conversation)
         if not prompt or not prompt.strip():
             continue
         if len(counter(prompt, add_special_tokens=False)["input_ids"]) > int(max_prompt_len):
