@@ -11,6 +11,7 @@ a user error is one line on stderr and exit code 2 (`--debug` shows the tracebac
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
@@ -73,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lm-eval-noise {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:
+        if debug or args.debug or not cannot_write(error):
+            raise
+        print(f"lm-eval-noise {name}: {cannot_write(error)} (--debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def cannot_write(error: OSError) -> str | None:
+    """One line for a write the machine refused (a full disk, a quota, a read-only file
+    system), or None for any other OSError."""
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None
+    return f"cannot write {error.filename or 'a file'}: {error.strerror}; nothing half-written was left"
 
 
 def one_line(error: BaseException) -> str:

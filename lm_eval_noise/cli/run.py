@@ -43,6 +43,13 @@ def main(argv: list[str], debug: bool = False) -> int:
 
         print(f"lm-eval-noise run: {one_line(error)} (--debug before run for the traceback)", file=sys.stderr)
         return 2
+    except OSError as error:
+        from . import cannot_write
+
+        if debug or not cannot_write(error):
+            raise
+        print(f"lm-eval-noise run: {cannot_write(error)} (--debug before run for the traceback)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if debug:
             raise

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..errors import InputError
+from ..tools.files import write_text
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +38,7 @@ def run(args) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     np.save(output / "noise_vectors.npy", vectors)
-    (output / "noise_vectors.json").write_text(json.dumps(rows, indent=1))
+    write_text(output / "noise_vectors.json", json.dumps(rows, indent=1))
     print(f"wrote {len(rows)} vectors of width {vectors.shape[1]} to {output / 'noise_vectors.npy'} "
           f"(index: {output / 'noise_vectors.json'})")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..tools.files import write_text
 from . import UsageError
 
 
@@ -34,7 +35,7 @@ def run(args) -> int:
     shown = worst(rows, args.top_n)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "viz.html").write_text(render(shown), encoding="utf-8")
+    write_text(output / "viz.html", render(shown))
     print(f"wrote {output / 'viz.html'}: the {len(shown)} worst of {len(rows)} scored answers "
           f"(at most {args.top_n} per run)")
     for run_name in sorted({row["run"] for row in rows}):

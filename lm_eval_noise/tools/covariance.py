@@ -35,6 +35,7 @@ from .. import __version__
 from ..errors import InputError
 from ..noise.sites import decoder_layers
 from ..noise.spec import NEARLY_ONE_DIMENSIONAL
+from .files import write_text
 
 
 def read_prompts(path: str | None) -> list[str]:
@@ -176,5 +177,5 @@ def write_covariance(model, tokenizer, prompts: list[str], layer: int, output: P
             f"holds {info['spectrum_used']['top1_share']:.1%} of the trace; noise shaped by it is noise along "
             f"one direction. Consider --shrinkage (e.g. 0.5)."
         )
-    (output / "covariance.json").write_text(json.dumps(info, indent=2))
+    write_text(output / "covariance.json", json.dumps(info, indent=2))
     return info

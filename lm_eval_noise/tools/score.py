@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..scoring.reference import score_responses
+from .files import write_text
 from .samples import generation_samples
 
 
@@ -43,5 +44,5 @@ def write_scores(records: list[dict], output: Path, *, reference_model: str, inp
         "logprob_mean": math.fsum(means) / len(means) if means else None,
         "logprob_total_mean": math.fsum(r["logprob_total"] for r in records) / len(records) if records else None,
     }
-    output.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+    write_text(output.with_suffix(".summary.json"), json.dumps(summary, indent=2))
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..files import write_text
 from .grid import Run, Sweep, SweepConfigError, load_sweep
 from .report import write_report
 from .runner import RunOutcome, finished_outcomes, run_sweep
@@ -30,5 +31,5 @@ def write_viewer(output: Path, score_files: list[Path] = ()) -> Path | None:
     rows = collect_rows(sample_files(output), list(score_files))
     if not rows:
         return None
-    (output / "viz.html").write_text(render(worst(rows, 100)), encoding="utf-8")
+    write_text(output / "viz.html", render(worst(rows, 100)))
     return output / "viz.html"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import replace_atomically
 from . import stats
 from .verdict import CHAT_QUALITY, is_noise, merge_replicates, shared_axes
 
@@ -205,8 +206,10 @@ def _colours(plt, runs):
 
 def _save(plt, figure, path) -> bool:
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        replace_atomically(path, lambda temporary: figure.savefig(temporary, dpi=120))
+    finally:
+        plt.close(figure)
     return True
 
 

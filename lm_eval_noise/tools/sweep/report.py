@@ -17,6 +17,7 @@ import math
 import re
 from pathlib import Path
 
+from ..files import write_text
 from . import stats
 from .confirm import confirm
 from .plots import write_plots
@@ -257,6 +258,6 @@ def _confirmation_lines(board: dict) -> list[str]:
 def write_report(sweep, outcomes, output: Path) -> dict:
     board = build_leaderboard(sweep, outcomes)
     board["plots"] = [str(p.relative_to(output)) for p in write_plots(board, output / "plots")]
-    (output / "leaderboard.json").write_text(json.dumps(board, indent=2, allow_nan=False))
-    (output / "leaderboard.md").write_text(markdown_table(board))
+    write_text(output / "leaderboard.json", json.dumps(board, indent=2, allow_nan=False))
+    write_text(output / "leaderboard.md", markdown_table(board))
     return board
