@@ -30,7 +30,7 @@ from lm_eval.api.registry import register_model
 from ..errors import InputError, extra_requirements
 from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
-from ..noise.sites import _CALIBRATION_MAX_TOKENS, CALIBRATION_TEXT, count_layers
+from ..noise.sites import calibration_ids, count_layers
 from .model import _in_parts, _prefixed, _unambiguous_passes
 from .provenance import stack_versions
 from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
@@ -110,8 +110,7 @@ class VLLMNoiseLM(VLLM):
         self._scoring_repeat = 0
         self._scoring_table: dict[tuple, dict] | None = None  # a scoring pass: tokens -> its sample
         self._prompt_reference_norms: dict[str, float] = {}  # noise_reference=prompt: per sample seed
-        self._calibration_ids = self.tokenizer(CALIBRATION_TEXT)["input_ids"][
-            : min(_CALIBRATION_MAX_TOKENS, self.max_length)]
+        self._calibration_ids = calibration_ids(self.tokenizer, self.max_length)
         config = self._config.get_text_config()
         self.noise_spec = self.noise_spec.validate_for_model(config.hidden_size, count_layers(config) or 0)
         if self.data_parallel_size > 1:  # no engine here: each replica measures and installs

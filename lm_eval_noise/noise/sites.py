@@ -112,16 +112,21 @@ def vocabulary_mean_norm(embedding: nn.Module, vocab: int, device) -> float:
     return total / vocab
 
 
+def calibration_ids(tokenizer, max_length: int) -> list[int]:
+    """The tokens a layer's reference norm is measured on, for every engine: the first
+    min(256, max_length) tokens of the built-in calibration text."""
+    return list(tokenizer(CALIBRATION_TEXT)["input_ids"][: min(_CALIBRATION_MAX_TOKENS, max_length)])
+
+
 def layer_reference_norm(model: nn.Module, layer: nn.Module, tokenizer, max_length: int) -> float:
     return layer_reference_norms(model, [layer], tokenizer, max_length)[0]
 
 
 def layer_reference_norms(model: nn.Module, layers, tokenizer, max_length: int) -> list[float]:
     """The reference norm of each of `layers`, from one forward over the calibration text."""
-    ids = tokenizer(CALIBRATION_TEXT, return_tensors="pt")["input_ids"]
-    ids = ids[:, : min(_CALIBRATION_MAX_TOKENS, max_length)]
+    ids = torch.tensor([calibration_ids(tokenizer, max_length)])
     if ids.shape[1] < 2:
-        raise ValueError("hf-noise: calibration text is too short for this tokenizer")
+        raise ValueError("the calibration text is too short for this tokenizer")
     device = unwrap(model).get_input_embeddings().weight.device
     norms: dict[int, float] = {}
 

@@ -25,7 +25,6 @@ SCOPES = ("per_token", "per_sequence")
 POSITIONS = ("all", "prompt", "generated")
 REFERENCES = ("vocab", "prompt")
 QUANTIZATIONS = ("none", "int8", "int4")
-SITE_FORMS = ("embed", "layer:L")
 
 # Every model argument this plugin owns; none of them may reach from_pretrained.
 NOISE_ARGS = (
