@@ -87,6 +87,45 @@ def test_every_import_follows_the_arrows():
     assert broken == []
 
 
+def _private_names_from_other_modules(source: str, module: str, is_package: bool = False) -> list[str]:
+    """(line, name) of each `from X import _name` where X is another module of this package."""
+    package = module if is_package else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            parts = package.split(".")
+            target = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+        else:
+            target = node.module or ""
+        if not target.startswith("lm_eval_noise") or target == module:
+            continue
+        found += [f"{node.lineno}: {target}.{alias.name}" for alias in node.names
+                  if alias.name.startswith("_") and not alias.name.startswith("__")
+                  and not _is_module(f"{target}.{alias.name}")]  # the fork servers' own modules
+    return found
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def test_no_module_imports_another_modules_private_names():
+    """vllm_model imported model's _in_parts, _prefixed and _unambiguous_passes: one engine
+    reaching into the other. What both engines share lives in harness/requests.py."""
+    broken = [f"{path.relative_to(PACKAGE)}:{found}" for name, path in _modules()
+              for found in _private_names_from_other_modules(path.read_text(), name, path.name == "__init__.py")]
+    assert broken == []
+
+
+def test_the_private_import_check_sees_one():
+    planted = "from .model import _FirstAnswers\nfrom .requests import in_parts\n"
+    assert _private_names_from_other_modules(planted, "lm_eval_noise.harness.vllm_model") == [
+        "1: lm_eval_noise.harness.model._FirstAnswers"]
+
+
 def test_the_checker_sees_relative_imports():
     """The rule above is only as good as its import reader: it must resolve a file's
     relative imports to the parts they name."""

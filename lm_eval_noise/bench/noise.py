@@ -27,7 +27,7 @@ _PROMPT_WORDS = (
 ).split()
 
 
-def _requests(count: int, new_tokens: int):
+def bench_requests(count: int, new_tokens: int):
     from lm_eval.api.instance import Instance
 
     gen_kwargs = {"until": [], "max_gen_toks": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
@@ -108,7 +108,7 @@ def run(args) -> int:
     lms = {"hf": HFLM(**common)}
     for variant in args.variants.split(","):
         lms[f"hf-noise {variant}"] = HFNoiseLM(**common, **_variant_args(variant, args.sigma_scale))
-    requests = _requests(args.prompts, args.new_tokens)
+    requests = bench_requests(args.prompts, args.new_tokens)
     tokens = args.prompts * args.new_tokens
 
     for lm in lms.values():  # warm-up, untimed

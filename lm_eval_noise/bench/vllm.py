@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 
 from .common import build_bench_model, print_rates, timed_rounds
-from .noise import _requests
+from .noise import bench_requests
 
 
 def run(args) -> int:
@@ -17,7 +17,7 @@ def run(args) -> int:
     from ..harness.vllm_model import VLLMNoiseLM
 
     noise = {"sigma_scale": args.sigma_scale, "noise_site": args.site, "noise_scope": args.scope}
-    requests = _requests(args.prompts, args.new_tokens)
+    requests = bench_requests(args.prompts, args.new_tokens)
     for request in requests:  # vLLM's SamplingParams know no min_new_tokens; eos is rare in a random model
         request.arguments[1].pop("min_new_tokens")
     with tempfile.TemporaryDirectory() as folder:

@@ -61,7 +61,7 @@ _STUCK_AFTER = 0.2  # seconds
 _POLL = 0.05  # seconds between a waiting program's looks for a slot
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     """The most slots `run_programs` opens when not told how many."""
     return min(_MAX_SLOTS, _SLOTS_PER_CPU * (os.cpu_count() or 1))
 
@@ -85,7 +85,7 @@ def run_programs(
         return []
     limits = limits or Limits(timeout=timeout, memory_mb=memory_mb)
     isolation = isolation or detect_isolation()
-    most = min(workers or _default_workers(), len(programs))
+    most = min(workers or default_workers(), len(programs))
     quick = most if workers else min(most, (os.cpu_count() or 1) + 1)  # slots for quick programs
     slots: list[Worker] = []
     idle: queue.Queue[Worker] = queue.Queue()

@@ -17,7 +17,6 @@ through two narrow points:
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import sys
@@ -36,6 +35,7 @@ from ..scoring.self_scoring import asks_for_self_scoring, score_doc_answers
 from .progress import TokenCounter, token_progress
 from .provenance import stack_versions
 from .quantization import bitsandbytes_config, quantized_layer_count
+from .requests import in_parts, prefixed, random_prefix_length, unambiguous_passes
 from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 
 _log = logging.getLogger(__name__)
@@ -100,12 +100,7 @@ class HFNoiseLM(HFLM):
             # The tokenizer is rebuilt from the file without a progress bar: say what the wait is.
             print(f"hf-noise: reading {kwargs['gguf_file']} (tokenizer and dequantised weights; about 20 s for "
                   "135M parameters on a CPU) ...", file=sys.stderr, flush=True)
-        try:
-            self.random_prefix = int(random_prefix)
-        except (TypeError, ValueError):
-            self.random_prefix = -1
-        if self.random_prefix < 0:
-            raise NoiseArgumentError("random_prefix", random_prefix, "an integer >= 0 (characters; 0 = off)")
+        self.random_prefix = random_prefix_length(random_prefix, "hf-noise")
         if quantization not in QUANTIZATIONS:
             raise NoiseArgumentError("quantization", quantization, ", ".join(QUANTIZATIONS))
         if quantization != "none" and not isinstance(pretrained, str):
@@ -196,7 +191,7 @@ class HFNoiseLM(HFLM):
     def _generate_until(self, requests, disable_tqdm: bool):
         seeds = generation_seeds(requests, self.noise_spec.seed)
         if self.random_prefix:
-            requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
+            requests = [prefixed(request, random_prefix(seed, self.random_prefix))
                         for request, (seed, _) in zip(requests, seeds)]
         if self.noise is None:
             return self._self_scored(requests, super().generate_until(requests, disable_tqdm=disable_tqdm))
@@ -213,7 +208,7 @@ class HFNoiseLM(HFLM):
             return super(HFNoiseLM, self).generate_until([requests[i] for i in indices], disable_tqdm=disable_tqdm)
 
         try:
-            results = _in_parts(len(requests), groups.items(), generate)
+            results = in_parts(len(requests), groups.items(), generate)
         finally:
             self._generation_rows = {}
         self._gather_prompt_reference_norms()
@@ -303,7 +298,7 @@ class HFNoiseLM(HFLM):
             return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
 
         try:
-            results = _in_parts(len(requests), passes.items(), score_pass)
+            results = in_parts(len(requests), passes.items(), score_pass)
         finally:
             self._scoring_repeat = 0
         self._gather_prompt_reference_norms()
@@ -321,7 +316,7 @@ class HFNoiseLM(HFLM):
             )
 
         try:
-            return _in_parts(len(requests), _unambiguous_passes(keyed), score_pass)
+            return in_parts(len(requests), unambiguous_passes(keyed), score_pass)
         finally:
             self._scoring_table = None
 
@@ -388,32 +383,6 @@ class HFNoiseLM(HFLM):
         return row
 
 
-def _unambiguous_passes(keyed: list[tuple[tuple, _Row]]) -> list[tuple[dict, list[int]]]:
-    """Split requests into passes in which a row's tokens name its noise: requests with
-    the same tokens but different noise (the same tokens split differently into context
-    and continuation, or one ending in token 0 beside its padded twin) go to different
-    passes. Returns ({tokens: row}, request indices) per pass; one unless such pairs exist."""
-    passes: list[tuple[dict, list[int]]] = []
-    for index, (tokens, row) in enumerate(keyed):
-        for table, indices in passes:
-            if table.setdefault(tokens, row) == row:
-                indices.append(index)
-                break
-        else:
-            passes.append(({tokens: row}, [index]))
-    return passes
-
-
-def _in_parts(count: int, parts, call) -> list:
-    """Results of `count` requests computed part by part: `call(key, indices)` answers
-    the requests at `indices` for each (key, indices) of `parts`; back in request order."""
-    results = [None] * count
-    for key, indices in parts:
-        for index, result in zip(indices, call(key, indices), strict=True):
-            results[index] = result
-    return results
-
-
 class _FirstAnswers(list):
     """A request's answers that keeps its first `limit`: lm-eval appends every answer of
     the request list to its request, rank padding included."""
@@ -454,14 +423,6 @@ def _without_rank_padding(requests, answer) -> list:
     _log.warning(f"hf-noise: lm-eval padded this process with {len(padding)} copies of its last request to even "
                  "out the ranks; they are not computed and their answers are not added to that document")
     return results
-
-
-def _prefixed(request, prefix: str):
-    """A copy of a generation request whose context starts with `prefix` (the repeats of
-    a prompt are one Instance object, so it is never changed in place)."""
-    clone = copy.copy(request)
-    clone.arguments = (prefix + request.args[0], *request.args[1:])
-    return clone
 
 
 def _rstrip_zeros(tokens: list[int]) -> tuple:

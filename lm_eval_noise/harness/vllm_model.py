@@ -31,8 +31,8 @@ from ..errors import InputError, extra_requirements
 from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
 from ..noise.sites import calibration_ids, count_layers
-from .model import _in_parts, _prefixed, _unambiguous_passes
 from .provenance import stack_versions
+from .requests import in_parts, prefixed, random_prefix_length, unambiguous_passes
 from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
 from .vllm_worker import EXTRA_ARGS_KEY
 
@@ -74,7 +74,7 @@ class VLLMNoiseLM(VLLM):
         given = dict(kwargs)  # as the user wrote them, for the messages
         self.noise_spec = NoiseSpec.from_model_args(kwargs, engine="vllm-noise")
         active = self.noise_spec.active
-        self.random_prefix = _random_prefix_length(random_prefix)
+        self.random_prefix = random_prefix_length(random_prefix, "vllm-noise")
         refusals = {
             "enable_chunked_prefill": (active and self.noise_spec.reference == "prompt"
                                        and _flag(kwargs.get("enable_chunked_prefill", False)),
@@ -135,7 +135,7 @@ class VLLMNoiseLM(VLLM):
     def generate_until(self, requests, disable_tqdm: bool = False):
         seeds = generation_seeds(requests, self.noise_spec.seed)
         if self.random_prefix:  # as hf-noise: the seed from the request as the task made it
-            requests = [_prefixed(request, random_prefix(seed, self.random_prefix))
+            requests = [prefixed(request, random_prefix(seed, self.random_prefix))
                         for request, (seed, _) in zip(requests, seeds)]
         if not self.noise_spec.active:
             return super().generate_until(requests, disable_tqdm)
@@ -172,7 +172,7 @@ class VLLMNoiseLM(VLLM):
             return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
 
         try:
-            return _in_parts(len(requests), passes.items(), score_pass)
+            return in_parts(len(requests), passes.items(), score_pass)
         finally:
             self._scoring_repeat = 0
 
@@ -186,7 +186,7 @@ class VLLMNoiseLM(VLLM):
             return super(VLLMNoiseLM, self)._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm)
 
         try:
-            return _in_parts(len(requests), _unambiguous_passes(keyed), score_pass)
+            return in_parts(len(requests), unambiguous_passes(keyed), score_pass)
         finally:
             self._scoring_table = None
 
@@ -308,16 +308,6 @@ def _one_value(answers: list):
 def _flag(value) -> bool:
     """A boolean model argument as lm-eval hands it over (a string from the command line)."""
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _random_prefix_length(value) -> int:
-    try:
-        length = int(value)
-    except (TypeError, ValueError):
-        length = -1
-    if length < 0:
-        raise InputError(f"vllm-noise: random_prefix={value!r}: valid: an integer >= 0 (characters; 0 = off)")
-    return length
 
 
 def _with_sample(request, seed: int, repeat: int):
