@@ -526,15 +526,20 @@ def test_each_program_has_its_own_empty_dev_shm():
 
 
 @needs_namespaces
-def test_read_only_paths_under_tmp_stay_visible_and_read_only(tmp_path, monkeypatch):
+def test_read_only_paths_under_tmp_stay_visible_read_only_and_hidden_where_hidden(tmp_path, monkeypatch):
     """A virtualenv under /tmp (as in a CI checkout there) is bound again over each
-    program's own /tmp: importable, not writable."""
+    program's own /tmp: importable, not writable, and its hidden packages (the answer
+    key) still hidden. (When the binds under /tmp were redone from the host's paths, the
+    answer key came back in CI's /tmp checkout.)"""
     library = tmp_path / "library"
-    library.mkdir()
+    (library / "answer_key").mkdir(parents=True)
     (library / "probe_module.py").write_text("ANSWER = 42\n")
+    (library / "answer_key" / "answers.txt").write_text("the canonical solutions")
     read_only, python_path = isolation.read_only_paths(), isolation.python_path()
+    hidden = isolation.hidden_paths()
     monkeypatch.setattr(isolation, "read_only_paths", lambda: [*read_only, str(library)])
     monkeypatch.setattr(isolation, "python_path", lambda: [*python_path, str(library)])
+    monkeypatch.setattr(isolation, "hidden_paths", lambda: [*hidden, str(library / "answer_key")])
     output = _confined_output(
         "import os, probe_module\n"
         "try:\n"
@@ -542,9 +547,10 @@ def test_read_only_paths_under_tmp_stay_visible_and_read_only(tmp_path, monkeypa
         "    print(probe_module.ANSWER, 'writable')\n"
         "except OSError:\n"
         "    print(probe_module.ANSWER, 'read-only')\n"
+        f"print(os.listdir({str(library / 'answer_key')!r}))\n"
         "open('/tmp/scratch', 'w').write('mine')\n"
     )
-    assert output == "42 read-only\n"
+    assert output == "42 read-only\n[]\n"
     assert not (tmp_path / "scratch").exists() and not Path("/tmp/scratch").exists()
 
 

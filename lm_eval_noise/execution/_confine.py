@@ -165,19 +165,23 @@ def pivot_into_view(new_root, read_only, hidden, devices=("null", "zero", "full"
             os.makedirs(new_root + os.path.dirname(path), exist_ok=True)
             open(new_root + path, "w").close()
             _bind_read_only(path, new_root + path)
-    for path, stash in _under_tmp(read_only):  # reachable once each program's /tmp covers them
-        target = os.path.realpath(path)
-        if os.path.isdir(target):
-            os.makedirs(new_root + stash)
-        elif os.path.isfile(target):
-            os.makedirs(new_root + os.path.dirname(stash), exist_ok=True)
-            open(new_root + stash, "w").close()
-        else:
-            continue
-        _bind_read_only(target, new_root + stash)
     for path in hidden:
         if os.path.isdir(new_root + path):
             mount("tmpfs", new_root + path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
+    for path, stash in _under_tmp(read_only):  # each program's /tmp covers these: keep their view
+        view = new_root + path
+        os.makedirs(new_root + os.path.dirname(stash), exist_ok=True)
+        if os.path.islink(view):
+            os.symlink(os.readlink(view), new_root + stash)
+            continue
+        if os.path.isdir(view):
+            os.makedirs(new_root + stash)
+        elif os.path.isfile(view):
+            open(new_root + stash, "w").close()
+        else:
+            continue
+        # The view's own mount tree: read-only, with the hidden directories' overlays in it.
+        mount(view, new_root + stash, None, MS_BIND | MS_REC)
     os.makedirs(new_root + "/dev", exist_ok=True)
     for name in devices:
         target = new_root + "/dev/" + name
@@ -220,12 +224,18 @@ def confine_program(*, tmp_mb, tmp_inodes, uid, read_only=(), seccomp=None):
         mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV,
               f"size={tmp_mb}m,nr_inodes={tmp_inodes},mode={mode}{owner}")
     for path, stash in _under_tmp(read_only):
+        if os.path.islink(stash):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.symlink(os.readlink(stash), path)
+            continue
+        if not os.path.exists(stash):
+            continue
         if os.path.isdir(stash):
             os.makedirs(path, exist_ok=True)
         else:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             open(path, "w").close()
-        mount(stash, path, None, MS_BIND | MS_REC)  # keeps its read-only flags
+        mount(stash, path, None, MS_BIND | MS_REC)  # keeps its read-only flags and hidden overlays
     os.chdir("/tmp")
     _drop_privileges(uid)
     # Dies if the fork server dies. Set after the uid change, which clears it; seccomp
