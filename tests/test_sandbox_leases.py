@@ -187,3 +187,58 @@ def test_slots_of_two_processes_never_share_a_uid():
                 worker.close()
     finally:
         holder.communicate("")
+
+
+HOST_THAT_DIES = """
+import json, sys
+from lm_eval_noise.execution import Isolation, Limits, Program, Worker
+worker = Worker(Limits(timeout=30), Isolation(sys.argv[1]))
+print(json.dumps(worker.uid), flush=True)
+worker.run(Program("import time\\ntime.sleep(30)\\n"))
+"""
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"Uid:\t{uid}\t" in (entry / "status").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+@root_only
+@needs_namespaces
+def test_a_host_killed_mid_program_leaves_no_program_and_no_lease_taken_too_early():
+    """The program's parent is its fork server, not the host: it ran on to its deadline
+    (30 s here) while its uid and memory leases were already free for the next evaluation."""
+    import signal
+
+    host = subprocess.Popen([sys.executable, "-c", HOST_THAT_DIES, "namespaces"], stdout=subprocess.PIPE, text=True)
+    uid = json.loads(host.stdout.readline())
+    deadline = time.monotonic() + 10
+    while not _processes_of(uid) and time.monotonic() < deadline:  # the program is up
+        time.sleep(0.05)
+    assert _processes_of(uid)
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    gone = time.monotonic() + 5
+    while (_processes_of(uid) or not _uid_free(uid)) and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert _processes_of(uid) == [] and _uid_free(uid)  # within seconds, not at the 30 s deadline
+
+
+def _uid_free(uid: int) -> bool:
+    import fcntl
+
+    path = leases.lease_directory() / f"uid-{uid - leases.PROGRAM_UIDS[0]}"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -325,12 +325,14 @@ class _Output:
         self.scratch[:] = bytes(len(self.scratch))
 
 
-def _wait(pid, timeout, output=None):
-    """(wait status, timed out, CPU seconds) of the child, killed at the deadline or when
-    its output passes the limit; drains `output` meanwhile."""
+def _wait(pid, timeout, output=None, control=None):
+    """(wait status, timed out, CPU seconds) of the child, killed at the deadline, when
+    its output passes the limit, or when the host has gone (its `control` socket, idle
+    while a program runs, turns readable: the server then ends too); drains `output`
+    meanwhile."""
     deadline = time.monotonic() + timeout
     pidfd = os.pidfd_open(pid)
-    watched = [pidfd] + ([output.fd] if output else [])
+    watched = [pidfd] + ([output.fd] if output else []) + ([control] if control else [])
     timed_out = False
     try:
         while True:
@@ -345,6 +347,11 @@ def _wait(pid, timeout, output=None):
                     break
             if pidfd in ready:  # readable once the child has exited
                 break
+            if control is not None and control in ready:
+                if control.recv(1, socket.MSG_PEEK) == b"":  # the host has gone: end the program now
+                    timed_out = True
+                    break
+                watched.remove(control)  # a request early: it waits for this reply
     finally:
         os.close(pidfd)
     if timed_out or (output and output.over_limit):
@@ -404,7 +411,7 @@ def serve(server, control):
         for fd in fds:
             os.close(fd)
         output = server.output_of(request)
-        status, timed_out, cpu_seconds = _wait(pid, request["timeout"], output)
+        status, timed_out, cpu_seconds = _wait(pid, request["timeout"], output, control)
         reply = {"returncode": _returncode(status), "timed_out": timed_out, "cpu_seconds": cpu_seconds}
         if output:
             os.close(output.fd)
@@ -452,7 +459,7 @@ def run_factory(config, control):
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the server waits for its children
                 os.setsid()
-                server_control, stderr = fds
+                server_control, stderr, *_held = fds  # held open (leases) until the server exits
                 os.dup2(stderr, 2)
                 os.close(stderr)
                 control.close()

@@ -32,10 +32,16 @@ PROGRAM_UIDS = range(3_000_000, 4_000_000)  # far above real users and system ra
 
 
 class Lease:
-    """Held files; `release` (or the holder's end) gives them back."""
+    """Held files; `release` (or the holder's end) gives them back. A lease handed to
+    another process (`fds`, sent to the fork servers) stays held until that process has
+    also closed it: the servers outlive a host killed mid-program by up to its deadline."""
 
     def __init__(self, fds: list[int]):
         self._fds = fds
+
+    @property
+    def fds(self) -> list[int]:
+        return list(self._fds)
 
     def release(self) -> None:
         while self._fds:
@@ -96,12 +102,11 @@ def take_memory(megabytes: int) -> Lease | None:
 
 
 def take_uid() -> tuple[int, Lease]:
-    """A uid in PROGRAM_UIDS that no other slot on the host holds."""
-    directory, size = lease_directory(), len(PROGRAM_UIDS)
-    start = (os.getpid() * 64) % size
-    for index in range(size):
-        offset = (start + index) % size
+    """The lowest uid in PROGRAM_UIDS that no other slot on the host holds (from the
+    bottom, so the lease directory holds no more files than slots were ever open at once)."""
+    directory = lease_directory()
+    for offset, uid in enumerate(PROGRAM_UIDS):
         fd = _try_lock(directory / f"uid-{offset}")
         if fd is not None:
-            return PROGRAM_UIDS[offset], Lease([fd])
+            return uid, Lease([fd])
     raise RuntimeError(f"every program uid in {PROGRAM_UIDS} is leased")

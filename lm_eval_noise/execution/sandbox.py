@@ -165,8 +165,9 @@ class Worker:
                   "sys_path": isolation.python_path()}
         if self.isolation.name == "namespaces":
             common.update(read_only=isolation.read_only_paths(), hidden=isolation.hidden_paths())
-        self.program_server = ForkServer({**common, "role": "program"})
-        self.checker_server = ForkServer({**common, "role": "checker"})
+        held = [fd for lease in self.leases for fd in lease.fds]
+        self.program_server = ForkServer({**common, "role": "program"}, held)
+        self.checker_server = ForkServer({**common, "role": "checker"}, held)
         self.grading = _describe_grading(self.isolation.name, self.program_server.seccomp, self.cgroup)
 
     def _stop_servers(self) -> None:

@@ -127,10 +127,10 @@ class _Factory(_Connection):
         self.close()
         return self.stderr.text()
 
-    def spawn(self, config: dict, control: socket.socket, stderr: int) -> int:
-        """Fork a server for `config`, with `control` and `stderr`; its pid."""
+    def spawn(self, config: dict, control: socket.socket, stderr: int, held: list[int] = ()) -> int:
+        """Fork a server for `config`, with `control`, `stderr` and `held`; its pid."""
         with self.lock:
-            self.submit(config, [control.fileno(), stderr])
+            self.submit(config, [control.fileno(), stderr, *held])
             return self.reply(time.monotonic() + _START_SECONDS)["pid"]
 
     def alive(self) -> bool:
@@ -179,12 +179,14 @@ def factory_pids() -> set[int]:
 class ForkServer(_Connection):
     """A fork server for one worker, forked by its role's factory."""
 
-    def __init__(self, config: dict):
+    def __init__(self, config: dict, held: list[int] = ()):
+        """`held`: descriptors the server keeps open for its whole life (the worker's
+        leases: they stay taken while it, or a program of it, may still run)."""
         ours, theirs = socket.socketpair()
         stderr_read, stderr_write = os.pipe()
         try:
             self.pid = _factory(config["role"], config["level"], config["sys_path"]).spawn(
-                {**config, "package_dir": PACKAGE_DIR}, theirs, stderr_write)
+                {**config, "package_dir": PACKAGE_DIR}, theirs, stderr_write, held)
         except BaseException:
             ours.close()
             os.close(stderr_read)
