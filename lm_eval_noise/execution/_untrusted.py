@@ -196,6 +196,11 @@ def _serve(function, in_fd, out_fd):
             kind = type(error)
             builtin = kind.__module__ == "builtins" and issubclass(kind, Exception)
             reply = ["raised", describe(error), kind.__name__ if builtin else None]
+            if builtin:  # its arguments too, so the checker's copy is the same exception
+                try:
+                    reply.append(_wire.encode(list(error.args)))
+                except BaseException:  # noqa: BLE001 - arguments that cannot cross: the text stands
+                    pass
         else:
             try:
                 reply = ["ok", _wire.encode(value)]
