@@ -290,3 +290,35 @@ def test_a_program_sees_no_host_identity():
     assert socket.gethostname() not in result.output or socket.gethostname() == "sandbox"
     (unconfined,) = run_programs([HOST_IDENTITY_PROBE], isolation=Isolation("none"))
     assert "['/proc/cmdline', '/proc/self/mountinfo', '/proc/thread-self/mountinfo'" in unconfined.output
+
+
+# Every container the program can reach, searched for the host paths the servers were
+# configured with (the red team read them from the factory's `_CONFIG` and, after
+# gc.unfreeze(), from the server's config dict).
+CONFIG_PROBE = """
+import gc, re, sys
+WORKER_ROOT = re.escape(TEMP + '/lm-eval-noise-') + '[a-z0-9_]{8}'  # in pieces: the probe must not find itself
+gc.unfreeze()
+texts = set()
+for thing in gc.get_objects():
+    values = thing.values() if isinstance(thing, dict) else thing if isinstance(thing, (list, tuple, set)) else ()
+    try:
+        texts.update(v for v in values if isinstance(v, str) and re.fullmatch(WORKER_ROOT, v))
+    except Exception:
+        pass
+print(repr(sorted(texts)))
+print(repr(getattr(sys.modules['__main__'], '_CONFIG', None)))
+"""
+
+
+@needs_namespaces
+def test_the_servers_configuration_is_not_in_the_programs_reach():
+    from lm_eval_noise.execution import Limits, Worker
+
+    worker = Worker(Limits(timeout=10), Isolation("namespaces"))
+    try:
+        result = worker.run(Program(f"TEMP = {str(Path(worker.root).parent)!r}\n" + CONFIG_PROBE))
+    finally:
+        worker.close()
+    assert result.passed, result
+    assert result.output.strip().split("\n") == ["[]", "{}"], result.output[:500]

@@ -162,8 +162,14 @@ class ProgramServer:
             os.write(failure, f"{type(error).__name__}: {error}".encode()[:2000])
             raise
         os.close(failure)
-        self.untrusted.run_untrusted(source, request["entry_point"], call_read, reply_write,
-                                     request["output_chars"])
+        entry_point, output_chars = request["entry_point"], request["output_chars"]
+        # The servers' configuration names host paths (the worker's root, the hidden and
+        # read-only paths, the package): this process's copy is dropped before the program
+        # runs, so it cannot find them through the objects it can reach.
+        self.config.clear()
+        _CONFIG.clear()
+        request.clear()
+        self.untrusted.run_untrusted(source, entry_point, call_read, reply_write, output_chars)
 
     def output_of(self, request):
         if not hasattr(self, "_scratch"):  # made here, in the server: a factory's would not reach it
