@@ -33,8 +33,8 @@ def main(argv: list[str], debug: bool = False) -> int:
     try:
         known = _known_arguments(argv)
         _check_output_path(known.output_path)
-        _check_unsafe_tasks(known)
         _check_model_args(known)
+        _check_unsafe_tasks(known)
         return _run_lm_eval(argv, known)
     except USER_ERRORS as error:
         if debug:
