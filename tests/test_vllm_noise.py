@@ -135,8 +135,10 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model, monkeyp
     with pytest.raises(InputError, match=r"vllm-noise: VLLM_USE_V2_MODEL_RUNNER=1: valid: 0 \(the noise hook"):
         _vllm(path, sigma_scale=0.5)
     monkeypatch.delenv("VLLM_USE_V2_MODEL_RUNNER")
+    # random_prefix is both engines' argument, refused in their shared words.
+    with pytest.raises(InputError, match=re.escape("vllm-noise: invalid random_prefix=-1; valid values: an integer")):
+        _vllm(path, sigma_scale=0.5, random_prefix=-1)
     refused = {
-        "random_prefix": {"random_prefix": -1},
         "enable_chunked_prefill": {"noise_reference": "prompt", "enable_chunked_prefill": True},
         "enable_prefix_caching": {"enable_prefix_caching": True},
         "enforce_eager": {"enforce_eager": False},
