@@ -19,6 +19,7 @@ outlives its evaluation and nothing has to be cleaned up.
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import tempfile
@@ -69,6 +70,7 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+@functools.cache  # asked at every slot opening (and every retry while waiting); it does not change
 def machine_memory_mb() -> int:
     """MemTotal, or this process's cgroup memory limit where that is lower."""
     with open("/proc/meminfo", encoding="ascii") as handle:
