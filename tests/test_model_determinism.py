@@ -290,8 +290,9 @@ def test_generation_seeds_follow_the_one_rule_that_vectors_rebuilds(toy_path):
 
     lm = make_lm(toy_path, batch_size=2, sigma_scale=0.5, noise_seed=9)
     used = []
-    take = lm._take_generation_row
-    lm._take_generation_row = lambda context: used.append((context, *take(context))) or used[-1][1:]
+    encode = lm.tok_batch_encode
+    lm.tok_batch_encode = lambda strings, **kw: used.extend(
+        (str(s), s.sample.seed, s.sample.repeat) for s in strings) or encode(strings, **kw)
     lm.generate_until(generation_requests(repeats=2))
     assert len(used) == 2 * len(PROMPTS)
     assert all(seed == generation_seed(9, context, repeat) for context, seed, repeat in used)

@@ -1,27 +1,24 @@
 """HFNoiseLM, registered as `hf-noise`: lm-eval's HFLM plus Gaussian noise.
 
 The noise of a row is a function of (noise_seed, its request's content, its repeat index,
-the position): harness/seeding.py gives the seed, the hooks (noise/hooks.py) take positions
-from each forward call. This adapter only tells the hooks which seed each row of a
-batch carries. HFLM sorts and batches requests its own way; the seeds find their rows
-through two narrow points:
-- generation: HFLM calls `tok_batch_encode(contexts)` right before `_model_generate`,
-  so the batch's context strings pick up their seeds there, first in first out per
-  string. HFLM is called once per gen_kwargs group, so within a call equal strings
-  differ only by repeat index, and HFLM's stable sort keeps their order;
-- scoring: `_model_call` gets right-padded token rows, each looked up by its tokens in
-  a table built from the requests. For loglikelihood the seed comes from the context's
-  tokens alone, so the choices of a question share one draw (a paired comparison), and
+the position): harness/requests.py gives each request its Sample (seed, repeat index,
+prompt extent), the hooks (noise/hooks.py) take positions from each forward call. This
+adapter only tells the hooks which sample each row of a batch carries. HFLM sorts and
+batches requests its own way; the samples reach their rows by two routes:
+- generation: each context string carries its sample (requests.CarriedContext) through
+  HFLM's batching to `tok_batch_encode(contexts)`, which HFLM calls right before
+  `_model_generate`;
+- scoring: `_model_call` gets right-padded token rows, each looked up by its tokens
+  (requests.ScoringSamples). For loglikelihood the seed comes from the context's tokens
+  alone, so the choices of a question share one draw (a paired comparison), and
   requests with the same model input have the same noise: HFLM's logits cache stays on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from collections import defaultdict, deque
-from dataclasses import dataclass
+from collections import defaultdict
 
 import lm_eval.models  # noqa: F401  (register the built-in models before ours; see registration.py)
 from lm_eval.api.registry import register_model
@@ -35,23 +32,13 @@ from ..scoring.self_scoring import asks_for_self_scoring, score_doc_answers
 from .progress import TokenCounter, token_progress
 from .provenance import stack_versions
 from .quantization import bitsandbytes_config, quantized_layer_count
-from .requests import in_parts, prefixed, random_prefix_length, unambiguous_passes
-from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
+from .requests import CarriedContext, Sample, ScoringSamples, generation_samples, random_prefix_length, with_arguments
+from .seeding import repeat_indices
 
 _log = logging.getLogger(__name__)
 # Through stock lm_eval an input error ends in a traceback after lm_eval's own logs: it is
 # also printed as one line first. `lm-eval-noise run` reports it itself and turns this off.
 ANNOUNCE_INPUT_ERRORS = True
-
-
-@dataclass(frozen=True)
-class _Row:
-    """The noise of one model-input row: its sample seed, repeat index and how many of
-    its positions are prompt (context)."""
-
-    seed: int
-    repeat: int
-    prompt_length: int
 
 
 @register_model("hf-noise")
@@ -122,10 +109,11 @@ class HFNoiseLM(HFLM):
             )
             _log.info(f"hf-noise: {self.injector.record()}")
         self.noise = self.injector if self.noise_spec.active else None
-        self._generation_rows: dict[str, deque] = {}
-        self._generation_batch: list[tuple[int, int]] | None = None
-        self._scoring_repeat = 0
-        self._scoring_table: dict[tuple, _Row] | None = None
+        self._generating = False
+        self._generation_batch: list[Sample] | None = None
+        # HFLM's model row for a scoring pair of n tokens: the last max_length + 1, less the last.
+        self._scoring = ScoringSamples("hf-noise", self.noise_spec.seed,
+                                       lambda n: (max(0, n - (self.max_length + 1)), n - 1))
         self._probing = False
         self._token_bar = None
         self._prompt_reference_norms: dict[str, float] = {}
@@ -189,30 +177,18 @@ class HFNoiseLM(HFLM):
         return _without_rank_padding(requests, generate)
 
     def _generate_until(self, requests, disable_tqdm: bool):
-        seeds = generation_seeds(requests, self.noise_spec.seed)
-        if self.random_prefix:
-            requests = [prefixed(request, random_prefix(seed, self.random_prefix))
-                        for request, (seed, _) in zip(requests, seeds)]
+        samples = generation_samples(requests, self.noise_spec.seed, self.random_prefix)
         if self.noise is None:
+            requests = [request for request, _ in samples]
             return self._self_scored(requests, super().generate_until(requests, disable_tqdm=disable_tqdm))
-        # One call per gen_kwargs: HFLM runs its gen_kwargs groups one after another, so
-        # a context's seed queue must never be shared between groups.
-        groups: dict[str, list[int]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
-
-        def generate(_, indices):
-            self._generation_rows = defaultdict(deque)
-            for index in indices:
-                self._generation_rows[requests[index].args[0]].append(seeds[index])
-            return super(HFNoiseLM, self).generate_until([requests[i] for i in indices], disable_tqdm=disable_tqdm)
-
+        carried = [with_arguments(request, CarriedContext(request.args[0], sample)) for request, sample in samples]
+        self._generating = True
         try:
-            results = in_parts(len(requests), groups.items(), generate)
+            results = super().generate_until(carried, disable_tqdm=disable_tqdm)
         finally:
-            self._generation_rows = {}
+            self._generating = False
         self._gather_prompt_reference_norms()
-        return self._self_scored(requests, results)
+        return self._self_scored(carried, results)
 
     def _self_scored(self, requests, answers: list[str]) -> list[str]:
         """The answers, with those whose doc asks the evaluated model to score them
@@ -230,15 +206,12 @@ class HFNoiseLM(HFLM):
         return answers
 
     def tok_batch_encode(self, strings, *args, **kwargs):
-        if self._generation_rows:  # inside generate_until: this batch is about to be generated
-            self._generation_batch = [self._take_generation_row(s) for s in strings]
+        if self._generating:  # inside generate_until: this batch is about to be generated
+            if not all(isinstance(string, CarriedContext) for string in strings):
+                raise RuntimeError("hf-noise: a generation context arrived without its sample (this lm-eval "
+                                   "changed the context strings on their way to tok_batch_encode)")
+            self._generation_batch = [string.sample for string in strings]
         return super().tok_batch_encode(strings, *args, **kwargs)
-
-    def _take_generation_row(self, context: str) -> tuple[int, int]:
-        queue = self._generation_rows.get(context)
-        if not queue:
-            raise RuntimeError("hf-noise: a generation context arrived that no request registered")
-        return queue.popleft()
 
     def _model_generate(self, context, max_length, stop, **generation_kwargs):
         # transformers refuses a streamer with beam search; such runs keep HFLM's bar only.
@@ -246,15 +219,15 @@ class HFNoiseLM(HFLM):
             generation_kwargs.setdefault("streamer", TokenCounter(self._token_bar))
         if self.noise is None:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
-        rows, self._generation_batch = self._generation_batch, None
-        if rows is None or len(rows) != context.shape[0]:
+        samples, self._generation_batch = self._generation_batch, None
+        if samples is None or len(samples) != context.shape[0]:
             raise RuntimeError(
                 "hf-noise: _model_generate was called without the seeds of its batch; "
                 "generate through generate_until"
             )
         batch = NoiseBatch.build(
-            [seed for seed, _ in rows],
-            [repeat for _, repeat in rows],
+            [sample.seed for sample in samples],
+            [sample.repeat for sample in samples],
             attention_mask=generation_kwargs.get("attention_mask"),
             device=self.noise.device,
         )
@@ -285,51 +258,17 @@ class HFNoiseLM(HFLM):
         return _without_rank_padding(requests, lambda part: self._by_repeat(score, part, disable_tqdm))
 
     def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
-        """Score requests in one pass per repeat index (the seed's third part), so every
-        row of a pass is named by its tokens."""
         if self.noise is None:
             return score(requests, disable_tqdm=disable_tqdm)
-        passes: dict[int, list[int]] = defaultdict(list)
-        for index, repeat in enumerate(repeat_indices(requests)):
-            passes[repeat].append(index)
-
-        def score_pass(repeat, indices):
-            self._scoring_repeat = repeat
-            return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
-
-        try:
-            results = in_parts(len(requests), passes.items(), score_pass)
-        finally:
-            self._scoring_repeat = 0
+        results = self._scoring.by_repeat(requests, lambda part: score(part, disable_tqdm=disable_tqdm))
         self._gather_prompt_reference_norms()
         return results
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        score = super()._loglikelihood_tokens
         if self.noise is None:
-            return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
-        keyed = [self._scoring_row(*request) for request in requests]
-
-        def score_pass(table, indices):
-            self._scoring_table = table
-            return super(HFNoiseLM, self)._loglikelihood_tokens(
-                [requests[i] for i in indices], disable_tqdm, override_bs
-            )
-
-        try:
-            return in_parts(len(requests), unambiguous_passes(keyed), score_pass)
-        finally:
-            self._scoring_table = None
-
-    def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, _Row]:
-        """(the row's tokens without trailing zeros, its noise) for one token request."""
-        if key is None:  # a rolling window (HFLM passes no key): its tokens are its content
-            seed = rolling_seed(self.noise_spec.seed, [*context, *continuation], self._scoring_repeat)
-        else:  # the seed comes from the context's tokens alone (as HFLM split the pair)
-            seed = loglikelihood_seed(self.noise_spec.seed, context, self._scoring_repeat)
-        # The row HFLM._loglikelihood_tokens feeds a causal model: truncated on the left.
-        model_input = (context + continuation)[-(self.max_length + 1) :][:-1]
-        prompt_length = max(0, len(model_input) - (len(continuation) - 1))
-        return _rstrip_zeros(model_input), _Row(seed, self._scoring_repeat, prompt_length)
+            return score(requests, disable_tqdm, override_bs)
+        return self._scoring.by_rows(requests, lambda part: score(part, disable_tqdm, override_bs))
 
     def _batch_scheduler(self, pos, n_reordered_requests):
         # HFLM computes pos // int(len(requests) / N) for batch_size=auto:N, a division by
@@ -360,7 +299,8 @@ class HFNoiseLM(HFLM):
     def _model_call(self, inps, attn_mask=None, labels=None):
         if self.noise is None:
             return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
-        rows = [self._row_of(tokens) for tokens in inps.tolist()]
+        # The probe's rows belong to no request: seed 0, all prompt.
+        rows = [Sample(0, 0, inps.shape[1]) if self._probing else self._scoring.of(tokens) for tokens in inps.tolist()]
         batch = NoiseBatch.build(
             [row.seed for row in rows],
             [row.repeat for row in rows],
@@ -372,15 +312,6 @@ class HFNoiseLM(HFLM):
         if not self._probing:
             self._record_prompt_reference(batch, hook)
         return logits
-
-    def _row_of(self, tokens: list[int]) -> _Row:
-        """The noise of one right-padded row (HFLM pads with 0)."""
-        if self._probing:
-            return _Row(0, 0, len(tokens))
-        row = (self._scoring_table or {}).get(_rstrip_zeros(tokens))
-        if row is None:
-            raise RuntimeError("hf-noise: a model input arrived that no request registered")
-        return row
 
 
 class _FirstAnswers(list):
@@ -423,10 +354,3 @@ def _without_rank_padding(requests, answer) -> list:
     _log.warning(f"hf-noise: lm-eval padded this process with {len(padding)} copies of its last request to even "
                  "out the ranks; they are not computed and their answers are not added to that document")
     return results
-
-
-def _rstrip_zeros(tokens: list[int]) -> tuple:
-    end = len(tokens)
-    while end and tokens[end - 1] == 0:
-        end -= 1
-    return tuple(tokens[:end])

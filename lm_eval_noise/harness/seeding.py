@@ -36,20 +36,13 @@ def generation_seed(noise_seed: int, context: str, repeat: int) -> int:
     return sample_seed(noise_seed, ("generate_until", context), repeat)
 
 
-def loglikelihood_seed(noise_seed: int, context_tokens: Sequence[int], repeat: int) -> int:
-    return sample_seed(noise_seed, ("loglikelihood", list(context_tokens)), repeat)
-
-
-def rolling_seed(noise_seed: int, tokens: Sequence[int], repeat: int) -> int:
-    return sample_seed(noise_seed, ("loglikelihood_rolling", list(tokens)), repeat)
-
-
-def generation_seeds(requests: Sequence, noise_seed: int) -> list[tuple[int, int]]:
-    """(sample seed, repeat index) for each generation request, in order."""
-    return [
-        (generation_seed(noise_seed, request.args[0], repeat), repeat)
-        for request, repeat in zip(requests, repeat_indices(requests))
-    ]
+def scoring_seed(noise_seed: int, key, context: Sequence[int], continuation: Sequence[int], repeat: int) -> int:
+    """A scoring row's seed. lm-eval passes a rolling window without a key: its tokens
+    are its content; a loglikelihood pair's seed comes from the context's tokens alone,
+    as the engine split the pair, so the choices of a question share one draw."""
+    if key is None:
+        return sample_seed(noise_seed, ("loglikelihood_rolling", [*context, *continuation]), repeat)
+    return sample_seed(noise_seed, ("loglikelihood", list(context)), repeat)
 
 
 def random_prefix(seed: int, length: int) -> str:

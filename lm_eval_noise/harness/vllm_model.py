@@ -1,13 +1,11 @@
 """`vllm-noise`: lm-eval's vLLM model with hf-noise's noise contract.
 
-The same arguments (NoiseSpec), the same seeding rule (seeding.generation_seeds: a
-sample's seed from noise_seed, its context and its repeat index) and the same sampler;
-the hook runs inside vLLM's worker (vllm_worker.py). Each request carries its sample
-seed, repeat index and (for scoring) where its context ends to the worker in
-`SamplingParams.extra_args`, so the noise of a sample depends on nothing vLLM's
-scheduler decides (batching, order, preemption). Scoring requests get hf-noise's
-seeds (a loglikelihood pair's from its context tokens, a rolling window's from its
-tokens), scored in one pass per repeat index as hf-noise does.
+The same arguments (NoiseSpec), the same requests layer (requests.py: each request's
+Sample, its seed from noise_seed, its content and its repeat index) and the same
+sampler; the hook runs inside vLLM's worker (vllm_worker.py). Each request carries its
+Sample to the worker in `SamplingParams.extra_args`, so the noise of a sample depends
+on nothing vLLM's scheduler decides (batching, order, preemption). Scoring rows get
+their samples as hf-noise's do (requests.ScoringSamples).
 
 Under noise the engine runs eagerly (hooks do not fire inside compiled graphs) and
 without prefix caching (a cached prefix would carry another sample's noise); under
@@ -20,7 +18,6 @@ the embed site where vLLM scales the embeddings outside the module transformers 
 
 from __future__ import annotations
 
-import copy
 import os
 import sys
 
@@ -32,8 +29,7 @@ from ..noise import NoiseSpec
 from ..noise.sampler import expected_noise_norm
 from ..noise.sites import calibration_ids, count_layers
 from .provenance import stack_versions
-from .requests import in_parts, prefixed, random_prefix_length, unambiguous_passes
-from .seeding import generation_seeds, loglikelihood_seed, random_prefix, repeat_indices, rolling_seed
+from .requests import ScoringSamples, generation_samples, random_prefix_length, with_arguments
 from .vllm_worker import EXTRA_ARGS_KEY
 
 
@@ -107,8 +103,9 @@ class VLLMNoiseLM(VLLM):
             kwargs["enable_chunked_prefill"] = False
         kwargs["worker_extension_cls"] = WORKER_EXTENSION
         super().__init__(pretrained=pretrained, **kwargs)
-        self._scoring_repeat = 0
-        self._scoring_table: dict[tuple, dict] | None = None  # a scoring pass: tokens -> its sample
+        # VLLM's scoring row for a pair of n tokens: the last max_length - 1.
+        self._scoring = ScoringSamples("vllm-noise", self.noise_spec.seed,
+                                       lambda n: (max(0, n - (self.max_length - 1)), n))
         self._prompt_reference_norms: dict[str, float] = {}  # noise_reference=prompt: per sample seed
         self._calibration_ids = calibration_ids(self.tokenizer, self.max_length)
         config = self._config.get_text_config()
@@ -133,13 +130,12 @@ class VLLMNoiseLM(VLLM):
         return {"noise": noise}
 
     def generate_until(self, requests, disable_tqdm: bool = False):
-        seeds = generation_seeds(requests, self.noise_spec.seed)
-        if self.random_prefix:  # as hf-noise: the seed from the request as the task made it
-            requests = [prefixed(request, random_prefix(seed, self.random_prefix))
-                        for request, (seed, _) in zip(requests, seeds)]
+        samples = generation_samples(requests, self.noise_spec.seed, self.random_prefix)
         if not self.noise_spec.active:
-            return super().generate_until(requests, disable_tqdm)
-        carried = [_with_sample(request, seed, repeat) for request, (seed, repeat) in zip(requests, seeds)]
+            return super().generate_until([request for request, _ in samples], disable_tqdm)
+        # VLLM turns each request's gen_kwargs into its own SamplingParams: the sample rides there.
+        carried = [with_arguments(request, request.args[0], {**request.args[1], _SAMPLE_KEY: sample})
+                   for request, sample in samples]
         return super().generate_until(carried, disable_tqdm)
 
     @staticmethod
@@ -149,10 +145,10 @@ class VLLMNoiseLM(VLLM):
         sample = gen_kwargs.pop(_SAMPLE_KEY, None)
         kwargs, until, max_gen_toks = VLLM.modify_gen_kwargs(gen_kwargs, eos, default_max_gen_toks)
         if sample is not None:
-            kwargs["extra_args"] = {EXTRA_ARGS_KEY: sample}
+            kwargs["extra_args"] = {EXTRA_ARGS_KEY: sample.to_wire()}
         return kwargs, until, max_gen_toks
 
-    # --- scoring: hf-noise's seeds, one pass per repeat index -----------------------
+    # --- scoring: hf-noise's samples, one pass per repeat index ----------------------
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         return self._by_repeat(super().loglikelihood, requests, disable_tqdm)
@@ -163,46 +159,16 @@ class VLLMNoiseLM(VLLM):
     def _by_repeat(self, score, requests, disable_tqdm: bool) -> list:
         if not self.noise_spec.active:
             return score(requests, disable_tqdm=disable_tqdm)
-        passes: dict[int, list[int]] = {}
-        for index, repeat in enumerate(repeat_indices(requests)):
-            passes.setdefault(repeat, []).append(index)
-
-        def score_pass(repeat, indices):
-            self._scoring_repeat = repeat
-            return score([requests[i] for i in indices], disable_tqdm=disable_tqdm)
-
-        try:
-            return in_parts(len(requests), passes.items(), score_pass)
-        finally:
-            self._scoring_repeat = 0
+        return self._scoring.by_repeat(requests, lambda part: score(part, disable_tqdm=disable_tqdm))
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False):
+        score = super()._loglikelihood_tokens
         if not self.noise_spec.active:
-            return super()._loglikelihood_tokens(requests, disable_tqdm)
-        keyed = [self._scoring_row(*request) for request in requests]
-
-        def score_pass(table, indices):
-            self._scoring_table = table
-            return super(VLLMNoiseLM, self)._loglikelihood_tokens([requests[i] for i in indices], disable_tqdm)
-
-        try:
-            return in_parts(len(requests), unambiguous_passes(keyed), score_pass)
-        finally:
-            self._scoring_table = None
-
-    def _scoring_row(self, key, context: list[int], continuation: list[int]) -> tuple[tuple, dict]:
-        """(the tokens VLLM._loglikelihood_tokens sends, truncated as it does; their sample)."""
-        if key is None:  # a rolling window: its tokens are its content
-            seed = rolling_seed(self.noise_spec.seed, [*context, *continuation], self._scoring_repeat)
-        else:  # the context's tokens alone, so the choices of a question share noise
-            seed = loglikelihood_seed(self.noise_spec.seed, context, self._scoring_repeat)
-        tokens = (context + continuation)[-(self.max_length - 1):]
-        sample = {"seed": seed, "repeat": self._scoring_repeat,
-                  "prompt_length": max(0, len(tokens) - len(continuation))}
-        return tuple(tokens), sample
+            return score(requests, disable_tqdm)
+        return self._scoring.by_rows(requests, lambda part: score(part, disable_tqdm))
 
     def _model_generate(self, requests, generate: bool = False, sampling_params=None):
-        if not generate and self._scoring_table is not None:  # scoring under noise: each input its sample
+        if not generate and self._scoring.active:  # scoring under noise: each input its sample
             sampling_params, generate = [self._scoring_params(tokens) for tokens in requests], True
         if self.data_parallel_size <= 1:
             return super()._model_generate(requests, generate, sampling_params)
@@ -212,11 +178,8 @@ class VLLMNoiseLM(VLLM):
         """VLLM's scoring parameters, with the sample the input was registered with."""
         from vllm import SamplingParams
 
-        sample = self._scoring_table.get(tuple(tokens))
-        if sample is None:
-            raise RuntimeError("vllm-noise: a scoring input arrived that no request registered")
         return SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False,
-                              extra_args={EXTRA_ARGS_KEY: sample})
+                              extra_args={EXTRA_ARGS_KEY: self._scoring.of(tokens).to_wire()})
 
     def _on_replicas(self, requests, generate: bool, sampling_params):
         """lm-eval's data parallel (one Ray task per replica, the requests dealt out in
@@ -308,12 +271,3 @@ def _one_value(answers: list):
 def _flag(value) -> bool:
     """A boolean model argument as lm-eval hands it over (a string from the command line)."""
     return str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _with_sample(request, seed: int, repeat: int):
-    """A copy of a generation request whose gen_kwargs carry its sample (the repeats of a
-    prompt are one Instance object, so it is never changed in place)."""
-    clone = copy.copy(request)
-    context, gen_kwargs = request.args[:2]
-    clone.arguments = (context, {**gen_kwargs, _SAMPLE_KEY: {"seed": seed, "repeat": repeat}}, *request.args[2:])
-    return clone

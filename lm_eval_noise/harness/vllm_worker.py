@@ -22,8 +22,9 @@ from ..noise import sites
 from ..noise.hooks import position_multiplier
 from ..noise.sampler import NoiseSampler
 from ..noise.spec import NoiseSpec
+from .requests import Sample
 
-EXTRA_ARGS_KEY = "lm_eval_noise"  # {"seed": int, "repeat": int, "prompt_length": int (scoring)}
+EXTRA_ARGS_KEY = "lm_eval_noise"  # a requests.Sample, as Sample.to_wire() writes it
 
 
 class NoiseWorkerExtension:
@@ -194,16 +195,16 @@ class _Step:
         for req_id, start, end in zip(req_ids, starts, starts[1:]):
             params = requests[req_id].sampling_params
             carried = (params.extra_args or {}).get(EXTRA_ARGS_KEY) if params is not None else None
-            seed, repeat = (carried["seed"], carried["repeat"]) if carried else (0, 0)
+            sample = Sample.from_wire(carried) if carried else Sample(0, 0, -1)  # -1: no noise
             # A scoring request says where its context ends (the rest is continuation, as
-            # hf-noise counts it); a request without a seed gets -1: no noise.
-            length = carried.get("prompt_length", requests[req_id].num_prompt_tokens) if carried else -1
+            # hf-noise counts it); a generation request's prompt is all it was given.
+            generation = sample.prompt_length is None
+            length = requests[req_id].num_prompt_tokens if generation else sample.prompt_length
             count = end - start
-            seeds += [seed] * count
-            repeats += [repeat] * count
+            seeds += [sample.seed] * count
+            repeats += [sample.repeat] * count
             lengths += [length] * count
-            generation = carried is not None and "prompt_length" not in carried
-            spans.append(_Span(req_id, start, end, length, seed, generation))
+            spans.append(_Span(req_id, start, end, length, sample.seed, generation))
         if all(span.prompt_length < 0 for span in spans):
             return None
         device = positions.device
