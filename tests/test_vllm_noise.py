@@ -212,10 +212,9 @@ def test_a_prompt_split_across_steps_is_an_error_under_a_prompt_reference():
     import torch
 
     from lm_eval_noise.harness.vllm_worker import _PromptNorms, _Span, _Step
-    from lm_eval_noise.noise import NoiseSpec
+    from lm_eval_noise.noise.sites import EmbeddingSite
 
-    spec = NoiseSpec.from_model_args({"sigma_scale": 1.0, "noise_reference": "prompt"})
-    norms = _PromptNorms(spec, per_reference=2.0)
+    norms = _PromptNorms(EmbeddingSite(torch.nn.Embedding(1, 4), vocab_size=1), per_reference=2.0)
 
     def step(spans, positions):
         spans = [_Span(req_id, start, end, length, seed=7, generation=True) for req_id, start, end, length in spans]
@@ -290,6 +289,7 @@ def test_an_embedding_scaled_outside_vllms_module_is_refused_for_the_embed_site(
                               eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
     Gemma3ForCausalLM(config).save_pretrained(tmp_path / "gemma")
     tokenizer.save_pretrained(tmp_path / "gemma")
-    with pytest.raises(InputError, match=r"vllm-noise: noise_site=embed: valid here: layer:L \(gemma3_text in vLLM"):
+    refused = r"vllm-noise: noise_site=embed: valid here: another site, e.g. layer:L \(gemma3_text in vLLM scales"
+    with pytest.raises(InputError, match=refused):
         _vllm(str(tmp_path / "gemma"), sigma_scale=1.0)
     assert _vllm(str(tmp_path / "gemma"), sigma_scale=1.0, noise_site="layer:0").noise_record["reference_norm"] > 0

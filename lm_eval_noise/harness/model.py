@@ -160,7 +160,6 @@ class HFNoiseLM(HFLM):
             "versions": stack_versions(),
         }
         if self.noise_spec.reference == "prompt":
-            info["noise"]["noise_per_reference"] = self.injector.norm_per_reference()
             info["noise"]["prompt_reference_norms"] = self._prompt_reference_norms
         return info
 
@@ -237,9 +236,9 @@ class HFNoiseLM(HFLM):
         return output
 
     def _record_prompt_reference(self, batch: NoiseBatch, hook) -> None:
-        if hook.prompt_norms is not None:  # noise_reference=prompt: each sample's own norm
-            for seed, norm in zip(batch.seeds.tolist(), hook.prompt_norms.tolist()):
-                self._prompt_reference_norms[str(seed)] = norm / self.noise.norm_per_reference()
+        if hook.prompt_references is not None:  # noise_reference=prompt: each sample's own reference
+            for seed, norm in zip(batch.seeds.tolist(), hook.prompt_references.tolist()):
+                self._prompt_reference_norms[str(seed)] = norm
 
     def _gather_prompt_reference_norms(self) -> None:
         """Rank 0 writes the results JSON: give it every rank's per-sample norms."""

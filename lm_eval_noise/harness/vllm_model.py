@@ -26,8 +26,8 @@ from lm_eval.api.registry import register_model
 
 from ..errors import InputError, extra_requirements
 from ..noise import NoiseSpec
-from ..noise.sampler import expected_noise_norm
-from ..noise.sites import calibration_ids, count_layers
+from ..noise.sampler import noise_record
+from ..noise.sites import SITES, calibration_ids, count_layers
 from .provenance import stack_versions
 from .requests import ScoringSamples, generation_samples, random_prefix_length, with_arguments
 from .vllm_worker import EXTRA_ARGS_KEY
@@ -93,9 +93,9 @@ class VLLMNoiseLM(VLLM):
             raise InputError(f"vllm-noise: {V2_RUNNER}={os.environ[V2_RUNNER]}: valid: 0 (the noise hook reads "
                              "the V1 model runner)")
         os.environ[V2_RUNNER] = "0"  # read by vLLM in this process and inherited by its workers
-        # Hooks do not fire in compiled graphs: eager under noise, and for a layer site
-        # always (its reference norm is measured by a hook on a calibration request).
-        if active or self.noise_spec.site == "layer":
+        # Hooks do not fire in compiled graphs: eager under noise, and for a calibrated
+        # site always (its reference norm is measured by a hook on a calibration request).
+        if active or SITES[self.noise_spec.site].calibrated:
             kwargs["enforce_eager"] = True
         if active:
             kwargs["enable_prefix_caching"] = False
@@ -111,8 +111,7 @@ class VLLMNoiseLM(VLLM):
         config = self._config.get_text_config()
         self.noise_spec = self.noise_spec.validate_for_model(config.hidden_size, count_layers(config) or 0)
         if self.data_parallel_size > 1:  # no engine here: each replica measures and installs
-            self.noise_record = {**self.noise_spec.to_record(), "reference_norm": None,
-                                 "hidden_size": config.hidden_size}
+            self.noise_record = noise_record(self.noise_spec, None, config.hidden_size)
         else:
             self.noise_record = install_noise(self.model, self.noise_spec, self._calibration_ids)
         print(f"vllm-noise: {self.noise_record}", file=sys.stderr, flush=True)
@@ -120,9 +119,7 @@ class VLLMNoiseLM(VLLM):
     def get_model_info(self) -> dict:
         noise = {"active": self.noise_spec.active, **self.noise_record, "engine": "vllm-noise",
                  "random_prefix": self.random_prefix, "versions": stack_versions()}
-        record = self.noise_record
-        if self.noise_spec.reference == "prompt" and record["reference_norm"] is not None:
-            noise["noise_per_reference"] = record["expected_noise_norm"] / record["reference_norm"]
+        if self.noise_spec.reference == "prompt":
             if self.data_parallel_size <= 1:
                 for norms in self.model.collective_rpc("lm_eval_noise_prompt_norms"):
                     self._prompt_reference_norms.update(norms)
@@ -222,18 +219,18 @@ def install_noise(llm, spec: NoiseSpec, calibration_ids: list[int]) -> dict:
     config = llm.llm_engine.model_config.hf_text_config
     dim = config.hidden_size
     spec = spec.validate_for_model(dim, count_layers(config) or 0)
-    if spec.active and spec.site == "embed" and any(llm.collective_rpc("lm_eval_noise_embedding_scaled_outside")):
-        raise InputError(f"vllm-noise: noise_site=embed: valid here: layer:L ({config.model_type} in vLLM scales its "
-                         "token embeddings after the embedding module, where transformers scales them inside it: "
-                         "noise on vLLM's module would not be hf-noise's)")
+    differs = [reason for reason in llm.collective_rpc("lm_eval_noise_site_differs", args=(spec.site, spec.layer))
+               if reason]
+    if spec.active and differs:
+        raise InputError(f"vllm-noise: noise_site={spec.site_name}: valid here: another site, e.g. layer:L "
+                         f"({config.model_type} in vLLM {differs[0]}: noise there would not be hf-noise's)")
     reference = _one_value(llm.collective_rpc("lm_eval_noise_reference_norm", args=(spec.site, spec.layer)))
-    if reference is None:  # a layer: the calibration request passes the measuring hook
+    if reference is None:  # a calibrated site: the calibration request passes the measuring hook
         from vllm import SamplingParams, TokensPrompt
 
         llm.generate([TokensPrompt(prompt_token_ids=calibration_ids)], SamplingParams(max_tokens=1), use_tqdm=False)
         reference = _one_value(llm.collective_rpc("lm_eval_noise_measured"))
-    record = {**spec.to_record(), "reference_norm": reference,
-              "expected_noise_norm": expected_noise_norm(spec, reference, dim), "hidden_size": dim}
+    record = noise_record(spec, reference, dim)
     if spec.active:
         llm.collective_rpc("lm_eval_noise_install", args=(record,))
     return record

@@ -20,7 +20,7 @@ import torch
 
 from ..noise import sites
 from ..noise.hooks import position_multiplier
-from ..noise.sampler import NoiseSampler
+from ..noise.sampler import NoiseSampler, noise_per_reference
 from ..noise.spec import NoiseSpec
 from .requests import Sample
 
@@ -28,32 +28,26 @@ EXTRA_ARGS_KEY = "lm_eval_noise"  # a requests.Sample, as Sample.to_wire() write
 
 
 class NoiseWorkerExtension:
-    """Methods vLLM adds to its worker class; called by name through collective_rpc."""
+    """Methods vLLM adds to its worker class; called by name through collective_rpc.
+    Where the noise goes and how its reference is taken, the site objects say
+    (noise.sites.SITES, built on vLLM's model)."""
+
+    def _site(self, name: str, layer: int | None) -> sites.Site:
+        return sites.SITES[name].in_vllm_model(self.model_runner.get_model(), layer)
 
     def lm_eval_noise_reference_norm(self, site: str, layer: int | None) -> float | None:
-        """The embedding's reference norm (hf-noise's rule: mean L2 norm over the
-        vocabulary; vLLM pads its table, and under tensor parallel each rank holds a
-        slice, but its forward returns whole vectors on every rank); for a layer, None:
-        it is measured by a calibration request."""
-        model = self.model_runner.get_model()
-        if site == "embed":
-            device = next(model.parameters()).device
-            return sites.vocabulary_mean_norm(_embedding(model), model.config.vocab_size, device)
-        _NoiseState.of(self).measure = _Measure(_layers(model)[layer])
-        return None
+        """A site's reference norm from the weights (the embedding's: vLLM's forward
+        returns whole vectors on every rank under tensor parallel); for a calibrated
+        site, None: it is measured by a calibration request (`lm_eval_noise_measured`)."""
+        found = self._site(site, layer)
+        if found.calibrated:
+            _NoiseState.of(self).measure = _Measure(found.module)
+            return None
+        return found.weights_reference_norm()
 
-    def lm_eval_noise_embedding_scaled_outside(self) -> bool:
-        """Whether vLLM's model scales the token embeddings after its embedding module
-        (Gemma's sqrt(d) normalizer, say, which transformers applies inside the module, so
-        a hook on vLLM's module would add hf-noise's noise before the scale)."""
-        model = self.model_runner.get_model()
-        inner = getattr(model, "model", None)
-        if not hasattr(inner, "embed_input_ids"):
-            return False
-        device = next(model.parameters()).device
-        ids = torch.arange(min(64, model.config.vocab_size), device=device)
-        with torch.no_grad():
-            return not torch.equal(inner.embed_input_ids(ids), _embedding(model)(ids))
+    def lm_eval_noise_site_differs(self, site: str, layer: int | None) -> str | None:
+        """Why noise on this site of vLLM's model would not be hf-noise's, or None."""
+        return self._site(site, layer).differs_in_vllm(self.model_runner.get_model())
 
     def lm_eval_noise_measured(self) -> float:
         measure = _NoiseState.of(self).measure
@@ -63,21 +57,20 @@ class NoiseWorkerExtension:
         return measure.norm
 
     def lm_eval_noise_install(self, record: dict) -> int:
-        """Attach the noise hook for `record` (NoiseSpec.to_record() plus reference_norm and
-        hidden_size); returns the hidden size the worker sees."""
+        """Attach the noise hook for `record` (noise.sampler.noise_record); returns the
+        hidden size the worker sees."""
         runner = self.model_runner
         model = runner.get_model()
         spec = NoiseSpec.from_record(record)
-        module = _embedding(model) if spec.site == "embed" else _layers(model)[spec.layer]
+        site = self._site(spec.site, spec.layer)
         dim = model.config.hidden_size
         device = next(model.parameters()).device
-        reference = float(record["reference_norm"])
-        sampler = NoiseSampler(spec, reference, dim, device)
+        sampler = NoiseSampler(spec, float(record["reference_norm"]), dim, device)
         state = _NoiseState.of(self)
         if state.handle is not None:
             state.handle.remove()
-        state.hook = _NoiseHook(runner, spec, sampler, spec.site == "layer", reference)
-        state.handle = module.register_forward_hook(state.hook)
+        state.hook = _NoiseHook(runner, spec, sampler, site)
+        state.handle = site.module.register_forward_hook(state.hook)
         return dim
 
     def lm_eval_noise_prompt_norms(self) -> dict[str, float]:
@@ -100,47 +93,35 @@ class _NoiseState:
         return worker._lm_eval_noise_state
 
 
-def _embedding(model) -> torch.nn.Module:
-    embedding = getattr(getattr(model, "model", None), "embed_tokens", None)
-    if embedding is None:
-        raise RuntimeError(f"vllm-noise: cannot find the input embedding of {type(model).__name__}")
-    return embedding
-
-
-def _layers(model) -> torch.nn.ModuleList:
-    return sites.decoder_layers(model)
-
-
 def _stream(output) -> torch.Tensor:
-    """The residual stream a decoder layer hands on: vLLM's Llama-style layers return
-    (hidden, residual) and add them in the next layer's norm."""
+    """The residual stream a module hands on: vLLM's Llama-style layers return
+    (hidden, residual) and add them in the next layer's norm; an embedding, a tensor."""
     if isinstance(output, tuple):
         return output[0] if output[1] is None else output[0] + output[1]
     return output
 
 
 class _Measure:
-    """hf-noise's layer reference: mean L2 norm of the layer's output over the
-    calibration text, the first position dropped."""
+    """hf-noise's calibrated reference (noise.sites.calibration_norm) on vLLM's stream."""
 
-    def __init__(self, layer):
+    def __init__(self, module):
         self.norm = None
-        self.handle = layer.register_forward_hook(self)
+        self.handle = module.register_forward_hook(self)
 
     def __call__(self, module, inputs, output):
         if self.norm is None:
-            self.norm = _stream(output)[1:].float().norm(dim=-1).mean().item()
+            self.norm = sites.calibration_norm(_stream(output)).item()
 
 
 class _NoiseHook:
-    def __init__(self, runner, spec: NoiseSpec, sampler: NoiseSampler, layer_site: bool, reference_norm: float):
-        self.runner, self.spec, self.sampler, self.layer_site = runner, spec, sampler, layer_site
+    def __init__(self, runner, spec: NoiseSpec, sampler: NoiseSampler, site: sites.Site):
+        self.runner, self.spec, self.sampler = runner, spec, sampler
         # noise_reference=prompt: a request's noise norm, measured on its prompt's step
-        self.prompt_norms = _PromptNorms(spec, sampler.expected_norm / reference_norm) \
+        self.prompt_norms = _PromptNorms(site, noise_per_reference(spec, sampler.dim)) \
             if spec.reference == "prompt" else None
 
     def __call__(self, module, inputs, output):
-        stream = _stream(output) if self.layer_site else output
+        stream = _stream(output)
         step = _Step.read(self.runner, stream.shape[0])
         if step is None:
             return None
@@ -151,7 +132,7 @@ class _NoiseHook:
         positions = step.positions.masked_fill(step.prompt_lengths < 0, -1)
         multiplier = position_multiplier(self.spec, positions, step.prompt_lengths)
         out[: step.count] += (noise * multiplier[:, None, None])[:, 0].to(out.dtype)
-        if not self.layer_site:
+        if not isinstance(output, tuple):
             return out
         # The whole stream in the first element and a zero residual: the next layer's
         # fused add-and-norm then sees exactly hf-noise's noisy stream.
@@ -214,14 +195,14 @@ class _Step:
 
 
 class _PromptNorms:
-    """noise_reference=prompt: hf-noise's per-sample reference, the mean L2 norm of the
-    site's clean output over the prompt (the site's own prompt positions), times the
-    noise per unit of reference. hf-noise measures it on the call that holds the whole
-    prompt; here the step that holds it (chunked prefill is off under this reference, and a
-    prompt split across steps is an error), kept per request for its later steps."""
+    """noise_reference=prompt: hf-noise's per-sample reference (the site's
+    `prompt_reference`) times the noise per unit of reference. hf-noise measures it on
+    the call that holds the whole prompt; here the step that holds it (chunked prefill is
+    off under this reference, and a prompt split across steps is an error), kept per
+    request for its later steps."""
 
-    def __init__(self, spec: NoiseSpec, per_reference: float):
-        self.prompt_positions = sites.SITES[spec.site].prompt_positions
+    def __init__(self, site: sites.Site, per_reference: float):
+        self.site = site
         self.per_reference = per_reference
         self.norms: dict[str, torch.Tensor] = {}  # per request held by the runner: its noise norm
         self.recorded: dict[str, float] = {}  # per generation sample seed: its prompt's norm, for the record
@@ -239,13 +220,12 @@ class _PromptNorms:
 
     def _measure(self, step: _Step, stream: torch.Tensor, span: _Span) -> torch.Tensor:
         positions, length = step.positions[span.start:span.end], span.prompt_length
-        in_prompt = (positions >= 0) & (positions < length)
-        seen = int(in_prompt.sum())
+        seen = int(((positions >= 0) & (positions < length)).sum())
         if length == 0 or seen != length:
             raise RuntimeError(f"vllm-noise: noise_reference=prompt needs each prompt whole in one step, but a "
                                f"prompt of {length} tokens came with {seen} of them")
-        mask = self.prompt_positions(in_prompt[None], positions[None], torch.tensor([length], device=positions.device))
-        reference = stream[span.start:span.end][mask[0]].float().norm(dim=-1).mean()
+        lengths = torch.tensor([length], device=positions.device)
+        reference = self.site.prompt_reference(stream[span.start:span.end][None], positions[None], lengths)[0]
         if span.generation:
             self.recorded[str(span.seed)] = reference.item()
         return reference * self.per_reference

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import InputError
 from . import sites
 from .positions import PositionsUnknown, cache_length, call_positions
-from .sampler import NoiseSampler, refuse_unrepresentable
+from .sampler import NoiseSampler, noise_per_reference, noise_record, refuse_unrepresentable
 from .spec import NoiseSpec
 
 # Bound on noise elements generated at once during a long prefill (int64 hash temporaries).
@@ -89,12 +89,12 @@ class NoiseInjector:
 
     def __init__(self, model: nn.Module, spec: NoiseSpec, tokenizer=None, max_length: int = 2048):
         dim = sites.hidden_size(model)
-        layers = sites.decoder_layers(model) if spec.site == "layer" else None
-        self.spec = spec.validate_for_model(dim, len(layers) if layers is not None else 0)
+        self.spec = spec.validate_for_model(dim, sites.count_layers(sites.text_config(model)) or 0)
         self.model = model
-        self.site = sites.SITES[self.spec.site](model, self.spec.layer)
+        self.site = sites.SITES[self.spec.site].in_model(model, self.spec.layer)
         self.module = self.site.module
-        self.reference_norm = self.site.reference_norm(tokenizer, max_length)
+        self.reference_norm = self._reference_norm(tokenizer, max_length)
+        self.per_reference = noise_per_reference(self.spec, dim)
         self.body = sites.body(model)
         device = sites.unwrap(model).get_input_embeddings().weight.device
         self.sampler = NoiseSampler(self.spec, self.reference_norm, dim, device)
@@ -106,18 +106,17 @@ class NoiseInjector:
                                        torch.finfo(dtype).max, str(dtype).removeprefix("torch."))
             warn_if_rounded_away(self.sampler.expected_norm, self.reference_norm, dim, dtype)
 
+    def _reference_norm(self, tokenizer, max_length: int) -> float:
+        if not self.site.calibrated:
+            return self.site.weights_reference_norm()
+        if tokenizer is None:
+            raise InputError(f"hf-noise: noise_site={self.spec.site_name} needs a tokenizer to measure its reference "
+                             "norm on the calibration text")
+        return sites.layer_reference_norm(self.model, self.module, tokenizer, max_length)
+
     def record(self) -> dict:
         """Everything needed to rerun: settings, resolved site, reference and noise norms."""
-        return {
-            **self.spec.to_record(),
-            "reference_norm": self.reference_norm,
-            "expected_noise_norm": self.sampler.expected_norm,
-            "hidden_size": self.sampler.dim,
-        }
-
-    def norm_per_reference(self) -> float:
-        """Noise norm per unit of reference norm (for `noise_reference=prompt`)."""
-        return self.sampler.expected_norm / self.reference_norm
+        return noise_record(self.spec, self.reference_norm, self.sampler.dim)
 
     @contextmanager
     def attached(self, batch: NoiseBatch):
@@ -211,9 +210,9 @@ class _NoiseHook:
         self._block: _DecodeBlock | None = None
         self._step: int | None = None  # this forward's step in the block
         self._open_at: int | None = None  # this forward opens a block at this cache length
-        # Its output: with noise_reference=prompt, each sample's noise norm (float32 [B]),
-        # measured on its prompt in the first call.
-        self.prompt_norms: torch.Tensor | None = None
+        # Its output: with noise_reference=prompt, each sample's reference norm (float32
+        # [B]), measured on its prompt in the first call.
+        self.prompt_references: torch.Tensor | None = None
 
     def read_positions(self, module, args, kwargs):
         # Read now, before the forward runs: its layers append to the KV cache.
@@ -262,7 +261,7 @@ class _NoiseHook:
         rows, _, dim = hidden.shape
         batch = self._batch_for(rows)
         first = self._positions_of(hidden)
-        if (self.spec.reference == "prompt" and self.prompt_norms is None) or bool((first < 0).any()):
+        if (self.spec.reference == "prompt" and self.prompt_references is None) or bool((first < 0).any()):
             return False
         positions = first + torch.arange(_BLOCK, device=first.device)
         noise = torch.empty((rows, _BLOCK, dim), dtype=hidden.dtype, device=hidden.device)
@@ -293,8 +292,10 @@ class _NoiseHook:
         rows, length, dim = hidden.shape
         batch = self._batch_for(rows)
         positions = self._positions_of(hidden)
-        if self.spec.reference == "prompt" and self.prompt_norms is None:
-            self.prompt_norms = self._prompt_norms(batch, hidden, positions)[:: rows // self.batch.seeds.shape[0]]
+        if self.spec.reference == "prompt" and self.prompt_references is None:
+            # The site's clean output over each prompt, in the first call (which holds the whole prompt).
+            references = self.injector.site.prompt_reference(hidden, positions, batch.prompt_lengths)
+            self.prompt_references = references[:: rows // self.batch.seeds.shape[0]]
         norms = self._norms_for(rows)
         out = hidden.clone()
         step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
@@ -306,10 +307,12 @@ class _NoiseHook:
         return out
 
     def _norms_for(self, rows: int) -> torch.Tensor | None:
-        """prompt_norms per row of a call (beams and return sequences repeat each sample)."""
-        if self.prompt_norms is None:
+        """noise_reference=prompt: each row's noise norm (beams and return sequences repeat
+        each sample)."""
+        if self.prompt_references is None:
             return None
-        return self.prompt_norms.repeat_interleave(rows // self.prompt_norms.shape[0])
+        norms = self.prompt_references * self.injector.per_reference
+        return norms.repeat_interleave(rows // norms.shape[0])
 
     def _batch_for(self, rows: int) -> NoiseBatch:
         size = self.batch.seeds.shape[0]
@@ -323,18 +326,6 @@ class _NoiseHook:
 
     def _multiplier(self, batch: NoiseBatch, positions: torch.Tensor) -> torch.Tensor:
         return position_multiplier(self.spec, positions, batch.prompt_lengths[:, None])
-
-    def _prompt_norms(self, batch: NoiseBatch, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Recipe A's reference per row: the mean L2 norm of the site's clean output over
-        the row's prompt tokens (for the embed site, mean_i ||E(x_i)||), times the noise
-        per unit of reference. Measured in the first call, which holds the whole prompt."""
-        in_prompt = (positions >= 0) & (positions < batch.prompt_lengths[:, None])
-        in_prompt = self.injector.site.prompt_positions(in_prompt, positions, batch.prompt_lengths)
-        if not torch.all(in_prompt.any(dim=1)):
-            raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
-        norms = hidden.detach().float().norm(dim=-1) * in_prompt
-        reference = norms.sum(dim=1) / in_prompt.sum(dim=1)
-        return reference * self.injector.norm_per_reference()
 
 
 def position_multiplier(spec: NoiseSpec, positions: torch.Tensor, prompt_lengths: torch.Tensor) -> torch.Tensor:

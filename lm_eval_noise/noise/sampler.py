@@ -42,6 +42,24 @@ def expected_noise_norm(spec: NoiseSpec, reference_norm: float, dim: int) -> flo
     return spec.sigma_scale * reference_norm
 
 
+def noise_per_reference(spec: NoiseSpec, dim: int) -> float:
+    """The noise norm per unit of reference norm under `sigma_scale` (what
+    noise_reference=prompt multiplies each sample's own reference by)."""
+    return expected_noise_norm(spec, 1.0, dim)
+
+
+def noise_record(spec: NoiseSpec, reference_norm: float | None, dim: int) -> dict:
+    """What a run records of its noise, for every engine: the settings (with file
+    hashes), the resolved site, the reference and expected noise norms (None while the
+    reference is not measured yet) and the hidden size."""
+    record = {**spec.to_record(), "reference_norm": reference_norm,
+              "expected_noise_norm": None if reference_norm is None else expected_noise_norm(spec, reference_norm, dim),
+              "hidden_size": dim}
+    if spec.reference == "prompt":
+        record["noise_per_reference"] = noise_per_reference(spec, dim)
+    return record
+
+
 def refuse_unrepresentable(spec: NoiseSpec, expected_norm: float, reference_norm: float, largest: float,
                            dtype_name: str) -> None:
     """Noise whose vectors could exceed `largest` (inf in that dtype) is refused, naming

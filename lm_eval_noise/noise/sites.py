@@ -15,8 +15,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InputError
-
 CALIBRATION_TEXT = (
     "The history of science is full of small observations that changed how people "
     "understood the world. A farmer notices that one field yields more grain than "
@@ -118,6 +116,12 @@ def calibration_ids(tokenizer, max_length: int) -> list[int]:
     return list(tokenizer(CALIBRATION_TEXT)["input_ids"][: min(_CALIBRATION_MAX_TOKENS, max_length)])
 
 
+def calibration_norm(stream: torch.Tensor) -> torch.Tensor:
+    """A layer's reference norm from its output over the calibration tokens [T, d]: the
+    mean L2 norm, the first position dropped (an outlier in most LMs). A 0-d tensor."""
+    return stream.detach()[1:].float().norm(dim=-1).mean()
+
+
 def layer_reference_norm(model: nn.Module, layer: nn.Module, tokenizer, max_length: int) -> float:
     return layer_reference_norms(model, [layer], tokenizer, max_length)[0]
 
@@ -132,8 +136,7 @@ def layer_reference_norms(model: nn.Module, layers, tokenizer, max_length: int) 
 
     def capture(index):
         def hook(module, inputs, output):
-            hidden = (output[0] if isinstance(output, tuple) else output).detach()
-            norms[index] = hidden[0, 1:].float().norm(dim=-1).mean().item()  # drop the first position
+            norms[index] = calibration_norm((output[0] if isinstance(output, tuple) else output)[0]).item()
         return hook
 
     handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
@@ -157,46 +160,98 @@ def reference_norms(model: nn.Module, tokenizer, max_length: int = 2048) -> dict
 
 
 # ---------------------------------------------------------------- the sites themselves
-# A site: the module whose output gets the noise, the reference norm sigma_scale is
-# relative to, and which prompt positions a per-prompt reference (noise_reference=prompt)
-# averages over. Adding a site (attention or MLP output, say) is one class in SITES.
+# A site: the module whose output gets the noise, how its reference norm (the unit of
+# sigma_scale) is taken, and which prompt positions a per-prompt reference
+# (noise_reference=prompt) averages over. Every engine asks these objects: hf-noise
+# builds them on a transformers model (`in_model`), vllm-noise's worker on vLLM's
+# (`in_vllm_model`). Adding a site (attention or MLP output, say) is one class in SITES.
 
 
-class EmbeddingSite:
-    """The input embedding's output: the token vectors (after any scale the module applies)."""
+class Site:
+    needs_input_ids = False  # True: the module does not run on a call that passes inputs_embeds
+    calibrated = False  # True: the reference norm is measured on the calibration text, not the weights
 
-    needs_input_ids = True  # the module does not run on a call that passes inputs_embeds
+    def __init__(self, module: nn.Module):
+        self.module = module
 
-    def __init__(self, model: nn.Module, layer: int | None = None):
-        self.model = model
-        self.module = unwrap(model).get_input_embeddings()
+    def weights_reference_norm(self) -> float:
+        """The reference norm of a site that is not `calibrated`."""
+        raise NotImplementedError
 
-    def reference_norm(self, tokenizer, max_length: int) -> float:
-        return embedding_reference_norm(self.model)
+    def differs_in_vllm(self, model: nn.Module) -> str | None:
+        """Why noise on this site of a vLLM model would not be hf-noise's (completing
+        "<model type> in vLLM ..."), or None."""
+        return None
 
     @staticmethod
-    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return in_prompt
 
+    def prompt_reference(self, hidden: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """noise_reference=prompt: per row of the site's clean output [B, T, d], the mean
+        L2 norm over the row's prompt positions (absolute `positions` [B, T], prompt
+        `lengths` [B]); float32 [B]. The caller gives a call that holds each whole prompt."""
+        in_prompt = (positions >= 0) & (positions < lengths[:, None])
+        counted = self.prompt_positions(in_prompt, positions, lengths)
+        if not bool(counted.any(dim=1).all()):
+            raise RuntimeError("noise_reference=prompt: a model call holds no prompt position of a row")
+        norms = hidden.detach().float().norm(dim=-1) * counted
+        return norms.sum(dim=1) / counted.sum(dim=1)
 
-class LayerSite:
+
+class EmbeddingSite(Site):
+    """The input embedding's output: the token vectors (after any scale the module applies)."""
+
+    needs_input_ids = True
+
+    def __init__(self, module: nn.Module, vocab_size: int):
+        super().__init__(module)
+        self.vocab_size = vocab_size
+
+    @classmethod
+    def in_model(cls, model: nn.Module, layer: int | None = None) -> EmbeddingSite:
+        embedding = unwrap(model).get_input_embeddings()
+        return cls(embedding, embedding.weight.shape[0])
+
+    @classmethod
+    def in_vllm_model(cls, model: nn.Module, layer: int | None = None) -> EmbeddingSite:
+        embedding = getattr(getattr(model, "model", None), "embed_tokens", None)
+        if embedding is None:
+            raise RuntimeError(f"vllm-noise: cannot find the input embedding of {type(model).__name__}")
+        return cls(embedding, model.config.vocab_size)  # vLLM pads its table: the config's count
+
+    def weights_reference_norm(self) -> float:
+        return vocabulary_mean_norm(self.module, self.vocab_size, next(self.module.parameters()).device)
+
+    def differs_in_vllm(self, model: nn.Module) -> str | None:
+        """vLLM's model may scale the token embeddings after this module (Gemma's sqrt(d)
+        normalizer, which transformers applies inside it): noise on the module would come
+        before the scale."""
+        inner = getattr(model, "model", None)
+        if not hasattr(inner, "embed_input_ids"):
+            return None
+        ids = torch.arange(min(64, self.vocab_size), device=next(self.module.parameters()).device)
+        with torch.no_grad():
+            if torch.equal(inner.embed_input_ids(ids), self.module(ids)):
+                return None
+        return "scales its token embeddings after the embedding module, where transformers scales them inside it"
+
+
+class LayerSite(Site):
     """Decoder layer L's output: the residual stream after it."""
 
-    needs_input_ids = False
+    calibrated = True
 
-    def __init__(self, model: nn.Module, layer: int):
-        self.model = model
-        self.module = decoder_layers(model)[layer]
+    @classmethod
+    def in_model(cls, model: nn.Module, layer: int) -> LayerSite:
+        return cls(decoder_layers(model)[layer])
 
-    def reference_norm(self, tokenizer, max_length: int) -> float:
-        if tokenizer is None:
-            raise InputError("hf-noise: a layer site needs a tokenizer to measure its reference norm")
-        return layer_reference_norm(self.model, self.module, tokenizer, max_length)
+    in_vllm_model = in_model  # vLLM's models hold their blocks in one ModuleList too
 
     @staticmethod
-    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor):
+    def prompt_positions(in_prompt: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # As for the calibration: the first position is an outlier (unless it is all there is).
         return in_prompt & ((positions > 0) | (lengths[:, None] == 1))
 
 
-SITES = {"embed": EmbeddingSite, "layer": LayerSite}
+SITES: dict[str, type[Site]] = {"embed": EmbeddingSite, "layer": LayerSite}
