@@ -28,7 +28,8 @@ def cgroups_available() -> bool:
 
 def leftovers(root: Path) -> set[str]:
     """Temp entries under `root`, and fork servers or program processes still alive (not
-    the server factories, which live as long as this process)."""
+    the server factories, which live as long as this process, and not those of a sibling
+    test process: pytest-xdist runs its workers side by side)."""
     found = {f"path:{p.name}" for p in root.iterdir()}
     factories = servers.factory_pids()
     for entry in Path("/proc").iterdir():
@@ -39,6 +40,22 @@ def leftovers(root: Path) -> set[str]:
             uid = int((entry / "status").read_text().split("Uid:")[1].split()[0])
         except (OSError, IndexError):
             continue
-        if b"lm-eval-noise-fork-server" in cmdline or uid >= PROGRAM_UID_FLOOR:
+        if (b"lm-eval-noise-fork-server" in cmdline or uid >= PROGRAM_UID_FLOOR) and not _of_a_sibling(int(entry.name)):
             found.add(f"pid:{entry.name}:{cmdline[:80]!r}")
     return found
+
+
+def _of_a_sibling(pid: int) -> bool:
+    """Whether `pid` descends from another process running the same command line as this
+    one (another xdist worker) before reaching this one. An orphan counts as ours."""
+    own = Path("/proc/self/cmdline").read_bytes()
+    while pid > 1:
+        if pid == os.getpid():
+            return False
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == own:
+                return True
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
