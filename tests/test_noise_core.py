@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lm_eval_noise.noise import NoiseArgumentError, NoiseInjector, NoiseSampler, NoiseSpec, chi_mean, inject_noise
 from lm_eval_noise.noise import hooks as hooks_module
+from lm_eval_noise.noise import sampler as sampler_module
 from lm_eval_noise.noise.sites import decoder_layers
 
 
@@ -308,13 +309,13 @@ def test_noise_vectors_per_token_pick_a_row_per_position_from_the_seed(toy, tmp_
 
 
 def test_noise_is_drawn_in_bounded_chunks_and_once_per_block_of_decoding_steps(toy, monkeypatch):
-    """The prefill's noise in chunks of at most _MAX_CHUNK_ELEMENTS; the decoding steps'
+    """The prefill's noise in chunks of at most MAX_DRAW_ELEMENTS; the decoding steps'
     in one block of _BLOCK positions per row (in the same chunks), drawn at the first step
     and served from there: no draw per step."""
     model, tokenizer = toy
     spec = _spec(sigma_scale=0.5)
     injector = NoiseInjector(model, spec, tokenizer=tokenizer)
-    monkeypatch.setattr(hooks_module, "_MAX_CHUNK_ELEMENTS", 4 * 64 * 8)  # 8 positions of 4 rows
+    monkeypatch.setattr(sampler_module, "MAX_DRAW_ELEMENTS", 4 * 64 * 8)  # 8 positions of 4 rows
     monkeypatch.setattr(hooks_module, "_BLOCK", 16)
     shapes = []
     sample = injector.sampler.sample

@@ -144,6 +144,9 @@ def test_what_vllm_noise_cannot_serve_is_refused_in_one_line(demo_model, monkeyp
         "enforce_eager": {"enforce_eager": False},
         "pipeline_parallel_size": {"pipeline_parallel_size": 2},
         "speculative_config": {"speculative_config": {"method": "ngram", "num_speculative_tokens": 2}},
+        # They force the V2 runner, whatever VLLM_USE_V2_MODEL_RUNNER says.
+        "watermark_config": {"watermark_config": {"key": 1}},
+        "attention_config": {"attention_config": {"hisparse_config": {"topk": 8}}},
     }
     for name, args in refused.items():
         with pytest.raises(InputError, match=re.escape(f"vllm-noise: {name}={args[name]!r}: valid")):
@@ -206,32 +209,15 @@ def test_vllm_bench_prints_the_ratio_against_hf_noise(capsys):
     assert re.search(r"^vllm-noise\s+[\d.]+\s+[\d.]+$", out, re.MULTILINE)
 
 
-def test_a_prompt_split_across_steps_is_an_error_under_a_prompt_reference():
-    """hf-noise measures a prompt's norm on the call holding all of it; a step with part
-    of a prompt (chunked prefill, which vllm-noise switches off) must not guess."""
-    import torch
-
-    from lm_eval_noise.harness.vllm_worker import _PromptNorms, _Span, _Step
-    from lm_eval_noise.noise.sites import EmbeddingSite
-
-    norms = _PromptNorms(EmbeddingSite(torch.nn.Embedding(1, 4), vocab_size=1), per_reference=2.0)
-
-    def step(spans, positions):
-        spans = [_Span(req_id, start, end, length, seed=7, generation=True) for req_id, start, end, length in spans]
-        count = len(positions)
-        lengths = [s.prompt_length for s in spans for _ in range(s.end - s.start)]
-        return _Step(torch.zeros(count, dtype=torch.int64), torch.zeros(count, dtype=torch.int64),
-                     torch.tensor(positions), torch.tensor(lengths), spans, held={s.req_id for s in spans})
-
-    stream = torch.ones(6, 4)  # every vector of norm 2
-    whole = norms.per_token(step([("a", 0, 4, 4), ("b", 4, 6, 2)], [0, 1, 2, 3, 0, 1]), stream)
-    assert whole.tolist() == [4.0] * 6  # mean prompt norm 2, times 2 per unit of reference
-    assert norms.recorded == {"7": 2.0}  # the sample's own reference, as hf-noise records it
-    assert norms.per_token(step([("a", 0, 1, 4)], [4]), stream[:1]).tolist() == [4.0]  # its later steps
-    with pytest.raises(RuntimeError, match="whole in one step, but a prompt of 5 tokens came with 3"):
-        norms.per_token(step([("c", 0, 3, 5)], [0, 1, 2]), stream[:3])
-    with pytest.raises(RuntimeError, match="a prompt of 0 tokens"):  # hf-noise refuses it too
-        norms.per_token(step([("d", 0, 1, 0)], [0]), stream[:1])
+@pytest.mark.slow
+def test_a_chunked_calibration_measures_the_whole_text(demo_model):
+    """With chunked prefill and a token budget below the calibration text, the layer's
+    reference is still hf-noise's: measured over the whole text, not its first chunk."""
+    path, _ = demo_model
+    layer = {"sigma_scale": 0.5, "noise_site": "layer:1"}
+    hf = _hf(path, **layer).injector.reference_norm
+    chunked = _vllm(path, **layer, enable_chunked_prefill=True, max_num_batched_tokens=32, max_num_seqs=4)
+    assert chunked.noise_record["reference_norm"] == pytest.approx(hf, rel=1e-5)
 
 
 @pytest.mark.slow

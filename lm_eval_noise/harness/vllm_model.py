@@ -61,6 +61,7 @@ def _lm_eval_vllm() -> type:
 VLLM = _lm_eval_vllm()
 WORKER_EXTENSION = "lm_eval_noise.harness.vllm_worker.NoiseWorkerExtension"
 V2_RUNNER = "VLLM_USE_V2_MODEL_RUNNER"
+_V2_FORCED = "it forces vLLM's V2 model runner, whose state the noise hook cannot read"
 _SAMPLE_KEY = "_lm_eval_noise_sample"  # in a request's gen_kwargs copy, on its way to SamplingParams
 
 
@@ -83,6 +84,10 @@ class VLLMNoiseLM(VLLM):
                                        "1 (the hooked layer may live on another rank)"),
             "speculative_config": (active and kwargs.get("speculative_config") is not None,
                                    "none under noise (a drafter shares the hooked embedding)"),
+            # These force vLLM's V2 model runner, whatever VLLM_USE_V2_MODEL_RUNNER says.
+            "watermark_config": (kwargs.get("watermark_config") is not None, f"none ({_V2_FORCED})"),
+            "attention_config": ("hisparse" in str(kwargs.get("attention_config") or ""),
+                                 f"one without hisparse_config ({_V2_FORCED})"),
         }
         for name, (refused, valid) in refusals.items():
             if refused:
@@ -219,6 +224,9 @@ def install_noise(llm, spec: NoiseSpec, calibration_ids: list[int]) -> dict:
     config = llm.llm_engine.model_config.hf_text_config
     dim = config.hidden_size
     spec = spec.validate_for_model(dim, count_layers(config) or 0)
+    if any(llm.collective_rpc("lm_eval_noise_uses_v2_runner")):  # a way to it that the arguments did not show
+        raise InputError("vllm-noise: this configuration runs vLLM's V2 model runner, whose state the noise hook "
+                         "cannot read: valid: one on the V1 runner")
     differs = [reason for reason in llm.collective_rpc("lm_eval_noise_site_differs", args=(spec.site, spec.layer))
                if reason]
     if spec.active and differs:
@@ -229,7 +237,7 @@ def install_noise(llm, spec: NoiseSpec, calibration_ids: list[int]) -> dict:
         from vllm import SamplingParams, TokensPrompt
 
         llm.generate([TokensPrompt(prompt_token_ids=calibration_ids)], SamplingParams(max_tokens=1), use_tqdm=False)
-        reference = _one_value(llm.collective_rpc("lm_eval_noise_measured"))
+        reference = _one_value(llm.collective_rpc("lm_eval_noise_measured", args=(len(calibration_ids),)))
     record = noise_record(spec, reference, dim)
     if spec.active:
         llm.collective_rpc("lm_eval_noise_install", args=(record,))

@@ -31,11 +31,9 @@ from torch import nn
 from ..errors import InputError
 from . import sites
 from .positions import PositionsUnknown, cache_length, call_positions
-from .sampler import NoiseSampler, noise_per_reference, noise_record, refuse_unrepresentable
+from .sampler import NoiseSampler, draw_chunks, noise_per_reference, noise_record, refuse_unrepresentable
 from .spec import NoiseSpec
 
-# Bound on noise elements generated at once during a long prefill (int64 hash temporaries).
-_MAX_CHUNK_ELEMENTS = 1 << 22
 _NO_BOUNDARY = torch.iinfo(torch.int64).max
 # Decoding positions per row whose noise is drawn in one go (0: draw at every step).
 _BLOCK = 64
@@ -265,9 +263,7 @@ class _NoiseHook:
             return False
         positions = first + torch.arange(_BLOCK, device=first.device)
         noise = torch.empty((rows, _BLOCK, dim), dtype=hidden.dtype, device=hidden.device)
-        step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
-        for chunk_start in range(0, _BLOCK, step):
-            chunk = slice(chunk_start, min(_BLOCK, chunk_start + step))
+        for chunk in draw_chunks(_BLOCK, rows * dim):
             chunk_positions = positions[:, chunk]
             drawn = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, self._norms_for(rows))
             noise[:, chunk] = (drawn * self._multiplier(batch, chunk_positions)[..., None]).to(hidden.dtype)
@@ -295,12 +291,12 @@ class _NoiseHook:
         if self.spec.reference == "prompt" and self.prompt_references is None:
             # The site's clean output over each prompt, in the first call (which holds the whole prompt).
             references = self.injector.site.prompt_reference(hidden, positions, batch.prompt_lengths)
+            if not bool(torch.isfinite(references).all()):
+                raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
             self.prompt_references = references[:: rows // self.batch.seeds.shape[0]]
         norms = self._norms_for(rows)
         out = hidden.clone()
-        step = max(1, _MAX_CHUNK_ELEMENTS // max(1, rows * dim))
-        for chunk_start in range(0, length, step):
-            chunk = slice(chunk_start, min(length, chunk_start + step))
+        for chunk in draw_chunks(length, rows * dim):
             chunk_positions = positions[:, chunk]
             noise = self.sampler.sample(batch.seeds, batch.repeats, chunk_positions, norms)
             out[:, chunk] += (noise * self._multiplier(batch, chunk_positions)[..., None]).to(out.dtype)

@@ -22,9 +22,19 @@ import torch
 from .rng import SEQUENCE_POSITION, gaussian, uniform_index
 from .spec import FLOAT32_MAX, NoiseArgumentError, NoiseSpec
 
+# Bound on noise elements drawn at once (each costs a few int64 hash temporaries): a long
+# prefill, or a vLLM step of thousands of tokens, is drawn in chunks of at most this many.
+MAX_DRAW_ELEMENTS = 1 << 22
 # How far above its expected norm one Gaussian noise vector may reach, for the check
 # that it stays finite (chi(d) / E chi(d) exceeds 4 with negligible probability).
 _SPREAD = 4.0
+
+
+def draw_chunks(length: int, elements_per_position: int) -> list[slice]:
+    """Slices of range(length) that each draw at most MAX_DRAW_ELEMENTS noise elements
+    (at least one position each)."""
+    step = max(1, MAX_DRAW_ELEMENTS // max(1, elements_per_position))
+    return [slice(start, min(length, start + step)) for start in range(0, length, step)]
 
 
 def chi_mean(dim: int) -> float:
