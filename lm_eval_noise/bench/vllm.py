@@ -81,7 +81,9 @@ def run(args) -> int:
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
         del model
-        engine = {"dtype": args.dtype, "max_model_len": 512, "seed": 0}
+        # Three engines at once: each a KV cache of its own size, not a share of the machine's memory.
+        engine = {"dtype": args.dtype, "max_model_len": 512, "seed": 0,
+                  "kv_cache_memory_bytes": args.kv_cache_mib << 20}
         stock = LLM(model=folder, **engine)
         quiet = VLLMNoiseLM(pretrained=folder, **engine, sigma_scale=0.0, **noise)
         noisy = VLLMNoiseLM(pretrained=folder, **engine, sigma_scale=args.sigma_scale, **noise)

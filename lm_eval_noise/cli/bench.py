@@ -79,6 +79,7 @@ def _vllm(parser) -> None:
     parser.add_argument("--sigma-scale", type=float, default=0.1)
     parser.add_argument("--site", default="embed", help="embed or layer:L (default embed)")
     parser.add_argument("--scope", default="per_token", choices=["per_token", "per_sequence"])
+    parser.add_argument("--kv-cache-mib", type=int, default=512, help="each vLLM engine's KV cache (default 512)")
 
 
 # suite -> (module under lm_eval_noise.bench, its arguments)
