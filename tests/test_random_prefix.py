@@ -59,3 +59,14 @@ def test_a_prefix_and_noise_together_keep_the_noise_contract(toy_paths):
     one = make_lm(toy_paths["llama"], random_prefix=8, sigma_scale=0.5, batch_size=1).generate_until(requests)
     many = make_lm(toy_paths["llama"], random_prefix=8, sigma_scale=0.5, batch_size=6).generate_until(requests)
     assert one == many  # the same outputs whatever the batch size
+
+
+def test_a_carried_context_keeps_its_sample_when_copied_or_pickled():
+    import copy
+    import pickle
+
+    from lm_eval_noise.harness.requests import CarriedContext, Sample
+
+    context = CarriedContext("def f():", Sample(5, 2))
+    for clone in (copy.copy(context), copy.deepcopy(context), pickle.loads(pickle.dumps(context))):
+        assert clone == "def f():" and clone.sample == Sample(5, 2)

@@ -211,6 +211,16 @@ def test_vllm_bench_prints_the_ratio_against_stock_vllm(capsys):
     assert re.search(r"^hf-noise\s+[\d.]+\s+[\d.]+\s+-\s+-\s+-$", out, re.MULTILINE)
 
 
+def test_hisparse_is_found_in_every_form_of_attention_config():
+    from vllm.config import AttentionConfig
+
+    from lm_eval_noise.harness.vllm_model import _has_hisparse
+
+    assert _has_hisparse({"hisparse_config": {"topk": 8}}) and _has_hisparse('{"hisparse_config": {"topk": 8}}')
+    assert not _has_hisparse(AttentionConfig()) and not _has_hisparse({"hisparse_config": None})
+    assert not _has_hisparse('{"backend": "TORCH_SDPA"}') and not _has_hisparse(None)
+
+
 @pytest.mark.slow
 def test_a_chunked_calibration_measures_the_whole_text(demo_model):
     """With chunked prefill and a token budget below the calibration text, the layer's

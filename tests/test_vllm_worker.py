@@ -71,17 +71,24 @@ def test_a_dummy_run_gets_no_noise():
     state = hook.state
     state.in_step = False
     assert hook(None, (), torch.randn(12, DIM)) is None
+    # Inside execute_model a step's calls get noise, but not a dummy run it makes (vLLM
+    # does so when a data-parallel rank has nothing scheduled).
+    stream = torch.randn(12, DIM)
     calls = []
-    runner.execute_model = lambda: calls.append(state.in_step)
+    runner._dummy_run = lambda: calls.append(("dummy", hook(None, (), stream)))
+    runner.execute_model = lambda: calls.append(("step", hook(None, (), stream))) or runner._dummy_run()
     state.watch_steps(runner)
     runner.execute_model()
-    assert calls == [True] and state.in_step is False
+    (step, noised), (dummy, untouched) = calls
+    assert (step, dummy) == ("step", "dummy") and not torch.equal(noised, stream) and untouched is None
+    assert state.in_step is False
 
 
 class HostSyncs(TorchFunctionMode):
     """Records what would make the host wait for the device: reading a device tensor's
     values (.item(), bool(), .tolist(), .cpu(), ...), building a device tensor from host
-    data (torch.tensor(list, device=...), a pageable copy), or a blocking copy to it."""
+    data (torch.tensor(list, device=...), a pageable copy), or a blocking or strided copy
+    to it (CUDA stages a strided one through unpinned memory, which waits)."""
 
     READS = frozenset({"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy", "nonzero"})
 
@@ -97,9 +104,11 @@ class HostSyncs(TorchFunctionMode):
             self.found.append(name)
         elif name in ("tensor", "as_tensor") and str(kwargs.get("device", "cpu")) != "cpu":
             self.found.append(f"{name}(device={kwargs['device']})")
-        elif name == "copy_" and on_device and isinstance(args[1], torch.Tensor) and args[1].device.type == "cpu" \
-                and not (args[2:] or [kwargs.get("non_blocking", False)])[0]:
-            self.found.append("blocking copy_")
+        elif name == "copy_" and on_device and isinstance(args[1], torch.Tensor) and args[1].device.type == "cpu":
+            if not (args[2:] or [kwargs.get("non_blocking", False)])[0]:
+                self.found.append("blocking copy_")
+            elif not (args[0].is_contiguous() and args[1].is_contiguous()):  # staged through unpinned memory
+                self.found.append("strided copy_")
         return func(*args, **kwargs)
 
 
@@ -108,9 +117,10 @@ def test_the_sync_detector_detects():
         torch.tensor([1, 2], device="meta")
         torch.zeros(2, device="meta").copy_(torch.ones(2))
         torch.zeros(2, device="meta").copy_(torch.ones(2), non_blocking=True)
+        torch.zeros(2, 4, device="meta")[:, :2].copy_(torch.ones(2, 4)[:, :2], non_blocking=True)
         with pytest.raises(Exception, match="meta"):
             torch.zeros(1, device="meta").item()
-    assert syncs.found == ["tensor(device=meta)", "blocking copy_", "item"]
+    assert syncs.found == ["tensor(device=meta)", "blocking copy_", "strided copy_", "item"]
 
 
 @pytest.mark.parametrize("args", [{}, {"noise_reference": "prompt"}, {"noise_positions": "generated"}])

@@ -43,3 +43,24 @@ def print_rates(seconds: dict, tokens: int, baseline: str, width: int, ratio_hea
     for name, times in seconds.items():
         rate = tokens / statistics.median(times)
         print(f"{name:<{width}}{rate:>12.1f}{rate / base:>{len(ratio_header) + 2}.3f}")
+
+
+class OperationCounter:
+    """Counts the torch operations dispatched inside the block."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                counter.count += 1
+                return func(*args, **(kwargs or {}))
+
+        self.count, self._mode = 0, Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 from tqdm import tqdm
 
-from .common import build_bench_model
+from .common import OperationCounter, build_bench_model
 
 DEFAULT_VARIANTS = "embed:per_token,embed:per_sequence,layer:-2:per_token"
 _PROMPT_WORDS = (
@@ -44,29 +44,8 @@ def _variant_args(variant: str, sigma_scale: float) -> dict:
     return {"sigma_scale": sigma_scale, "noise_site": site, "noise_scope": scope}
 
 
-class _OperationCounter:
-    """Counts the torch operations dispatched inside the block."""
-
-    def __enter__(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        counter = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                counter.count += 1
-                return func(*args, **(kwargs or {}))
-
-        self.count, self._mode = 0, Mode()
-        self._mode.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self._mode.__exit__(*exc)
-
-
 def _operations(lm, requests) -> int:
-    with _OperationCounter() as counter:
+    with OperationCounter() as counter:
         lm.generate_until(requests, disable_tqdm=True)
     return counter.count
 

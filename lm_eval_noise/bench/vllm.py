@@ -20,8 +20,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-from .common import build_bench_model, timed_rounds
-from .noise import _OperationCounter, bench_requests
+from .common import OperationCounter, build_bench_model, timed_rounds
+from .noise import bench_requests
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def _measured_hook(totals: dict, count_operations: bool = False):
 
     def call(self, *args):
         if count_operations:
-            with _OperationCounter() as counter:
+            with OperationCounter() as counter:
                 result = original(self, *args)
             totals["operations"] = totals.get("operations", 0) + counter.count
             totals["counted steps"] = totals.get("counted steps", 0) + 1

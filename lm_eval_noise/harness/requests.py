@@ -55,6 +55,9 @@ class CarriedContext(str):
         context.sample = sample
         return context
 
+    def __reduce__(self):  # copies and pickles keep the sample
+        return CarriedContext, (str(self), self.sample)
+
 
 def random_prefix_length(value, engine: str) -> int:
     """The `random_prefix` model argument: characters, 0 = off."""

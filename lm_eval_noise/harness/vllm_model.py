@@ -18,6 +18,7 @@ the embed site where vLLM scales the embeddings outside the module transformers 
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -86,7 +87,7 @@ class VLLMNoiseLM(VLLM):
                                    "none under noise (a drafter shares the hooked embedding)"),
             # These force vLLM's V2 model runner, whatever VLLM_USE_V2_MODEL_RUNNER says.
             "watermark_config": (kwargs.get("watermark_config") is not None, f"none ({_V2_FORCED})"),
-            "attention_config": ("hisparse" in str(kwargs.get("attention_config") or ""),
+            "attention_config": (_has_hisparse(kwargs.get("attention_config")),
                                  f"one without hisparse_config ({_V2_FORCED})"),
         }
         for name, (refused, valid) in refusals.items():
@@ -271,6 +272,18 @@ def _one_value(answers: list):
            for a in answers):
         raise RuntimeError(f"vllm-noise: the workers disagree on the reference norm: {answers}")
     return first
+
+
+def _has_hisparse(attention_config) -> bool:
+    """Whether an attention_config (a dict, its JSON text, or vLLM's AttentionConfig) sets hisparse_config."""
+    if isinstance(attention_config, str):
+        try:
+            attention_config = json.loads(attention_config)
+        except ValueError:
+            return "hisparse_config" in attention_config
+    if isinstance(attention_config, dict):
+        return attention_config.get("hisparse_config") is not None
+    return getattr(attention_config, "hisparse_config", None) is not None
 
 
 def _flag(value) -> bool:

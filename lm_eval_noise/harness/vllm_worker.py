@@ -112,21 +112,25 @@ class _NoiseState:
         return worker._lm_eval_noise_state
 
     def watch_steps(self, runner) -> None:
-        """Mark the model calls made inside the runner's execute_model (real steps) from
-        those of its dummy runs, which happen outside it."""
+        """Mark the model calls of real steps (inside the runner's execute_model) apart
+        from those of its dummy runs (_dummy_run, also called inside execute_model when a
+        data-parallel rank has nothing scheduled)."""
         if self._watched is runner:
             return
-        execute_model = runner.execute_model
-
-        def watched(*args, **kwargs):
-            self.in_step = True
-            try:
-                return execute_model(*args, **kwargs)
-            finally:
-                self.in_step = False
-
-        runner.execute_model = watched
+        runner.execute_model = self._marking(runner.execute_model, True)
+        if hasattr(runner, "_dummy_run"):
+            runner._dummy_run = self._marking(runner._dummy_run, False)
         self._watched = runner
+
+    def _marking(self, method, in_step: bool):
+        def marked(*args, **kwargs):
+            outer, self.in_step = self.in_step, in_step
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.in_step = outer
+
+        return marked
 
 
 def _stream(output) -> torch.Tensor:
@@ -182,7 +186,9 @@ class StepSamples:
     prompt length (-1: no noise) and the token's request row. Filled on the host, sent
     to the device with one non-blocking copy from pinned memory; two host buffers take
     turns, and one is refilled only once its last copy is done (an event), so a step
-    never waits for the device unless it runs two steps ahead."""
+    never waits for the device unless it runs two steps ahead. Each buffer is flat and a
+    step uses its first ROWS x tokens elements: a contiguous block (a strided copy would
+    go through an unpinned staging copy, which waits)."""
 
     ROWS = 4
 
@@ -190,22 +196,22 @@ class StepSamples:
         self.device = device
         self.on_host = device.type == "cpu"
         pinned = not self.on_host and torch.cuda.is_available()
-        self.host = [torch.zeros((self.ROWS, capacity), dtype=torch.int64, pin_memory=pinned)
-                     for _ in range(1 if self.on_host else 2)]
-        self.buffer = self.host[0] if self.on_host else torch.zeros((self.ROWS, capacity), dtype=torch.int64,
-                                                                    device=device)
+        size = self.ROWS * capacity
+        self.host = [torch.zeros(size, dtype=torch.int64, pin_memory=pinned) for _ in range(1 if self.on_host else 2)]
+        self.buffer = self.host[0] if self.on_host else torch.zeros(size, dtype=torch.int64, device=device)
         self.events: list = [None] * len(self.host)
         self.turn = 0
 
     def fill(self, spans: list[_Span], tokens: int) -> torch.Tensor:
         """The [ROWS, tokens] device view for a step of `tokens` model rows (padding
         rows past the last span get no noise)."""
-        if tokens > self.buffer.shape[1]:
+        if self.ROWS * tokens > self.buffer.numel():
             self._grow(tokens)
-        host = self.host[self.turn]
+        used = self.ROWS * tokens
+        host = self.host[self.turn][:used]
         if self.events[self.turn] is not None:
             self.events[self.turn].synchronize()  # its previous copy is done (long since, but for a lag of 2 steps)
-        rows = host[:, :tokens].numpy()
+        rows = host.view(self.ROWS, tokens).numpy()
         rows.fill(0)
         rows[2].fill(-1)
         for span in spans:
@@ -214,15 +220,15 @@ class StepSamples:
             rows[2, span.start:span.end] = span.prompt_length
             rows[3, span.start:span.end] = span.index
         if self.on_host:
-            return host[:, :tokens]
-        view = self.buffer[:, :tokens]
-        view.copy_(host[:, :tokens], non_blocking=True)
+            return host.view(self.ROWS, tokens)
+        view = self.buffer[:used]
+        view.copy_(host, non_blocking=True)
         event = torch.cuda.Event() if self.device.type == "cuda" else None
         if event is not None:
             event.record()
         self.events[self.turn] = event
         self.turn = (self.turn + 1) % len(self.host)
-        return view
+        return view.view(self.ROWS, tokens)
 
     def _grow(self, tokens: int) -> None:
         fresh = StepSamples(tokens, self.device)
