@@ -8,9 +8,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -349,6 +351,9 @@ def test_a_finished_run_made_with_other_settings_is_never_reused(fake_runs, chan
     assert sorted(p.stat().st_mtime_ns for p in (folder / "out").rglob("results_*.json")) == stamps  # kept
     done = json.loads(next((folder / "out" / "runs").glob("*greedy*/DONE.json")).read_text())
     assert done["settings"]["samples"] == 3 and len(done["fingerprint"]) == 16
+    started, finished = (datetime.fromisoformat(done[key]) for key in ("started", "finished"))
+    assert started.tzinfo is not None and started <= finished <= datetime.now(timezone.utc)
+    assert done["host"] == socket.gethostname()
     assert [o.status for o in sweep(second, folder / "elsewhere")] == ["done", "done"]
 
 

@@ -7,7 +7,8 @@ Layout of the output folder:
     vectors/               random unit vectors of residual runs
 
 A run's settings (run_settings) are everything that shapes its output; DONE.json records
-them and their fingerprint. A rerun into the same folder
+them and their fingerprint, and when (`started`, `finished`: ISO 8601) and where
+(`host`) the run was made. A rerun into the same folder
 - skips a finished run whose recorded fingerprint equals its current one;
 - refuses to start (SweepConfigError, one line naming what changed) when a finished run
   was made with other settings, or by an older version that recorded none: reusing it
@@ -25,10 +26,12 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -297,11 +300,14 @@ def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True) -> list[RunOutco
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a partial run: start it again
         run_dir.mkdir(parents=True)
+        started = _now()
         code = _run_logged(command, run_dir / "log.txt", echo)
         results = sorted(run_dir.rglob("results_*.json"))
         if code == 0 and results:
+            # When and where it ran: not settings (not in the fingerprint), a record.
             done = {"run": run.name, "model": run.model, "task": run.task, "model_args": run.model_args,
                     "gen_kwargs": run.gen_kwargs, "results": str(results[-1].relative_to(run_dir)),
+                    "started": started, "finished": _now(), "host": socket.gethostname(),
                     "fingerprint": fingerprint(settings), "settings": settings}
             (run_dir / "DONE.json.partial").write_text(json.dumps(done, indent=2))
             os.replace(run_dir / "DONE.json.partial", run_dir / "DONE.json")  # never half a DONE.json
@@ -311,6 +317,11 @@ def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True) -> list[RunOutco
             outcomes.append(RunOutcome(run, "failed", run_dir, f"exit code {code}: " + " | ".join(tail)))
         bar.write(f"{run.name}: {outcomes[-1].status}")
     return outcomes
+
+
+def _now() -> str:
+    """This moment in ISO 8601, with its UTC offset."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def run_shape(run_dir: Path) -> dict:
