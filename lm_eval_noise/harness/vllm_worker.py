@@ -312,8 +312,7 @@ class _NoiseHook:
         known = self.samples.get(req_id)
         if known is not None:
             return known
-        if len(self.samples) > len(self.runner.requests) + 64:  # forget finished and aborted requests
-            self.samples = {key: value for key, value in self.samples.items() if key in self.runner.requests}
+        self.samples = _held_only(self.samples, self.runner.requests)
         params = request.sampling_params
         carried = (params.extra_args or {}).get(EXTRA_ARGS_KEY) if params is not None else None
         sample = Sample.from_wire(carried) if carried else _NO_NOISE
@@ -324,6 +323,14 @@ class _NoiseHook:
             sample = Sample(sample.seed, sample.repeat, request.num_prompt_tokens)
         self.samples[req_id] = (sample, generation)
         return self.samples[req_id]
+
+
+def _held_only(cache: dict, held) -> dict:
+    """`cache` (per request id), without the requests the runner no longer holds once
+    more than 64 of them have gone (finished, aborted)."""
+    if len(cache) <= len(held) + 64:
+        return cache
+    return {key: value for key, value in cache.items() if key in held}
 
 
 class _PromptNorms:
@@ -337,23 +344,22 @@ class _PromptNorms:
     def __init__(self, site: sites.Site, per_reference: float):
         self.site = site
         self.per_reference = per_reference
-        self.references: dict[str, torch.Tensor] = {}  # per request held by the runner: its prompt's reference
+        self.noise_norms: dict[str, torch.Tensor] = {}  # per request held by the runner: its noise norm
         self.kept: dict[int, torch.Tensor] = {}  # per generation sample seed: its reference, for the record
         self.misplaced: torch.Tensor | None = None  # device flag: a measured prompt did not start at position 0
 
     def per_request(self, spans: list[_Span], stream: torch.Tensor, positions: torch.Tensor, held) -> torch.Tensor:
         """Each request row's noise norm, float32 [rows] on the device (0 without noise);
         `held`: the ids of every request the runner holds."""
-        if len(self.references) > len(held) + 64:  # forget finished and aborted requests
-            self.references = {key: value for key, value in self.references.items() if key in held}
+        self.noise_norms = _held_only(self.noise_norms, held)
         norms = []
         for span in spans:
             if span.prompt_length < 0:
                 norms.append(stream.new_zeros((), dtype=torch.float32))
                 continue
-            if span.req_id not in self.references:
-                self.references[span.req_id] = self._measure(span, stream, positions)
-            norms.append(self.references[span.req_id] * self.per_reference)
+            if span.req_id not in self.noise_norms:
+                self.noise_norms[span.req_id] = self._measure(span, stream, positions) * self.per_reference
+            norms.append(self.noise_norms[span.req_id])
         return torch.stack(norms)
 
     def _measure(self, span: _Span, stream: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -211,6 +211,7 @@ class _NoiseHook:
         # Its output: with noise_reference=prompt, each sample's reference norm (float32
         # [B]), measured on its prompt in the first call.
         self.prompt_references: torch.Tensor | None = None
+        self._prompt_noise_norms: torch.Tensor | None = None  # their noise norms, computed once
 
     def read_positions(self, module, args, kwargs):
         # Read now, before the forward runs: its layers append to the KV cache.
@@ -294,6 +295,7 @@ class _NoiseHook:
             if not bool(torch.isfinite(references).all()):
                 raise RuntimeError("hf-noise: noise_reference=prompt needs the prompt in the first model call")
             self.prompt_references = references[:: rows // self.batch.seeds.shape[0]]
+            self._prompt_noise_norms = self.prompt_references * self.injector.per_reference
         norms = self._norms_for(rows)
         out = hidden.clone()
         for chunk in draw_chunks(length, rows * dim):
@@ -305,9 +307,9 @@ class _NoiseHook:
     def _norms_for(self, rows: int) -> torch.Tensor | None:
         """noise_reference=prompt: each row's noise norm (beams and return sequences repeat
         each sample)."""
-        if self.prompt_references is None:
+        if self._prompt_noise_norms is None:
             return None
-        norms = self.prompt_references * self.injector.per_reference
+        norms = self._prompt_noise_norms
         return norms.repeat_interleave(rows // norms.shape[0])
 
     def _batch_for(self, rows: int) -> NoiseBatch:
