@@ -64,8 +64,8 @@ def test_the_leaderboard_reports_the_confirmation():
 
     runs = sweep(np.random.default_rng(34), noise=[Noise("better", 0.6, 0.1), Noise("same", 0.5)])
     entries = [{**e, "metrics": {}, "vs_baseline": {}} for e in _entries(runs, "humaneval_noise")]
-    board = {"sweep": "simulated", "runs": entries, "baseline": None, "confidence": 0.95, "intervals": "t",
-             "verdict_thresholds": LIMITS, "failed": [], "verdicts": judge_sweep(entries, LIMITS),
+    board = {"sweep": "simulated", "engine": "hf-noise", "runs": entries, "baseline": None, "confidence": 0.95,
+             "intervals": "t", "verdict_thresholds": LIMITS, "failed": [], "verdicts": judge_sweep(entries, LIMITS),
              "confirmations": confirm_sweep(entries, LIMITS)}
     table = markdown_table(board)
     assert "## Chosen on dev, confirmed on held-out problems" in table

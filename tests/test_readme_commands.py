@@ -4,7 +4,8 @@ become 4 on CPU). A command that stops working in README fails here.
 
 Not run here, and why: the install and test commands (.ci/run runs them as written),
 `lm-eval-noise demo` (tests/test_demo.py), `sweep` on a hub model (tests/test_sweep.py
-runs sweeps on toy models), `bench` (tests/test_bench.py), `accelerate launch`
+runs sweeps on toy models; tests/test_sweep_ray.py runs README's `--parallel` and Ray
+commands as written, made small), `bench` (tests/test_bench.py), `accelerate launch`
 (tests/test_data_parallel.py), and `vectors` (tests/test_cli.py, on a per-sequence run).
 """
 

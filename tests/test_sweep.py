@@ -270,11 +270,11 @@ def test_bad_values_are_refused_before_any_run_starts(tmp_path, methods, message
 def test_a_runs_log_is_written_while_it_runs(tmp_path):
     import threading
 
-    from lm_eval_noise.tools.sweep.runner import _run_logged
+    from lm_eval_noise.tools.sweep.executors import run_logged
 
     log = tmp_path / "log.txt"
     script = "import time\nprint('loading the model')\ntime.sleep(10)\n"
-    worker = threading.Thread(target=_run_logged, args=([sys.executable, "-c", script], log, False), daemon=True)
+    worker = threading.Thread(target=run_logged, args=([sys.executable, "-c", script], log, False), daemon=True)
     worker.start()
     deadline = time.time() + 20
     while time.time() < deadline and "loading the model" not in (log.read_text() if log.exists() else ""):
@@ -285,8 +285,8 @@ def test_a_runs_log_is_written_while_it_runs(tmp_path):
 
 # Resuming: a finished run is reused only when everything that shapes its output is unchanged.
 
-def fake_harness(command: list[str], log: Path, echo: bool) -> int:
-    """Stands in for `lm-eval-noise run` (runner._run_logged): writes what the harness would,
+def fake_harness(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None) -> int:
+    """Stands in for `lm-eval-noise run` (executors.run_logged): writes what the harness would,
     a results JSON and samples with the task variant's n answers per doc for `--limit` docs."""
     flags = dict(itertools.pairwise(command))
     variant = Path(flags["--include_path"]) / f"{flags['--tasks']}.yaml"
@@ -307,18 +307,18 @@ def fake_runs(monkeypatch, tmp_path):
     import shutil
 
     from lm_eval_noise.harness.task_configs import tasks_dir
-    from lm_eval_noise.tools.sweep import runner
+    from lm_eval_noise.tools.sweep import executors, runner
 
     tasks = tmp_path / "task_yamls"
     shutil.copytree(tasks_dir(), tasks)
     monkeypatch.setattr(runner, "tasks_dir", lambda: tasks)
-    monkeypatch.setattr(runner, "_run_logged", fake_harness)
+    monkeypatch.setattr(executors, "run_logged", fake_harness)
     np.save(tmp_path / "vectors.npy", np.eye(2, 8, dtype=np.float32))
 
-    def sweep(extra: str = "", output: Path = tmp_path / "out"):
+    def sweep(extra: str = "", output: Path = tmp_path / "out", executor=None):
         config = write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise_n100]\nsamples: 3\nlimit: 2\n"
                                         f"methods: {{greedy: {{}}}}\n{extra}")
-        return runner.run_sweep(load_sweep(config), output, echo=False)
+        return runner.run_sweep(load_sweep(config), output, echo=False, executor=executor)
 
     return sweep, tasks, tmp_path
 
@@ -330,6 +330,7 @@ def fake_runs(monkeypatch, tmp_path):
     ("apply_chat_template", "apply_chat_template false -> true"),
     ("base task YAML", "task_files.humaneval_noise.yaml sha256:"),
     ("noise_vectors file", "model_args.noise_vectors sha256:"),
+    ("engine", "engine hf-noise -> vllm-noise"),
 ])
 def test_a_finished_run_made_with_other_settings_is_never_reused(fake_runs, change, message):
     sweep, tasks, folder = fake_runs
@@ -338,7 +339,7 @@ def test_a_finished_run_made_with_other_settings_is_never_reused(fake_runs, chan
     assert [o.status for o in sweep(first)] == ["done", "done"]
     assert [o.status for o in sweep(first)] == ["skipped", "skipped"]  # the same settings: reused
     second = {"samples": "samples: 10\n", "limit": "limit: 5\n", "metadata": "metadata: {num_prompts: 5}\n",
-              "apply_chat_template": "apply_chat_template: true\n"}.get(change, "") + first
+              "apply_chat_template": "apply_chat_template: true\n", "engine": "engine: vllm\n"}.get(change, "") + first
     if change == "base task YAML":  # included by humaneval_noise_n100.yaml
         base = tasks / "humaneval_noise.yaml"
         base.write_text(base.read_text().replace("max_gen_toks: 512", "max_gen_toks: 256"))
@@ -423,3 +424,115 @@ methods: {{residual: {{layer: 1, noise_norm: [2.0], vectors: [3]}}}}
     files = [json.loads(dict(itertools.pairwise(c))["--model_args"])["noise_vectors"] for c in commands]
     assert files[0] != files[1] and not np.allclose(np.load(files[0]), np.load(files[1]))
     assert [dict(itertools.pairwise(c))["--seed"] for c in commands] == ["0,0,0,1234", "1,1,1,1234"]
+
+
+# Engines and executors: which harness model runs, and where and when its runs execute.
+
+def test_the_engine_key_picks_the_harness_model_of_every_run(tmp_path):
+    from lm_eval_noise.tools.sweep import runner
+
+    methods = "methods: {greedy: {}, temperature: {temperature: [0.8]}, noise: {sigma_scale: [0.1]}}\n"
+    sweep = load_sweep(write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise]\nengine: vllm\n" + methods))
+    out = tmp_path / "out"
+    for run in sweep.runs:  # the sampling methods too: a comparison is never across engines
+        arguments, settings = runner._prepare(sweep, run, out, out / "runs" / run.run_id)
+        assert dict(itertools.pairwise(arguments))["--model"] == "vllm-noise"
+        assert settings["engine"] == "vllm-noise" and "vllm" in settings["versions"]
+    hf = load_sweep(write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise]\n" + methods))
+    arguments, settings = runner._prepare(hf, hf.runs[0], out, out / "runs" / "x")
+    assert dict(itertools.pairwise(arguments))["--model"] == "hf-noise" and "vllm" not in settings["versions"]
+    for engine in ("tgi", "[hf]"):
+        with pytest.raises(SweepConfigError, match="`engine` is one of hf, vllm"):
+            load_sweep(write_config(tmp_path, f"models: [m]\ntasks: [t]\nengine: {engine}\n" + methods))
+    with pytest.raises(SweepConfigError, match="vllm-noise: .*sigma_scale"):  # errors name the engine
+        load_sweep(write_config(tmp_path, "models: [m]\ntasks: [t]\nengine: vllm\n"
+                                          "methods: {noise: {sigma_scale: [-1]}}\n"))
+
+
+def test_parallel_runs_overlap_and_report_what_sequential_runs_report(fake_runs, monkeypatch):
+    from lm_eval_noise.tools.sweep import executors
+    from lm_eval_noise.tools.sweep.report import build_leaderboard
+
+    sweep, _, folder = fake_runs
+    spans, envs = {}, {}
+
+    def slow_harness(command, log, echo, env=None, cwd=None):
+        started = time.monotonic()
+        time.sleep(0.5)
+        spans[log.parent], envs[log.parent] = (started, time.monotonic()), env
+        return fake_harness(command, log, echo)
+
+    monkeypatch.setattr(executors, "run_logged", slow_harness)
+    monkeypatch.setattr(executors, "_visible_gpus", lambda: [])  # a CPU machine
+    methods = "methods:\n  greedy: {}\n  temperature: {temperature: [0.5, 0.8]}\n"
+    one = sweep(methods, folder / "one")
+    two = sweep(methods, folder / "two", executors.Here(2))
+    assert [(o.run.name, o.status) for o in two] == [(o.run.name, o.status) for o in one]  # the config's order
+    parallel = sorted(span for run_dir, span in spans.items() if folder / "two" in run_dir.parents)
+    assert len(parallel) == 3 and parallel[1][0] < parallel[0][1]  # two ran at once
+    threads = str(max(1, (os.cpu_count() or 1) // 2))
+    assert all(env["OMP_NUM_THREADS"] == threads for run_dir, env in envs.items() if folder / "two" in run_dir.parents)
+    assert all(not env for run_dir, env in envs.items() if folder / "one" in run_dir.parents)
+    config = load_sweep(folder / "sweep.yaml")
+    boards = [build_leaderboard(config, outcomes)["runs"] for outcomes in (one, two)]
+    strip = lambda runs: [{k: v for k, v in e.items() if k != "directory"} for e in runs]  # noqa: E731
+    assert strip(boards[0]) == strip(boards[1])
+
+
+def test_a_run_the_executor_loses_fails_alone(fake_runs):
+    from concurrent.futures import Future
+
+    from lm_eval_noise.tools.sweep import executors
+
+    sweep, _, _ = fake_runs
+    here = executors.Here(1, echo=False)
+
+    class LosesTheSecond:
+        submitted = 0
+
+        def submit(self, arguments, run_dir):
+            self.submitted += 1
+            if self.submitted == 2:
+                lost = Future()
+                lost.set_exception(ConnectionError("node 10.0.0.7 died"))
+                return lost
+            return here.submit(arguments, run_dir)
+
+        def close(self):
+            here.close()
+
+    outcomes = sweep("methods:\n  greedy: {}\n  temperature: {temperature: [0.5, 0.8]}\n", executor=LosesTheSecond())
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert outcomes[1].detail == "ConnectionError: node 10.0.0.7 died"
+    assert not (outcomes[1].directory / "DONE.json").exists()
+
+
+def test_parallel_runs_each_get_gpus_of_their_own(monkeypatch):
+    from lm_eval_noise.errors import InputError
+    from lm_eval_noise.tools.sweep import executors
+
+    monkeypatch.setattr(executors, "_visible_gpus", lambda: ["4", "5", "6", "7"])
+    here = executors.Here(2, gpus_per_run=2)
+    shares = {here._env.get()["CUDA_VISIBLE_DEVICES"] for _ in range(2)}
+    here.close()
+    assert shares == {"4,5", "6,7"}
+    with pytest.raises(InputError, match=r"--parallel 3: this machine shows 4 GPU\(s\) and a run takes 2: valid: "
+                                         "at most 2"):
+        executors.Here(3, gpus_per_run=2)
+    with pytest.raises(InputError, match="--parallel 0: valid: an integer >= 1"):
+        executors.Here(0)
+    with pytest.raises(InputError, match="--parallel and --ray: give one"):
+        executors.executor(2, "local")
+
+
+def test_runs_that_split_themselves_over_replicas_are_refused_when_runs_go_at_once(tmp_path):
+    from lm_eval_noise.tools.sweep import gpus_per_run
+
+    sweep = load_sweep(write_config(tmp_path, "models: [{pretrained: m, tensor_parallel_size: 2}]\n"
+                                              "tasks: [t]\nengine: vllm\nmethods: {greedy: {}}\n"))
+    assert gpus_per_run(sweep, concurrent=True) == 2
+    replicas = load_sweep(write_config(tmp_path, "models: [{pretrained: m, data_parallel_size: 2}]\n"
+                                                 "tasks: [t]\nengine: vllm\nmethods: {greedy: {}}\n"))
+    assert gpus_per_run(replicas, concurrent=False) == 1
+    with pytest.raises(SweepConfigError, match="data_parallel_size=2 with --parallel or --ray: valid: 1"):
+        gpus_per_run(replicas, concurrent=True)

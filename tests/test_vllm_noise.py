@@ -11,6 +11,8 @@ import json
 import os
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -195,6 +197,46 @@ def test_readme_vllm_command_runs_as_written(demo_model, tmp_path):
     results = json.loads(next(tmp_path.rglob("results_*.json")).read_text())
     assert results["config"]["noise"]["sigma_scale"] == 0.1 and results["config"]["noise"]["engine"] == "vllm-noise"
     assert any(key.startswith("pass@1") for key in results["results"]["humaneval_noise"])
+
+
+@pytest.mark.slow
+def test_a_sweep_with_engine_vllm_runs_every_method_through_vllm_noise(demo_model, tmp_path):
+    from test_sweep import write_config
+
+    path, _ = demo_model
+    problems = tmp_path / "problems.jsonl"  # two of the problems the model was trained on
+    problems.write_text("".join(json.dumps(read_problems()[task_id]) + "\n" for task_id in PROBLEMS[:2]))
+    config = write_config(tmp_path, f"""
+name: on_vllm
+engine: vllm
+models: [{{pretrained: {path}, dtype: float32, max_model_len: 512, seed: 0}}]
+tasks: [humaneval_noise]
+samples: 2
+baseline: greedy
+metadata: {{humaneval_path: {problems}}}
+gen_kwargs: {{max_gen_toks: 64}}
+methods:
+  greedy: {{}}
+  temperature: {{temperature: [0.8]}}
+  noise: {{sigma_scale: [1.5], scope: [per_sequence]}}
+""")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "lm_eval_noise", "sweep", "--config", str(config), "-o", str(out),
+                           "--quiet"], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["engine"] == "vllm-noise" and "Every run through `vllm-noise`" in (out / "leaderboard.md").read_text()
+    for entry in board["runs"]:  # the sampling methods too
+        results = json.loads(next(Path(entry["directory"]).rglob("results_*.json")).read_text())
+        assert results["config"]["model"] == "vllm-noise", entry["name"]
+        settings = json.loads((Path(entry["directory"]) / "DONE.json").read_text())["settings"]
+        assert settings["engine"] == "vllm-noise" and settings["versions"]["vllm"].endswith("+cpu")
+    noisy = next(e for e in board["runs"] if e["name"].startswith("noise"))
+    record = json.loads(next(Path(noisy["directory"]).rglob("results_*.json")).read_text())["config"]["noise"]
+    assert record["engine"] == "vllm-noise" and record["versions"]["vllm"].endswith("+cpu")
+    greedy = next(e for e in board["runs"] if e["name"] == "greedy")
+    assert greedy["metrics"]["pass@1"]["mean"] == 1.0  # the demo model, trained on these problems
 
 
 @pytest.mark.slow

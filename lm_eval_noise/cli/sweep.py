@@ -2,7 +2,9 @@
 harness, one leaderboard (leaderboard.json, leaderboard.md, plots/, and viz.html when
 the config sets `viz: true`). A rerun skips finished runs made with the same settings,
 redoes partial ones, and refuses in one line when a finished run was made otherwise
-(tools/sweep/runner.py).
+(tools/sweep/runner.py). Runs go one after another, N at a time on this machine
+(`--parallel N`: a GPU each where there are GPUs), or as tasks of a Ray cluster
+(`--ray ADDRESS`, `--ray local` starting one here; the `ray` extra).
 """
 
 from __future__ import annotations
@@ -16,15 +18,38 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", help="output folder (default: sweeps/NAME)")
     parser.add_argument("--quiet", action="store_true", help="keep the harness's output in the run logs only")
     parser.add_argument("--report-only", action="store_true", help="rebuild the leaderboard from finished runs")
+    parser.add_argument("--parallel", type=int, default=1, metavar="N",
+                        help="runs at once on this machine: each its own GPU(s) where there are GPUs, else the "
+                             "cores over N each (default 1; the harness's output then stays in the run logs)")
+    parser.add_argument("--ray", metavar="ADDRESS",
+                        help="run each run as a task of this Ray cluster (`local`: start one on this machine; "
+                             "`auto`: the one this machine belongs to); a run asks for the GPUs it needs, or "
+                             "--cpus-per-run cores on a cluster without GPUs")
+    parser.add_argument("--cpus-per-run", type=int, default=1, metavar="C",
+                        help="cores a run asks of a Ray cluster without GPUs (default 1)")
 
 
 def run(args) -> int:
-    from ..tools.sweep import finished_outcomes, load_sweep, run_sweep, write_report, write_viewer
+    from ..tools.sweep import (
+        executor,
+        finished_outcomes,
+        gpus_per_run,
+        load_sweep,
+        run_sweep,
+        write_report,
+        write_viewer,
+    )
 
     sweep = load_sweep(args.config)
     output = Path(args.output or Path("sweeps") / sweep.name)
     output.mkdir(parents=True, exist_ok=True)
-    outcomes = finished_outcomes(sweep, output) if args.report_only else run_sweep(sweep, output, echo=not args.quiet)
+    if args.report_only:
+        outcomes = finished_outcomes(sweep, output)
+    else:
+        where = executor(args.parallel, args.ray, gpus_per_run(sweep, args.parallel > 1 or args.ray is not None),
+                         args.cpus_per_run, echo=not args.quiet)
+        print(f"lm-eval-noise sweep: {len(sweep.runs)} runs, {where.describe()}", file=sys.stderr)
+        outcomes = run_sweep(sweep, output, executor=where)
     board = write_report(sweep, outcomes, output)
     if sweep.viz and write_viewer(output) is None:
         print("lm-eval-noise sweep: viz: no run scored its answers, so there is no viewer; run "

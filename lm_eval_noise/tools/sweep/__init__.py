@@ -1,7 +1,7 @@
 """Sweeps: a grid of methods, one leaderboard.
 
 grid.py reads the config into runs, runner.py runs them through the harness
-(resumably), report.py turns the results into leaderboard.json, leaderboard.md and
+(resumably; executors.py: where they execute), report.py turns the results into leaderboard.json, leaderboard.md and
 plots with bootstrap confidence intervals and paired comparisons with a baseline.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import write_text
+from .executors import executor
 from .grid import Run, Sweep, SweepConfigError, load_sweep
 from .report import write_report
-from .runner import RunOutcome, finished_outcomes, run_sweep
+from .runner import RunOutcome, finished_outcomes, gpus_per_run, run_sweep
 
-__all__ = ["Run", "RunOutcome", "Sweep", "SweepConfigError", "finished_outcomes", "load_sweep", "run_sweep",
-           "sample_files", "write_report", "write_viewer"]
+__all__ = ["Run", "RunOutcome", "Sweep", "SweepConfigError", "executor", "finished_outcomes", "gpus_per_run",
+           "load_sweep", "run_sweep", "sample_files", "write_report", "write_viewer"]
 
 
 def sample_files(output: Path) -> list[Path]:

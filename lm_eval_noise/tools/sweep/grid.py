@@ -4,6 +4,8 @@
     models:                      # one or more; `pretrained` plus any model_args
       - {pretrained: Qwen/Qwen2.5-Coder-1.5B, dtype: bfloat16}
     tasks: [humaneval_noise]
+    engine: hf                   # optional: hf (hf-noise, default) or vllm (vllm-noise); every
+                                 #   method of the sweep runs through it
     samples: 10                  # n per prompt (task repeats), same for every method
     limit: 5                     # problems / prompts per task (optional)
     baseline: temperature-0.8    # the method runs are compared against, paired
@@ -26,7 +28,8 @@
       custom:                    # anything else: named runs with their own args
         - {name: low-noise-prompt-only, model_args: {sigma_scale: 0.05, noise_positions: prompt}}
 
-Every method runs the same tasks with the same n through `lm-eval-noise run`.
+Every method runs the same tasks with the same n through `lm-eval-noise run --model
+hf-noise` (or `vllm-noise`), so a comparison is never confounded by the engine.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from ...errors import InputError
 from .verdict import THRESHOLDS, is_noise, thresholds
 
 _GREEDY = {"do_sample": False}
+ENGINES = {"hf": "hf-noise", "vllm": "vllm-noise"}  # a sweep's `engine:` -> the harness model of its runs
 
 
 class SweepConfigError(InputError):
@@ -87,6 +91,12 @@ class Sweep:
     metadata: dict
     viz: bool
     verdict: dict = field(default_factory=lambda: dict(THRESHOLDS))  # verdict.py's thresholds
+    engine: str = "hf"  # a key of ENGINES
+
+    @property
+    def model(self) -> str:
+        """The harness model every run of the sweep goes through."""
+        return ENGINES[self.engine]
 
 
 def _as_list(value) -> list:
@@ -239,8 +249,8 @@ def _method_points(method: str, spec, where: str) -> list[Point]:
         raise SweepConfigError(f"{where}.{method}: {error}") from None
 
 
-def _check_run_arguments(run: Run, path) -> None:
-    """hf-noise's arguments of a run, checked before any run starts (a value typo such as
+def _check_run_arguments(run: Run, engine: str, path) -> None:
+    """The noise arguments of a run, checked before any run starts (a value typo such as
     `scope: [per_sequnce]` would otherwise fail only when its run comes)."""
     from ...noise import NoiseSpec
 
@@ -250,7 +260,7 @@ def _check_run_arguments(run: Run, path) -> None:
     # A vectors mapping ({count, seed}) becomes a file when the sweep starts.
     args = {k: v for k, v in run.model_args.items() if not (k == "noise_vectors" and isinstance(v, dict))}
     try:
-        NoiseSpec.from_model_args(args)
+        NoiseSpec.from_model_args(args, engine=ENGINES[engine])
     except InputError as error:
         raise SweepConfigError(f"{path}: run {run.name}: {error}") from None
 
@@ -301,6 +311,7 @@ class SweepConfig:
     model_args: dict = field(default_factory=dict)
     gen_kwargs: dict = field(default_factory=dict)
     viz: bool = False
+    engine: str = "hf"
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -316,6 +327,8 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in ("metadata", "model_args", "gen_kwargs"):
         if not isinstance(getattr(config, key), dict):
             raise SweepConfigError(f"{path}: `{key}` is a mapping")
+    if not isinstance(config.engine, str) or config.engine not in ENGINES:
+        raise SweepConfigError(f"{path}: `engine` is one of {', '.join(ENGINES)}, not {config.engine!r}")
     seeds = _seeds(config.noise_seeds, path)
     runs = []
     for model in _as_list(config.models):
@@ -335,7 +348,7 @@ def load_sweep(path: str | Path) -> Sweep:
                             group=name, seed=seed,
                         ))
     for run in runs:
-        _check_run_arguments(run, path)
+        _check_run_arguments(run, config.engine, path)
     names = [(r.model, r.task, r.name) for r in runs]
     if len(set(names)) != len(names):
         raise SweepConfigError(f"{path}: two runs share a name; give custom runs distinct names")
@@ -352,5 +365,5 @@ def load_sweep(path: str | Path) -> Sweep:
         limit=limit,
         baseline=config.baseline, batch_size=str(config.batch_size), device=config.device,
         apply_chat_template=bool(config.apply_chat_template), metadata=dict(config.metadata),
-        viz=bool(config.viz), verdict=limits,
+        viz=bool(config.viz), verdict=limits, engine=config.engine,
     )

@@ -117,8 +117,8 @@ def build_leaderboard(sweep, outcomes) -> dict:
         entries.append(entry)
     failed = [{"name": o.run.name, "run_id": o.run.run_id, "detail": o.detail}
               for o in outcomes if o.status == "failed"]
-    return {"sweep": sweep.name, "baseline": sweep.baseline, "confidence": LEVEL, "intervals": INTERVALS,
-            "verdict_thresholds": sweep.verdict, "runs": entries,
+    return {"sweep": sweep.name, "engine": sweep.model, "baseline": sweep.baseline, "confidence": LEVEL,
+            "intervals": INTERVALS, "verdict_thresholds": sweep.verdict, "runs": entries,
             "verdicts": judge_sweep(entries, sweep.verdict, sweep.metadata.get("reference_model")),
             "confirmations": confirm_sweep(entries, sweep.verdict, sweep.metadata.get("reference_model"))
             if sweep.verdict["dev_share"] else [],
@@ -166,6 +166,7 @@ def markdown_table(board: dict) -> str:
     metrics = _headline_order({m for e in board["runs"] for m in e["metrics"]})
     samples = sorted({e["samples"] for e in board["runs"]})
     lines = [f"# Sweep `{board['sweep']}`", "",
+             f"Every run through `{board['engine']}`. "
              f"Mean over problems with {board['confidence']:.0%} intervals ({board['intervals']}); "
              f"{', '.join(map(str, samples))} samples per problem; `n=`: the problems an interval rests on."]
     for title, key in (("Metrics", "metrics"), (f"Paired difference vs `{board['baseline']}`", "vs_baseline")):

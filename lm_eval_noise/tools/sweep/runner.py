@@ -1,4 +1,5 @@
-"""Running a sweep: each run through `lm-eval-noise run` in its own process, resumably.
+"""Running a sweep: each run through `lm-eval-noise run` in its own process, resumably;
+one after another, N at a time or on a Ray cluster (executors.py).
 
 Layout of the output folder:
     runs/RUN_ID/           the harness's own --output_path (results JSON, samples JSONL),
@@ -15,7 +16,8 @@ them and their fingerprint, and when (`started`, `finished`: ISO 8601) and where
   would report old results under new settings, and redoing it would delete results.
   The way on is another output folder, or deleting that run;
 - redoes a partial run (no DONE.json) from scratch.
-A failed run is reported and the sweep goes on.
+A failed run is reported and the sweep goes on. Runs are independent (each draws from
+its own seeds), so running them at once changes no value they report.
 """
 
 from __future__ import annotations
@@ -25,13 +27,8 @@ import importlib.util
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import threading
+from concurrent.futures import as_completed
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +36,9 @@ import yaml
 from tqdm import tqdm
 
 from ...harness.task_configs import tasks_dir
+from .executors import Attempt, Here
 from .grid import Run, Sweep, SweepConfigError
 
-ENGINE = "hf-noise"  # the model of every run; a future `engine:` key sets it, and so each run's settings
 FILE_ARGS = ("noise_cov_sqrt", "noise_vectors")  # model_args that name files: their content shapes the output
 VERSIONED = ("lm_eval", "transformers", "torch")  # besides this package, code whose version shapes the output
 FEWSHOT_SEED = 1234  # lm_eval's default: seed replicates keep the baseline's few-shot examples
@@ -125,22 +122,24 @@ def _module_digest(module: str, folder: Path) -> str:
     return _digest(path) if path and path.is_file() else "missing"  # then the run fails, and says why
 
 
-def versions() -> dict[str, str]:
+def versions(engine: str = "hf") -> dict[str, str]:
     from importlib.metadata import version
 
     from ... import __version__
+    from ...harness.provenance import vllm_version
 
-    return {"lm_eval_noise": __version__, **{name: version(name) for name in VERSIONED}}
+    found = {"lm_eval_noise": __version__, **{name: version(name) for name in VERSIONED}}
+    return {**found, "vllm": vllm_version()} if engine == "vllm" else found
 
 
 def run_settings(sweep: Sweep, run: Run, model_args: dict) -> dict:
     """Everything that shapes a run's output: the key on which a finished run is reused.
     `model_args` as the harness gets them, with the files they name by content."""
     return {
-        "engine": ENGINE, "task": run.task, "task_files": task_files(run.task),
+        "engine": sweep.model, "task": run.task, "task_files": task_files(run.task),
         "model_args": {k: _digest(v) if k in FILE_ARGS and v else v for k, v in model_args.items()},
         "gen_kwargs": run.gen_kwargs, "samples": sweep.samples, "limit": sweep.limit, "metadata": sweep.metadata,
-        "apply_chat_template": sweep.apply_chat_template, "seed": run.seed, "versions": versions(),
+        "apply_chat_template": sweep.apply_chat_template, "seed": run.seed, "versions": versions(sweep.engine),
         # In the key although hf-noise's noise is independent of the batch: the rest of a run
         # is not (sampling draws from lm_eval's one torch generator in batch order; padding
         # and kernels change the arithmetic, so a greedy near-tie can flip), nor of the device.
@@ -168,14 +167,15 @@ def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
 
 
 def _prepare(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> tuple[list[str], dict]:
-    """A run's command line and its settings, writing the files it needs (task variant, vectors)."""
+    """A run's `lm-eval-noise run` arguments and its settings, writing the files it needs
+    (task variant, vectors)."""
     model_args = dict(run.model_args)
     vectors = model_args.get("noise_vectors")
     if isinstance(vectors, dict):
         path = random_vectors(output / "vectors", run.model, vectors["count"], vectors["seed"])
         model_args["noise_vectors"] = str(path)
     command = [
-        sys.executable, "-m", "lm_eval_noise", "run", "--model", ENGINE,
+        "--model", sweep.model,
         "--model_args", json.dumps(model_args), "--tasks", task_variant(output / "tasks", run.task, sweep.samples),
         "--include_path", str(output / "tasks"), "--output_path", str(run_dir), "--log_samples",
         "--batch_size", sweep.batch_size, "--confirm_run_unsafe_code", "--gen_kwargs", json.dumps(run.gen_kwargs),
@@ -249,28 +249,6 @@ def _finished(plans: list) -> set[Path]:
     return finished
 
 
-def _run_logged(command: list[str], log: Path, echo: bool) -> int:
-    """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`)."""
-    with log.open("wb") as sink:
-        # Unbuffered child: a run's log shows what it is doing while it does it.
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-        def pump():
-            for chunk in iter(lambda: process.stdout.read1(65536), b""):
-                sink.write(chunk)
-                sink.flush()
-                if echo:
-                    sys.stderr.buffer.write(chunk)
-                    sys.stderr.flush()
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        code = process.wait()
-        reader.join()
-    return code
-
-
 def finished_outcomes(sweep: Sweep, output: Path) -> list[RunOutcome]:
     """The runs already done (for --report-only), as skipped outcomes; refused as in a
     rerun when one was made with other settings."""
@@ -283,45 +261,74 @@ def finished_outcomes(sweep: Sweep, output: Path) -> list[RunOutcome]:
     return [RunOutcome(run, "skipped", run_dir) for run, run_dir, _ in plans]
 
 
-def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True) -> list[RunOutcome]:
+def gpus_per_run(sweep: Sweep, concurrent: bool) -> int:
+    """The GPUs one run of `sweep` takes: a vllm-noise run its tensor-parallel size, an
+    hf-noise run one. Data parallel inside a run is refused when runs go at once: the
+    runs are then the sweep's data parallelism (and replicas asking a cluster for GPUs
+    from inside a run that holds some would wait for each other)."""
+    sizes = [1]
+    for run in sweep.runs:
+        if concurrent and int(run.model_args.get("data_parallel_size", 1)) > 1:
+            raise SweepConfigError(f"run {run.name}: data_parallel_size={run.model_args['data_parallel_size']} "
+                                   "with --parallel or --ray: valid: 1 (the runs go at once instead)")
+        if sweep.engine == "vllm":
+            sizes.append(int(run.model_args.get("tensor_parallel_size", 1)))
+    return max(sizes)
+
+
+def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True, executor=None) -> list[RunOutcome]:
+    """Every run of `sweep` not already finished, through `executor` (executors.py; default:
+    one after another here, echoing the harness when `echo`); the outcomes in the config's
+    order."""
     plans = [_plan(sweep, run, output) for run in sweep.runs]
     finished = _finished(plans)
-    outcomes = []
-    bar = tqdm(plans, desc=f"sweep {sweep.name}", unit="run")
-    for run, run_dir, prepared in bar:
-        bar.set_postfix_str(run.name)
+    executor = executor or Here(1, echo=echo)
+    outcomes: dict[int, RunOutcome] = {}
+    pending = {}
+    for index, (run, run_dir, prepared) in enumerate(plans):
         if run_dir in finished:
-            outcomes.append(RunOutcome(run, "skipped", run_dir))
-            continue
-        if isinstance(prepared, Exception):
-            outcomes.append(RunOutcome(run, "failed", run_dir, str(prepared)))
-            continue
-        command, settings = prepared
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # a partial run: start it again
-        run_dir.mkdir(parents=True)
-        started = _now()
-        code = _run_logged(command, run_dir / "log.txt", echo)
-        results = sorted(run_dir.rglob("results_*.json"))
-        if code == 0 and results:
-            # When and where it ran: not settings (not in the fingerprint), a record.
-            done = {"run": run.name, "model": run.model, "task": run.task, "model_args": run.model_args,
-                    "gen_kwargs": run.gen_kwargs, "results": str(results[-1].relative_to(run_dir)),
-                    "started": started, "finished": _now(), "host": socket.gethostname(),
-                    "fingerprint": fingerprint(settings), "settings": settings}
-            (run_dir / "DONE.json.partial").write_text(json.dumps(done, indent=2))
-            os.replace(run_dir / "DONE.json.partial", run_dir / "DONE.json")  # never half a DONE.json
-            outcomes.append(RunOutcome(run, "done", run_dir))
+            outcomes[index] = RunOutcome(run, "skipped", run_dir)
+        elif isinstance(prepared, Exception):
+            outcomes[index] = RunOutcome(run, "failed", run_dir, str(prepared))
         else:
-            tail = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()[-5:]
-            outcomes.append(RunOutcome(run, "failed", run_dir, f"exit code {code}: " + " | ".join(tail)))
-        bar.write(f"{run.name}: {outcomes[-1].status}")
-    return outcomes
+            pending[index] = prepared
+    bar = tqdm(total=len(plans), initial=len(outcomes), desc=f"sweep {sweep.name}", unit="run")
+    try:
+        # The folder by its absolute path: a Ray worker starts elsewhere (the harness's own
+        # relative paths resolve in the sweep's working folder, which travels with the run).
+        futures = {executor.submit(arguments, plans[index][1].resolve()): index
+                   for index, (arguments, _) in pending.items()}
+        for future in as_completed(futures):
+            index = futures[future]
+            run, run_dir, (_, settings) = plans[index]
+            outcomes[index] = _outcome(run, run_dir, settings, future)
+            bar.update()
+            bar.write(f"{run.name}: {outcomes[index].status}")
+    finally:
+        bar.close()
+        executor.close()
+    return [outcomes[index] for index in sorted(outcomes)]
 
 
-def _now() -> str:
-    """This moment in ISO 8601, with its UTC offset."""
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+def _outcome(run: Run, run_dir: Path, settings: dict, future) -> RunOutcome:
+    """A run's outcome from its executed attempt; DONE.json written when it succeeded."""
+    try:
+        attempt: Attempt = future.result()
+    except Exception as error:  # noqa: BLE001  (the executor lost it, a Ray node died...: this run fails, the sweep goes on)
+        return RunOutcome(run, "failed", run_dir, f"{type(error).__name__}: {error}")
+    results = sorted(run_dir.rglob("results_*.json"))
+    if attempt.code == 0 and results:
+        # When and where it ran: not settings (not in the fingerprint), a record.
+        done = {"run": run.name, "model": run.model, "task": run.task, "model_args": run.model_args,
+                "gen_kwargs": run.gen_kwargs, "results": str(results[-1].relative_to(run_dir)),
+                "started": attempt.started, "finished": attempt.finished, "host": attempt.host,
+                "fingerprint": fingerprint(settings), "settings": settings}
+        (run_dir / "DONE.json.partial").write_text(json.dumps(done, indent=2))
+        os.replace(run_dir / "DONE.json.partial", run_dir / "DONE.json")  # never half a DONE.json
+        return RunOutcome(run, "done", run_dir)
+    log = run_dir / "log.txt"
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.exists() else []
+    return RunOutcome(run, "failed", run_dir, f"exit code {attempt.code}: " + " | ".join(tail))
 
 
 def run_shape(run_dir: Path) -> dict:

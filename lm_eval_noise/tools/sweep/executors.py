@@ -1,0 +1,183 @@
+"""Where a sweep's runs execute: here one after another, N at a time on this machine
+(`--parallel N`), or as tasks of a Ray cluster (`--ray ADDRESS`, `local` starting one
+here). A run is one `lm-eval-noise run` process (runner.py builds its arguments); an
+executor decides only where and when it starts and with which devices, and hands back
+what happened (an Attempt). The harness's output goes to the run's log.txt; the run's
+folder must be one the executing host sees at the same path (one machine, or a shared
+file system on a cluster).
+
+Scheduling is not ours: threads of the standard library here, Ray's resource requests on
+a cluster (a run asks for the GPUs it needs, so Ray places it and sets
+CUDA_VISIBLE_DEVICES).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ...errors import InputError, extra_requirements
+
+HARNESS = ("-m", "lm_eval_noise", "run")  # after the executing host's own interpreter
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What became of one run's harness process."""
+
+    code: int  # its exit code
+    started: str  # ISO 8601 with the UTC offset
+    finished: str
+    host: str  # where it ran
+
+
+def now() -> str:
+    """This moment in ISO 8601, with its UTC offset."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None) -> int:
+    """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`)."""
+    with log.open("wb") as sink:
+        # Unbuffered child: a run's log shows what it is doing while it does it.
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
+                                   env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+
+        def pump():
+            for chunk in iter(lambda: process.stdout.read1(65536), b""):
+                sink.write(chunk)
+                sink.flush()
+                if echo:
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        code = process.wait()
+        reader.join()
+    return code
+
+
+def attempt(arguments: list[str], run_dir: str, echo: bool, env: dict | None = None,
+            cwd: str | None = None) -> Attempt:
+    """One run on the host that calls this: its folder made afresh (a partial run starts
+    again), then `lm-eval-noise run ARGUMENTS` with this host's interpreter."""
+    folder = Path(run_dir)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    started = now()
+    cwd = cwd if cwd and os.path.isdir(cwd) else None  # relative model paths resolve as in the sweep's folder
+    code = run_logged([sys.executable, *HARNESS, *arguments], folder / "log.txt", echo, env, cwd)
+    return Attempt(code, started, now(), socket.gethostname())
+
+
+class Here:
+    """`--parallel N` (1: one after another, the harness's output echoed). N > 1 on a
+    machine with GPUs: each run gets GPUs of its own (`gpus_per_run`, through
+    CUDA_VISIBLE_DEVICES), so N is at most the GPUs over gpus_per_run; on a CPU each
+    run gets the cores over N as its threads."""
+
+    def __init__(self, parallel: int, gpus_per_run: int = 1, echo: bool = True):
+        if parallel < 1:
+            raise InputError(f"--parallel {parallel}: valid: an integer >= 1")
+        self.parallel = parallel
+        self.echo = echo and parallel == 1  # N runs' output at once would be unreadable: their logs hold it
+        self._env: queue.Queue[dict] = queue.Queue()
+        gpus = _visible_gpus() if parallel > 1 else []
+        if gpus:
+            if parallel * gpus_per_run > len(gpus):
+                raise InputError(f"--parallel {parallel}: this machine shows {len(gpus)} GPU(s) and a run takes "
+                                 f"{gpus_per_run}: valid: at most {len(gpus) // gpus_per_run}")
+            for slot in range(parallel):
+                share = gpus[slot * gpus_per_run:(slot + 1) * gpus_per_run]
+                self._env.put({"CUDA_VISIBLE_DEVICES": ",".join(share)})
+        else:
+            threads = str(max(1, (os.cpu_count() or 1) // parallel))
+            for _ in range(parallel):
+                self._env.put({} if parallel == 1 else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="sweep-run")
+
+    def describe(self) -> str:
+        return "one run at a time" if self.parallel == 1 else f"{self.parallel} runs at a time on this machine"
+
+    def submit(self, arguments: list[str], run_dir: Path) -> Future:
+        def start() -> Attempt:
+            env = self._env.get()  # a free share of the devices
+            try:
+                return attempt(arguments, str(run_dir), self.echo, env, os.getcwd())
+            finally:
+                self._env.put(env)
+
+        return self._pool.submit(start)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class OnRay:
+    """`--ray ADDRESS`: each run a Ray task asking for `gpus_per_run` GPUs where the cluster
+    has GPUs, else `cpus_per_run` cores; `local` starts a cluster on this machine. Every
+    node needs this package installed and the sweep's folder at the same path."""
+
+    def __init__(self, address: str, gpus_per_run: int = 1, cpus_per_run: int = 1):
+        try:
+            import ray
+        except ImportError:
+            wanted = " ".join(f"'{r}'" for r in extra_requirements("ray")) or "ray"
+            raise InputError(f"--ray needs Ray: pip install {wanted}") from None
+        self._ray = ray
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if self.gpus and gpus_per_run > self.gpus:
+            raise InputError(f"--ray {address}: a run takes {gpus_per_run} GPUs and the cluster has {self.gpus}")
+        self.request = {"num_gpus": gpus_per_run} if self.gpus else {"num_cpus": cpus_per_run}
+        self.address = address
+        self._where = f"Ray cluster {address} ({cpus} CPUs, {self.gpus} GPUs; a run asks for {self.request})"
+        self._task = ray.remote(**self.request, max_retries=0)(attempt)
+
+    def describe(self) -> str:
+        return self._where
+
+    def submit(self, arguments: list[str], run_dir: Path) -> Future:
+        # The worker inherits no driver environment on a remote node: the offline and
+        # thread settings the user gave the sweep travel with the task.
+        env = {key: value for key, value in os.environ.items() if key.startswith(("HF_", "OMP_", "LM_EVAL_NOISE_"))}
+        return self._task.remote(arguments, str(run_dir), False, env, os.getcwd()).future()
+
+    def close(self) -> None:
+        self._ray.shutdown()
+
+
+def _visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (none on a CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    named = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if named:
+        return [name.strip() for name in named.split(",") if name.strip()][:torch.cuda.device_count()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def executor(parallel: int = 1, ray: str | None = None, gpus_per_run: int = 1, cpus_per_run: int = 1,
+             echo: bool = True):
+    """The executor the command line asked for."""
+    if ray is not None:
+        if parallel != 1:
+            raise InputError("--parallel and --ray: give one (on a Ray cluster the cluster's resources set "
+                             "how many runs go at once)")
+        return OnRay(ray, gpus_per_run, cpus_per_run)
+    return Here(parallel, gpus_per_run, echo)
