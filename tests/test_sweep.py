@@ -162,6 +162,10 @@ methods:
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]  # still running
         os.killpg(first.pid, signal.SIGKILL)  # the sweep and the harness run inside it
         first.wait()
+    plan = (tmp_path / "first.log").read_text()
+    assert "plan: 5 runs through hf-noise (0 finished, 5 to run), one run at a time" in plan
+    assert re.search(r"probe: greedy on 2 problem\(s\): \d+ s to load, [\d.]+ s a problem\nestimate: \d+ s of runs",
+                     plan), plan[-3000:]
     finished = list(out.glob("runs/*/DONE.json"))
     partial = [d for d in out.glob("runs/*") if not (d / "DONE.json").exists()]
     assert len(finished) == 1 and len(partial) == 1, (tmp_path / "first.log").read_text()[-3000:]
@@ -285,7 +289,8 @@ def test_a_runs_log_is_written_while_it_runs(tmp_path):
 
 # Resuming: a finished run is reused only when everything that shapes its output is unchanged.
 
-def fake_harness(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None) -> int:
+def fake_harness(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None,
+                 on_output=None) -> int:
     """Stands in for `lm-eval-noise run` (executors.run_logged): writes what the harness would,
     a results JSON and samples with the task variant's n answers per doc for `--limit` docs."""
     flags = dict(itertools.pairwise(command))
@@ -298,6 +303,8 @@ def fake_harness(command: list[str], log: Path, echo: bool, env: dict | None = N
     (out / "samples_task_0.jsonl").write_text("".join(
         json.dumps({"doc_id": doc, "resps": [["x"] * n], "pass@1": doc / 3}) + "\n" for doc in range(limit or 3)))
     log.write_text("fake harness\n")
+    if on_output is not None:
+        on_output(b"Running generate_until requests")
     return 0
 
 
@@ -456,17 +463,18 @@ def test_parallel_runs_overlap_and_report_what_sequential_runs_report(fake_runs,
     sweep, _, folder = fake_runs
     spans, envs = {}, {}
 
-    def slow_harness(command, log, echo, env=None, cwd=None):
+    def slow_harness(command, log, echo, env=None, cwd=None, on_output=None):
         started = time.monotonic()
         time.sleep(0.5)
         spans[log.parent], envs[log.parent] = (started, time.monotonic()), env
-        return fake_harness(command, log, echo)
+        return fake_harness(command, log, echo, on_output=on_output)
 
     monkeypatch.setattr(executors, "run_logged", slow_harness)
     monkeypatch.setattr(executors, "_visible_gpus", lambda: [])  # a CPU machine
     methods = "methods:\n  greedy: {}\n  temperature: {temperature: [0.5, 0.8]}\n"
     one = sweep(methods, folder / "one")
     two = sweep(methods, folder / "two", executors.Here(2))
+    assert [o.status for o in one] == ["done"] * 3
     assert [(o.run.name, o.status) for o in two] == [(o.run.name, o.status) for o in one]  # the config's order
     parallel = sorted(span for run_dir, span in spans.items() if folder / "two" in run_dir.parents)
     assert len(parallel) == 3 and parallel[1][0] < parallel[0][1]  # two ran at once
@@ -536,3 +544,57 @@ def test_runs_that_split_themselves_over_replicas_are_refused_when_runs_go_at_on
     assert gpus_per_run(replicas, concurrent=False) == 1
     with pytest.raises(SweepConfigError, match="data_parallel_size=2 with --parallel or --ray: valid: 1"):
         gpus_per_run(replicas, concurrent=True)
+
+
+# The plan: what a sweep will run and cost, printed before it runs.
+
+def test_the_plan_states_the_work_and_estimates_it_from_a_timed_probe(fake_runs, capsys):
+    from lm_eval_noise.cli import main
+    from lm_eval_noise.tools.sweep import executors, load_sweep, plan_text
+
+    sweep, _, folder = fake_runs
+    methods = "methods:\n  greedy: {}\n  temperature: {temperature: [0.5, 0.8]}\n"
+    sweep(methods + "gen_kwargs: {max_gen_toks: 40}\n", folder / "out")  # writes the config; all three done
+    config = load_sweep(folder / "sweep.yaml")
+    text = plan_text(config, folder / "out", executors.Here(1, echo=False))
+    assert text.splitlines()[0] == "plan: 3 runs through hf-noise (3 finished, 0 to run), one run at a time"
+    assert "probe" not in text  # nothing left to do: nothing probed
+
+    text = plan_text(config, folder / "fresh", executors.Here(2))
+    lines = text.splitlines()
+    assert lines[0] == "plan: 3 runs through hf-noise (0 finished, 3 to run), 2 runs at a time on this machine"
+    # humaneval_noise_n100 at limit 2; the sweep's max_gen_toks (40) over the task's (512)
+    assert lines[1] == ("  m x humaneval_noise_n100: 3 runs x 2 problems x 3 samples x <= 40 new tokens = "
+                        "18 answers, <= 720 new tokens")
+    assert re.fullmatch(r"probe: greedy on 2 problem\(s\): \d+ s to load, [\d.]+ s a problem", lines[2]), lines[2]
+    assert lines[3].startswith("estimate: ") and "with 2 at once" in lines[3]
+    assert not (folder / "fresh" / "probe").exists() and not (folder / "fresh" / "runs").exists()
+
+    assert main(["sweep", "--config", str(folder / "sweep.yaml"), "-o", str(folder / "dry"), "--dry-run"]) == 0
+    assert "plan: 3 runs through hf-noise" in capsys.readouterr().err
+    assert not (folder / "dry" / "runs").exists()  # a dry run runs nothing
+    assert main(["sweep", "--config", str(folder / "sweep.yaml"), "-o", str(folder / "dry"), "--dry-run",
+                 "--no-probe"]) == 0
+    assert "probe" not in capsys.readouterr().err
+
+
+def test_the_estimate_adds_a_load_and_the_problems_per_run_and_divides_by_the_slots():
+    from types import SimpleNamespace
+
+    from lm_eval_noise.tools.sweep.plan import Probe, Workload, describe
+
+    sweep = SimpleNamespace(runs=[None] * 28, model="vllm-noise")
+    loads = [Workload("Qwen/Qwen2.5-Coder-7B", "humaneval_noise", 16, 164, 100, 512),
+             Workload("Qwen/Qwen2.5-Coder-7B", "mbpp", 12, None, 100, None)]
+    where = SimpleNamespace(slots=8, describe=lambda: "8 runs at a time on this machine")
+    probe = Probe("greedy", 2, 40.0, 10.0)
+    lines = describe(sweep, loads[:1], 0, where, probe).splitlines()
+    assert lines[1] == ("  Qwen/Qwen2.5-Coder-7B x humaneval_noise: 16 runs x 164 problems x 100 samples x <= 512 "
+                        "new tokens = 262,400 answers, <= 134.3M new tokens")
+    total = 16 * (40 + 164 * 10.0)  # 7.5 h one after another
+    assert lines[3].startswith(f"estimate: {total / 3600:.1f} h of runs; about {total / 8 / 60:.0f} min with 8 at once")
+    unknown = describe(sweep, loads, 0, where, probe)
+    assert "mbpp: 12 runs x ? problems (the task did not load) x 100 samples" in unknown
+    assert unknown.endswith("estimate: none (a task did not load)")
+    failed = describe(sweep, loads[:1], 0, where, "the probe (greedy) failed, exit code 1: OOM")
+    assert failed.endswith("estimate: none (the probe (greedy) failed, exit code 1: OOM)")

@@ -4,7 +4,9 @@ the config sets `viz: true`). A rerun skips finished runs made with the same set
 redoes partial ones, and refuses in one line when a finished run was made otherwise
 (tools/sweep/runner.py). Runs go one after another, N at a time on this machine
 (`--parallel N`: a GPU each where there are GPUs), or as tasks of a Ray cluster
-(`--ray ADDRESS`, `--ray local` starting one here; the `ray` extra).
+(`--ray ADDRESS`, `--ray local` starting one here; the `ray` extra). It first prints
+its plan and an estimate of its duration from a timed probe (tools/sweep/plan.py);
+`--dry-run` prints only that.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def add_arguments(parser) -> None:
                              "--cpus-per-run cores on a cluster without GPUs")
     parser.add_argument("--cpus-per-run", type=int, default=1, metavar="C",
                         help="cores a run asks of a Ray cluster without GPUs (default 1)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (runs, problems x samples x new tokens, the estimate from a timed probe "
+                             "of one run on two problems) and run nothing else")
+    parser.add_argument("--no-probe", action="store_true", help="plan without the timed probe (no estimate)")
 
 
 def run(args) -> int:
@@ -35,6 +41,7 @@ def run(args) -> int:
         finished_outcomes,
         gpus_per_run,
         load_sweep,
+        plan_text,
         run_sweep,
         write_report,
         write_viewer,
@@ -48,7 +55,14 @@ def run(args) -> int:
     else:
         where = executor(args.parallel, args.ray, gpus_per_run(sweep, args.parallel > 1 or args.ray is not None),
                          args.cpus_per_run, echo=not args.quiet)
-        print(f"lm-eval-noise sweep: {len(sweep.runs)} runs, {where.describe()}", file=sys.stderr)
+        try:
+            print(plan_text(sweep, output, where, probe=not args.no_probe), file=sys.stderr, flush=True)
+        except BaseException:
+            where.close()
+            raise
+        if args.dry_run:
+            where.close()
+            return 0
         outcomes = run_sweep(sweep, output, executor=where)
     board = write_report(sweep, outcomes, output)
     if sweep.viz and write_viewer(output) is None:

@@ -1,8 +1,9 @@
 """Sweeps: a grid of methods, one leaderboard.
 
-grid.py reads the config into runs, runner.py runs them through the harness
-(resumably; executors.py: where they execute), report.py turns the results into leaderboard.json, leaderboard.md and
-plots with bootstrap confidence intervals and paired comparisons with a baseline.
+grid.py reads the config into runs, plan.py says what they will cost, runner.py runs
+them through the harness (resumably; executors.py: where they execute), report.py
+turns the results into leaderboard.json, leaderboard.md and plots with bootstrap
+confidence intervals and paired comparisons with a baseline.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from pathlib import Path
 from ..files import write_text
 from .executors import executor
 from .grid import Run, Sweep, SweepConfigError, load_sweep
+from .plan import plan_text
 from .report import write_report
 from .runner import RunOutcome, finished_outcomes, gpus_per_run, run_sweep
 
 __all__ = ["Run", "RunOutcome", "Sweep", "SweepConfigError", "executor", "finished_outcomes", "gpus_per_run",
-           "load_sweep", "run_sweep", "sample_files", "write_report", "write_viewer"]
+           "load_sweep", "plan_text", "run_sweep", "sample_files", "write_report", "write_viewer"]
 
 
 def sample_files(output: Path) -> list[Path]:

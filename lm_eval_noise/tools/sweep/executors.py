@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -38,6 +40,11 @@ class Attempt:
     started: str  # ISO 8601 with the UTC offset
     finished: str
     host: str  # where it ran
+    seconds: float  # how long it ran
+    requests_after: float | None  # seconds until the harness started its requests (loading done); None: never
+
+# lm_eval's progress bar as requests start ("Running generate_until requests"): the end of loading.
+REQUESTS_START = re.compile(rb"Running \w+ requests")
 
 
 def now() -> str:
@@ -45,8 +52,10 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None) -> int:
-    """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`)."""
+def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None,
+               on_output=None) -> int:
+    """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`;
+    each piece to `on_output` when given)."""
     with log.open("wb") as sink:
         # Unbuffered child: a run's log shows what it is doing while it does it.
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
@@ -56,6 +65,8 @@ def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = Non
             for chunk in iter(lambda: process.stdout.read1(65536), b""):
                 sink.write(chunk)
                 sink.flush()
+                if on_output is not None:
+                    on_output(chunk)
                 if echo:
                     sys.stderr.buffer.write(chunk)
                     sys.stderr.flush()
@@ -75,10 +86,17 @@ def attempt(arguments: list[str], run_dir: str, echo: bool, env: dict | None = N
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    started = now()
+    started, clock, requests_after, tail = now(), time.monotonic(), [], [b""]
+
+    def watch(chunk: bytes) -> None:
+        if not requests_after and REQUESTS_START.search(tail[0] + chunk):  # the marker may span two pieces
+            requests_after.append(time.monotonic() - clock)
+        tail[0] = chunk[-64:]
+
     cwd = cwd if cwd and os.path.isdir(cwd) else None  # relative model paths resolve as in the sweep's folder
-    code = run_logged([sys.executable, *HARNESS, *arguments], folder / "log.txt", echo, env, cwd)
-    return Attempt(code, started, now(), socket.gethostname())
+    code = run_logged([sys.executable, *HARNESS, *arguments], folder / "log.txt", echo, env, cwd, watch)
+    return Attempt(code, started, now(), socket.gethostname(), time.monotonic() - clock,
+                   requests_after[0] if requests_after else None)
 
 
 class Here:
@@ -90,7 +108,7 @@ class Here:
     def __init__(self, parallel: int, gpus_per_run: int = 1, echo: bool = True):
         if parallel < 1:
             raise InputError(f"--parallel {parallel}: valid: an integer >= 1")
-        self.parallel = parallel
+        self.parallel = self.slots = parallel  # slots: runs at once
         self.echo = echo and parallel == 1  # N runs' output at once would be unreadable: their logs hold it
         self._env: queue.Queue[dict] = queue.Queue()
         gpus = _visible_gpus() if parallel > 1 else []
@@ -110,11 +128,11 @@ class Here:
     def describe(self) -> str:
         return "one run at a time" if self.parallel == 1 else f"{self.parallel} runs at a time on this machine"
 
-    def submit(self, arguments: list[str], run_dir: Path) -> Future:
+    def submit(self, arguments: list[str], run_dir: Path, quiet: bool = False) -> Future:
         def start() -> Attempt:
             env = self._env.get()  # a free share of the devices
             try:
-                return attempt(arguments, str(run_dir), self.echo, env, os.getcwd())
+                return attempt(arguments, str(run_dir), self.echo and not quiet, env, os.getcwd())
             finally:
                 self._env.put(env)
 
@@ -143,6 +161,7 @@ class OnRay:
         if self.gpus and gpus_per_run > self.gpus:
             raise InputError(f"--ray {address}: a run takes {gpus_per_run} GPUs and the cluster has {self.gpus}")
         self.request = {"num_gpus": gpus_per_run} if self.gpus else {"num_cpus": cpus_per_run}
+        self.slots = self.gpus // gpus_per_run if self.gpus else max(1, cpus // cpus_per_run)  # runs at once
         self.address = address
         self._where = f"Ray cluster {address} ({cpus} CPUs, {self.gpus} GPUs; a run asks for {self.request})"
         self._task = ray.remote(**self.request, max_retries=0)(attempt)
@@ -150,7 +169,7 @@ class OnRay:
     def describe(self) -> str:
         return self._where
 
-    def submit(self, arguments: list[str], run_dir: Path) -> Future:
+    def submit(self, arguments: list[str], run_dir: Path, quiet: bool = False) -> Future:  # never echoes
         # The worker inherits no driver environment on a remote node: the offline and
         # thread settings the user gave the sweep travel with the task.
         env = {key: value for key, value in os.environ.items() if key.startswith(("HF_", "OMP_", "LM_EVAL_NOISE_"))}

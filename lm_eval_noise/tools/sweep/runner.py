@@ -261,6 +261,14 @@ def finished_outcomes(sweep: Sweep, output: Path) -> list[RunOutcome]:
     return [RunOutcome(run, "skipped", run_dir) for run, run_dir, _ in plans]
 
 
+def pending_runs(sweep: Sweep, output: Path) -> tuple[list[Run], int]:
+    """(the runs a rerun into `output` would make, how many are finished), refused as
+    run_sweep refuses a finished run made with other settings."""
+    plans = [_plan(sweep, run, output) for run in sweep.runs]
+    finished = _finished(plans)
+    return [run for run, run_dir, _ in plans if run_dir not in finished], len(finished)
+
+
 def gpus_per_run(sweep: Sweep, concurrent: bool) -> int:
     """The GPUs one run of `sweep` takes: a vllm-noise run its tensor-parallel size, an
     hf-noise run one. Data parallel inside a run is refused when runs go at once: the
