@@ -427,7 +427,7 @@ methods: {{residual: {{layer: 1, noise_norm: [2.0], vectors: [3]}}}}
     assert first.model_args["noise_vectors"] == {"count": 3, "seed": 0} and first.model_args["noise_seed"] == 0
     assert second.model_args["noise_vectors"] == {"count": 3, "seed": 1} and second.model_args["noise_seed"] == 1
     out = tmp_path / "out"
-    commands = [runner._prepare(sweep, run, out, out / "runs" / run.run_id)[0] for run in sweep.runs]
+    commands = [runner.prepare_run(sweep, run, out, out / "runs" / run.run_id)[0] for run in sweep.runs]
     files = [json.loads(dict(itertools.pairwise(c))["--model_args"])["noise_vectors"] for c in commands]
     assert files[0] != files[1] and not np.allclose(np.load(files[0]), np.load(files[1]))
     assert [dict(itertools.pairwise(c))["--seed"] for c in commands] == ["0,0,0,1234", "1,1,1,1234"]
@@ -442,11 +442,11 @@ def test_the_engine_key_picks_the_harness_model_of_every_run(tmp_path):
     sweep = load_sweep(write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise]\nengine: vllm\n" + methods))
     out = tmp_path / "out"
     for run in sweep.runs:  # the sampling methods too: a comparison is never across engines
-        arguments, settings = runner._prepare(sweep, run, out, out / "runs" / run.run_id)
+        arguments, settings = runner.prepare_run(sweep, run, out, out / "runs" / run.run_id)
         assert dict(itertools.pairwise(arguments))["--model"] == "vllm-noise"
         assert settings["engine"] == "vllm-noise" and "vllm" in settings["versions"]
     hf = load_sweep(write_config(tmp_path, "models: [m]\ntasks: [humaneval_noise]\n" + methods))
-    arguments, settings = runner._prepare(hf, hf.runs[0], out, out / "runs" / "x")
+    arguments, settings = runner.prepare_run(hf, hf.runs[0], out, out / "runs" / "x")
     assert dict(itertools.pairwise(arguments))["--model"] == "hf-noise" and "vllm" not in settings["versions"]
     for engine in ("tgi", "[hf]"):
         with pytest.raises(SweepConfigError, match="`engine` is one of hf, vllm"):

@@ -86,12 +86,12 @@ def workloads(sweep: Sweep, pending: list[Run], variant_folder: Path) -> list[Wo
 
 def run_probe(sweep: Sweep, run: Run, output: Path, executor) -> Probe | str:
     """The timed probe (see the module docstring); a string saying why when it failed."""
-    from .runner import _prepare
+    from .runner import prepare_run
 
     small = dataclasses.replace(sweep, limit=min(PROBE_PROBLEMS, sweep.limit or PROBE_PROBLEMS))
     folder = output / "probe" / run.run_id
     try:
-        arguments, _ = _prepare(small, run, output, folder)
+        arguments, _ = prepare_run(small, run, output, folder)
     except (SweepConfigError, OSError, ValueError) as error:
         return f"the probe could not start: {error}"
     attempt = executor.submit(arguments, folder.resolve(), quiet=True).result()

@@ -166,7 +166,7 @@ def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
     return path
 
 
-def _prepare(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> tuple[list[str], dict]:
+def prepare_run(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> tuple[list[str], dict]:
     """A run's `lm-eval-noise run` arguments and its settings, writing the files it needs
     (task variant, vectors)."""
     model_args = dict(run.model_args)
@@ -197,7 +197,7 @@ def _plan(sweep: Sweep, run: Run, output: Path) -> tuple[Run, Path, tuple | Exce
     """(run, its folder, its (command, settings) or why they could not be made)."""
     run_dir = output / "runs" / run.run_id
     try:
-        return run, run_dir, _prepare(sweep, run, output, run_dir)
+        return run, run_dir, prepare_run(sweep, run, output, run_dir)
     except (SweepConfigError, OSError, ValueError) as error:
         return run, run_dir, error
 
