@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from lm_eval_noise.tools.sweep import SweepConfigError, load_sweep
+from lm_eval_noise.tools.sweep.executors import run_logged as REAL_RUN_LOGGED  # the fixtures stand in for it
 
 
 def write_config(folder: Path, text: str) -> Path:
@@ -598,3 +599,89 @@ def test_the_estimate_adds_a_load_and_the_problems_per_run_and_divides_by_the_sl
     assert unknown.endswith("estimate: none (a task did not load)")
     failed = describe(sweep, loads[:1], 0, where, "the probe (greedy) failed, exit code 1: OOM")
     assert failed.endswith("estimate: none (the probe (greedy) failed, exit code 1: OOM)")
+
+
+def test_an_interrupted_sweep_stops_its_runs_at_once_and_keeps_what_finished(fake_runs, monkeypatch):
+    import threading
+
+    from lm_eval_noise.tools.sweep import executors
+
+    sweep, _, folder = fake_runs
+
+    def harness(command, log, echo, env=None, cwd=None, on_output=None):
+        if "greedy" in str(log):
+            return fake_harness(command, log, echo, on_output=on_output)
+        return REAL_RUN_LOGGED([sys.executable, "-c", "import time; time.sleep(120)"], log, echo, env, cwd)
+
+    monkeypatch.setattr(executors, "run_logged", harness)
+
+    def interrupt_when_one_is_done_and_one_runs():
+        deadline = time.time() + 60
+        while time.time() < deadline and not (list((folder / "out").glob("runs/*greedy*/DONE.json"))
+                                              and executors._LIVE):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # to this process only, as `kill -INT PID` (not its children)
+
+    threading.Thread(target=interrupt_when_one_is_done_and_one_runs, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        sweep("methods:\n  greedy: {}\n  temperature: {temperature: [0.5]}\n", executor=executors.Here(2))
+    assert time.monotonic() - started < 30  # not the 120 s the running one would take
+    assert not executors._LIVE  # stopped, not orphaned
+    runs = {path.name.split("--")[2]: path for path in (folder / "out" / "runs").iterdir()}
+    assert (runs["greedy"] / "DONE.json").exists() and not (runs["temperature-0.5"] / "DONE.json").exists()
+
+
+def test_a_lost_ray_task_is_reported_in_one_clean_line():
+    from lm_eval_noise.tools.sweep.executors import describe_failure
+
+    class RayTaskError(Exception):  # as Ray wraps a task's exception: its traceback, coloured
+        cause = NotADirectoryError(20, "Not a directory", "/sweep/runs/x")
+
+    wrapped = RayTaskError("\x1b[36mray::attempt()\x1b[39m (pid=1)\nTraceback (most recent call last):\n  ...")
+    assert describe_failure(wrapped) == "NotADirectoryError: [Errno 20] Not a directory: '/sweep/runs/x'"
+    assert describe_failure(ConnectionError("node 10.0.0.7 died\nmore")) == "ConnectionError: node 10.0.0.7 died"
+
+
+def test_runs_at_once_on_a_cpu_get_cores_of_their_own(monkeypatch):
+    from lm_eval_noise.errors import InputError
+    from lm_eval_noise.tools.sweep.executors import _core_shares
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    shares = _core_shares(2, 1)
+    assert [s["VLLM_CPU_OMP_THREADS_BIND"] for s in shares] == ["4,5", "6,7"]  # vLLM binds its threads itself
+    assert {s["OMP_NUM_THREADS"] for s in shares} == {"2"}
+    assert [s["VLLM_CPU_OMP_THREADS_BIND"] for s in _core_shares(2, 2)] == ["4|5", "6|7"]  # a list per TP rank
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's cap stays
+    assert {s["OMP_NUM_THREADS"] for s in _core_shares(2, 1)} == {"1"}
+    with pytest.raises(InputError, match="may use 4 cores and a run needs at least 2: valid: at most 2"):
+        _core_shares(3, 2)
+
+
+def test_sweep_flags_that_cannot_apply_are_refused_in_one_line(fake_runs, capsys, monkeypatch):
+    import importlib.util
+
+    from lm_eval_noise.cli import main
+
+    sweep, _, folder = fake_runs
+    sweep()
+    config = str(folder / "sweep.yaml")
+    for flags, message in [
+        (["--report-only", "--parallel", "2"], "--report-only runs nothing: --parallel, --ray and --dry-run"),
+        (["--cpus-per-run", "2"], "--cpus-per-run: a request to a Ray cluster: give it with --ray"),
+    ]:
+        assert main(["sweep", "--config", config, "-o", str(folder / "out"), *flags]) == 2
+        assert message in capsys.readouterr().err
+    (folder / "sweep.yaml").write_text((folder / "sweep.yaml").read_text() + "engine: vllm\n")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else find_spec(name, *a))
+    assert main(["sweep", "--config", config, "-o", str(folder / "elsewhere")]) == 2
+    assert "engine: vllm needs vLLM here" in capsys.readouterr().err
+    assert not (folder / "elsewhere" / "runs").exists()
+    two = load_sweep(write_config(folder, "models: [{pretrained: m, tensor_parallel_size: two}]\ntasks: [t]\n"
+                                          "engine: vllm\nmethods: {greedy: {}}\n"))
+    from lm_eval_noise.tools.sweep import gpus_per_run
+
+    with pytest.raises(SweepConfigError, match="tensor_parallel_size='two': valid: an integer >= 1"):
+        gpus_per_run(two, concurrent=False)

@@ -1,6 +1,6 @@
 """Sweeps that run their runs at once: the same tiny sweep one run after another, with
 README's `--parallel` command and on a Ray cluster started by README's `ray start`
-(made small: a toy model, two workers), gives identical leaderboards, with runs
+(made small: a toy model, a cluster of two CPUs), gives identical leaderboards, with runs
 overlapping in time on the cluster.
 
 Runs where Ray is installed (CI: the vLLM environment, which has it); skipped elsewhere.

@@ -11,8 +11,12 @@ its plan and an estimate of its duration from a timed probe (tools/sweep/plan.py
 
 from __future__ import annotations
 
+import importlib.util
+import signal
 import sys
 from pathlib import Path
+
+from ..errors import InputError
 
 
 def add_arguments(parser) -> None:
@@ -27,8 +31,8 @@ def add_arguments(parser) -> None:
                         help="run each run as a task of this Ray cluster (`local`: start one on this machine; "
                              "`auto`: the one this machine belongs to); a run asks for the GPUs it needs, or "
                              "--cpus-per-run cores on a cluster without GPUs")
-    parser.add_argument("--cpus-per-run", type=int, default=1, metavar="C",
-                        help="cores a run asks of a Ray cluster without GPUs (default 1)")
+    parser.add_argument("--cpus-per-run", type=int, metavar="C",
+                        help="with --ray: cores a run asks of a cluster without GPUs (default 1)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the plan (runs, problems x samples x new tokens, the estimate from a timed probe "
                              "of one run on two problems) and run nothing else")
@@ -41,6 +45,7 @@ def run(args) -> int:
         finished_outcomes,
         gpus_per_run,
         load_sweep,
+        pending_runs,
         plan_text,
         run_sweep,
         write_report,
@@ -51,10 +56,17 @@ def run(args) -> int:
     output = Path(args.output or Path("sweeps") / sweep.name)
     output.mkdir(parents=True, exist_ok=True)
     if args.report_only:
+        if args.parallel != 1 or args.ray is not None or args.dry_run:
+            raise InputError("--report-only runs nothing: --parallel, --ray and --dry-run do not apply")
         outcomes = finished_outcomes(sweep, output)
     else:
+        pending_runs(sweep, output)  # a finished run made otherwise: refused before anything starts
+        if sweep.engine == "vllm" and args.ray is None and importlib.util.find_spec("vllm") is None:
+            raise InputError(f"{args.config}: engine: vllm needs vLLM here: pip install '.[vllm]' (GPU); on a CPU, "
+                             "vLLM's CPU build (README, 'vLLM')")
         where = executor(args.parallel, args.ray, gpus_per_run(sweep, args.parallel > 1 or args.ray is not None),
                          args.cpus_per_run, echo=not args.quiet)
+        signal.signal(signal.SIGTERM, _interrupt)  # the runs under way stop with the sweep, as on Ctrl-C
         try:
             print(plan_text(sweep, output, where, probe=not args.no_probe), file=sys.stderr, flush=True)
         except BaseException:
@@ -73,3 +85,7 @@ def run(args) -> int:
     for outcome in failed:
         print(f"  failed: {outcome.run.name}: {outcome.detail}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")

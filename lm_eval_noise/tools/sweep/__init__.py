@@ -15,10 +15,10 @@ from .executors import executor
 from .grid import Run, Sweep, SweepConfigError, load_sweep
 from .plan import plan_text
 from .report import write_report
-from .runner import RunOutcome, finished_outcomes, gpus_per_run, run_sweep
+from .runner import RunOutcome, finished_outcomes, gpus_per_run, pending_runs, run_sweep
 
 __all__ = ["Run", "RunOutcome", "Sweep", "SweepConfigError", "executor", "finished_outcomes", "gpus_per_run",
-           "load_sweep", "plan_text", "run_sweep", "sample_files", "write_report", "write_viewer"]
+           "load_sweep", "pending_runs", "plan_text", "run_sweep", "sample_files", "write_report", "write_viewer"]
 
 
 def sample_files(output: Path) -> list[Path]:

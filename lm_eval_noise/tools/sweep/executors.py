@@ -30,6 +30,8 @@ from pathlib import Path
 from ...errors import InputError, extra_requirements
 
 HARNESS = ("-m", "lm_eval_noise", "run")  # after the executing host's own interpreter
+# Settings of the driver's environment that a Ray task carries to a node of its own.
+FORWARDED = ("HF_", "HUGGING_FACE_", "TRANSFORMERS_", "TOKENIZERS_", "OMP_", "MKL_", "VLLM_", "LM_EVAL_NOISE_")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,18 @@ def now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+_LIVE: set[subprocess.Popen] = set()  # the harness processes running now, stopped on an interrupt
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_live_runs() -> None:
+    """Stop every harness process this process started and is still waiting for."""
+    with _LIVE_LOCK:
+        processes = list(_LIVE)
+    for process in processes:
+        process.terminate()
+
+
 def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = None, cwd: str | None = None,
                on_output=None) -> int:
     """Run `command`, copying its output to `log` as it comes (and to stderr when `echo`;
@@ -60,6 +74,8 @@ def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = Non
         # Unbuffered child: a run's log shows what it is doing while it does it.
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd,
                                    env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+        with _LIVE_LOCK:
+            _LIVE.add(process)
 
         def pump():
             for chunk in iter(lambda: process.stdout.read1(65536), b""):
@@ -73,7 +89,11 @@ def run_logged(command: list[str], log: Path, echo: bool, env: dict | None = Non
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        code = process.wait()
+        try:
+            code = process.wait()
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(process)
         reader.join()
     return code
 
@@ -103,7 +123,10 @@ class Here:
     """`--parallel N` (1: one after another, the harness's output echoed). N > 1 on a
     machine with GPUs: each run gets GPUs of its own (`gpus_per_run`, through
     CUDA_VISIBLE_DEVICES), so N is at most the GPUs over gpus_per_run; on a CPU each
-    run gets the cores over N as its threads."""
+    run gets cores of its own (of those this process may use): as many threads (at most
+    OMP_NUM_THREADS where the user set it) and, for vLLM's CPU build, which binds its
+    threads itself, those cores (VLLM_CPU_OMP_THREADS_BIND, one list per
+    tensor-parallel rank)."""
 
     def __init__(self, parallel: int, gpus_per_run: int = 1, echo: bool = True):
         if parallel < 1:
@@ -119,10 +142,11 @@ class Here:
             for slot in range(parallel):
                 share = gpus[slot * gpus_per_run:(slot + 1) * gpus_per_run]
                 self._env.put({"CUDA_VISIBLE_DEVICES": ",".join(share)})
+        elif parallel == 1:
+            self._env.put({})
         else:
-            threads = str(max(1, (os.cpu_count() or 1) // parallel))
-            for _ in range(parallel):
-                self._env.put({} if parallel == 1 else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+            for share in _core_shares(parallel, gpus_per_run):
+                self._env.put(share)
         self._pool = ThreadPoolExecutor(parallel, thread_name_prefix="sweep-run")
 
     def describe(self) -> str:
@@ -141,6 +165,31 @@ class Here:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def interrupt(self) -> None:
+        """Stop the runs under way now (an interrupted sweep must not wait hours for them)."""
+        stop_live_runs()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _core_shares(parallel: int, ranks: int) -> list[dict]:
+    """Each of `parallel` runs' environment on a CPU: its own cores, split over `ranks`
+    tensor-parallel ranks for vLLM's binding."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    each = len(cores) // parallel
+    if each < ranks:
+        raise InputError(f"--parallel {parallel}: this process may use {len(cores)} cores and a run needs at least "
+                         f"{ranks}: valid: at most {max(1, len(cores) // ranks)}")
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    threads = min(each, int(asked)) if asked.isdigit() and int(asked) > 0 else each
+    shares = []
+    for slot in range(parallel):
+        mine = [str(core) for core in cores[slot * each:(slot + 1) * each]]
+        per_rank = len(mine) // ranks
+        bind = "|".join(",".join(mine[rank * per_rank:(rank + 1) * per_rank]) for rank in range(ranks))
+        shares.append({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                       "VLLM_CPU_OMP_THREADS_BIND": bind})
+    return shares
+
 
 class OnRay:
     """`--ray ADDRESS`: each run a Ray task asking for `gpus_per_run` GPUs where the cluster
@@ -154,15 +203,23 @@ class OnRay:
             wanted = " ".join(f"'{r}'" for r in extra_requirements("ray")) or "ray"
             raise InputError(f"--ray needs Ray: pip install {wanted}") from None
         self._ray = ray
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise InputError(f"--ray {address}: {_first_line(error)}: valid: a running cluster's address (`ray start "
+                             "--head` prints it), `auto` (the cluster this machine belongs to) or `local`") from None
         self.gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if self.gpus and gpus_per_run > self.gpus:
+            ray.shutdown()
             raise InputError(f"--ray {address}: a run takes {gpus_per_run} GPUs and the cluster has {self.gpus}")
+        if not self.gpus and not 1 <= cpus_per_run <= cpus:
+            ray.shutdown()  # more than the cluster has: no run would ever start
+            raise InputError(f"--cpus-per-run {cpus_per_run}: the cluster at {address} has {cpus} CPUs and no GPUs: "
+                             f"valid: 1 to {cpus}")
         self.request = {"num_gpus": gpus_per_run} if self.gpus else {"num_cpus": cpus_per_run}
-        self.slots = self.gpus // gpus_per_run if self.gpus else max(1, cpus // cpus_per_run)  # runs at once
-        self.address = address
+        self.slots = self.gpus // gpus_per_run if self.gpus else cpus // cpus_per_run  # runs at once
         self._where = f"Ray cluster {address} ({cpus} CPUs, {self.gpus} GPUs; a run asks for {self.request})"
         self._task = ray.remote(**self.request, max_retries=0)(attempt)
 
@@ -172,11 +229,38 @@ class OnRay:
     def submit(self, arguments: list[str], run_dir: Path, quiet: bool = False) -> Future:  # never echoes
         # The worker inherits no driver environment on a remote node: the offline and
         # thread settings the user gave the sweep travel with the task.
-        env = {key: value for key, value in os.environ.items() if key.startswith(("HF_", "OMP_", "LM_EVAL_NOISE_"))}
+        env = {key: value for key, value in os.environ.items() if key.startswith(FORWARDED)}
         return self._task.remote(arguments, str(run_dir), False, env, os.getcwd()).future()
 
     def close(self) -> None:
         self._ray.shutdown()
+
+    def interrupt(self) -> None:
+        self._ray.shutdown()  # a local cluster's workers, and their runs, go with it; a remote one cancels them
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers at, refused in seconds (Ray itself retries for
+    minutes before it gives up)."""
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        return  # `local`, `auto`: Ray finds them or says why
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise InputError(f"--ray {address}: nothing answers there ({error}): valid: a running cluster's address "
+                         "(`ray start --head` prints it), `auto` or `local`") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def describe_failure(error: BaseException) -> str:
+    """An executor's error as one line: a Ray task's own exception (not Ray's traceback
+    around it, in terminal colours)."""
+    cause = getattr(error, "cause", None) or error
+    return re.sub(r"\x1b\[[0-9;]*m", "", f"{type(cause).__name__}: {_first_line(cause)}")
 
 
 def _visible_gpus() -> list[str]:
@@ -191,12 +275,14 @@ def _visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
-def executor(parallel: int = 1, ray: str | None = None, gpus_per_run: int = 1, cpus_per_run: int = 1,
+def executor(parallel: int = 1, ray: str | None = None, gpus_per_run: int = 1, cpus_per_run: int | None = None,
              echo: bool = True):
     """The executor the command line asked for."""
     if ray is not None:
         if parallel != 1:
             raise InputError("--parallel and --ray: give one (on a Ray cluster the cluster's resources set "
                              "how many runs go at once)")
-        return OnRay(ray, gpus_per_run, cpus_per_run)
+        return OnRay(ray, gpus_per_run, 1 if cpus_per_run is None else cpus_per_run)
+    if cpus_per_run is not None:
+        raise InputError("--cpus-per-run: a request to a Ray cluster: give it with --ray")
     return Here(parallel, gpus_per_run, echo)

@@ -36,7 +36,7 @@ import yaml
 from tqdm import tqdm
 
 from ...harness.task_configs import tasks_dir
-from .executors import Attempt, Here
+from .executors import Attempt, Here, describe_failure
 from .grid import Run, Sweep, SweepConfigError
 
 FILE_ARGS = ("noise_cov_sqrt", "noise_vectors")  # model_args that name files: their content shapes the output
@@ -168,7 +168,9 @@ def random_vectors(folder: Path, model: str, count: int, seed: int) -> Path:
 
 def prepare_run(sweep: Sweep, run: Run, output: Path, run_dir: Path) -> tuple[list[str], dict]:
     """A run's `lm-eval-noise run` arguments and its settings, writing the files it needs
-    (task variant, vectors)."""
+    (task variant, vectors). Paths in the arguments are absolute: the run may execute in
+    another folder, or on another node that sees the sweep's folder at the same path."""
+    output, run_dir = output.resolve(), run_dir.resolve()
     model_args = dict(run.model_args)
     vectors = model_args.get("noise_vectors")
     if isinstance(vectors, dict):
@@ -276,12 +278,23 @@ def gpus_per_run(sweep: Sweep, concurrent: bool) -> int:
     from inside a run that holds some would wait for each other)."""
     sizes = [1]
     for run in sweep.runs:
-        if concurrent and int(run.model_args.get("data_parallel_size", 1)) > 1:
+        if concurrent and _size(run, "data_parallel_size") > 1:
             raise SweepConfigError(f"run {run.name}: data_parallel_size={run.model_args['data_parallel_size']} "
                                    "with --parallel or --ray: valid: 1 (the runs go at once instead)")
         if sweep.engine == "vllm":
-            sizes.append(int(run.model_args.get("tensor_parallel_size", 1)))
+            sizes.append(_size(run, "tensor_parallel_size"))
     return max(sizes)
+
+
+def _size(run: Run, key: str) -> int:
+    value = run.model_args.get(key, 1)
+    try:
+        size = int(str(value))
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise SweepConfigError(f"run {run.name}: {key}={value!r}: valid: an integer >= 1")
+    return size
 
 
 def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True, executor=None) -> list[RunOutcome]:
@@ -301,9 +314,9 @@ def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True, executor=None) -
         else:
             pending[index] = prepared
     bar = tqdm(total=len(plans), initial=len(outcomes), desc=f"sweep {sweep.name}", unit="run")
+    futures = {}
     try:
-        # The folder by its absolute path: a Ray worker starts elsewhere (the harness's own
-        # relative paths resolve in the sweep's working folder, which travels with the run).
+        # The folder by its absolute path: a Ray worker starts elsewhere.
         futures = {executor.submit(arguments, plans[index][1].resolve()): index
                    for index, (arguments, _) in pending.items()}
         for future in as_completed(futures):
@@ -312,6 +325,15 @@ def run_sweep(sweep: Sweep, output: Path, *, echo: bool = True, executor=None) -
             outcomes[index] = _outcome(run, run_dir, settings, future)
             bar.update()
             bar.write(f"{run.name}: {outcomes[index].status}")
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): the runs under way stop now; those that finished
+        # meanwhile keep their results (a rerun skips them).
+        executor.interrupt()
+        for future, index in futures.items():
+            if index not in outcomes and future.done() and not future.cancelled():
+                run, run_dir, (_, settings) = plans[index]
+                _outcome(run, run_dir, settings, future)
+        raise
     finally:
         bar.close()
         executor.close()
@@ -323,7 +345,7 @@ def _outcome(run: Run, run_dir: Path, settings: dict, future) -> RunOutcome:
     try:
         attempt: Attempt = future.result()
     except Exception as error:  # noqa: BLE001  (the executor lost it, a Ray node died...: this run fails, the sweep goes on)
-        return RunOutcome(run, "failed", run_dir, f"{type(error).__name__}: {error}")
+        return RunOutcome(run, "failed", run_dir, describe_failure(error))
     results = sorted(run_dir.rglob("results_*.json"))
     if attempt.code == 0 and results:
         # When and where it ran: not settings (not in the fingerprint), a record.
