@@ -685,3 +685,13 @@ def test_sweep_flags_that_cannot_apply_are_refused_in_one_line(fake_runs, capsys
 
     with pytest.raises(SweepConfigError, match="tensor_parallel_size='two': valid: an integer >= 1"):
         gpus_per_run(two, concurrent=False)
+
+
+def test_a_stock_task_is_refused_when_the_sweep_starts(tmp_path, capsys):
+    from lm_eval_noise.cli import main
+
+    config = write_config(tmp_path, "models: [m]\ntasks: [gsm8k]\nmethods: {greedy: {}}\n")
+    assert main(["sweep", "--config", str(config), "-o", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "task 'gsm8k' is not one of this package's tasks (`lm-eval-noise tasks` lists them)" in error
+    assert not (tmp_path / "out" / "runs").exists()

@@ -45,6 +45,7 @@ class Attempt:
     seconds: float  # how long it ran
     requests_after: float | None  # seconds until the harness started its requests (loading done); None: never
 
+
 # lm_eval's progress bar as requests start ("Running generate_until requests"): the end of loading.
 REQUESTS_START = re.compile(rb"Running \w+ requests")
 

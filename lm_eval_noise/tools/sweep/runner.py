@@ -57,7 +57,9 @@ def task_variant(folder: Path, task: str, samples: int) -> str:
     its metrics when the task reports pass@k); returns its name."""
     base = tasks_dir() / f"{task}.yaml"
     if not base.is_file():
-        raise SweepConfigError(f"task {task!r} is not one of this package's tasks ({tasks_dir()})")
+        raise SweepConfigError(f"task {task!r} is not one of this package's tasks (`lm-eval-noise tasks` lists them): "
+                               "a sweep does not take stock lm-eval tasks yet (lm-eval scores only the first of "
+                               "their `repeats` samples)")
     name = f"{task}__n{samples}"
     variant = {"include": str(base), "task": name, "repeats": samples}
     metrics = _metric_list(base)
